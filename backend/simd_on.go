@@ -1,0 +1,5 @@
+//go:build goexperiment.simd
+
+package backend
+
+func init() { SIMDBuilt = true }

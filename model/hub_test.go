@@ -1,0 +1,253 @@
+package model
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// hubTestServer serves files[path] for GET <path> (path unescaped), counting requests and keeping the last
+// Authorization header; other paths are 404.
+func hubTestServer(t *testing.T, files map[string][]byte) (*atomic.Int32, *atomic.Value) {
+	t.Helper()
+	var count atomic.Int32
+	var auth atomic.Value
+	auth.Store("")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		count.Add(1)
+		auth.Store(r.Header.Get("Authorization"))
+		data, ok := files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		w.Write(data)
+	}))
+	t.Cleanup(srv.Close)
+	setHub(t, srv.URL)
+	return &count, &auth
+}
+
+// setHub points downloads at base with a quiet log, restoring the package settings afterwards.
+func setHub(t *testing.T, base string) *bytes.Buffer {
+	t.Helper()
+	oldBase, oldLog, oldStall := HubBaseURL, DownloadLog, DownloadStallTimeout
+	t.Cleanup(func() { HubBaseURL, DownloadLog, DownloadStallTimeout = oldBase, oldLog, oldStall })
+	var log bytes.Buffer
+	HubBaseURL, DownloadLog = base, &log
+	return &log
+}
+
+func TestParseHubRef(t *testing.T) {
+	cases := map[string]string{
+		"ggml-org/models:tinyllamas/stories260K.gguf": "ggml-org|models|tinyllamas/stories260K.gguf",
+		"Qwen/Qwen2.5-0.5B-Instruct":                  "Qwen|Qwen2.5-0.5B-Instruct|",
+		"a/b:c.gguf":                                  "a|b|c.gguf",
+		"models/x.gguf":                               "", // a mistyped local path
+		"./a/b":                                       "",
+		"/abs/path":                                   "",
+		"a/b/c":                                       "",
+		"a/b:../../etc/passwd":                        "",
+		"a/b:x//y":                                    "",
+		"a/..:x":                                      "",
+		"noslash":                                     "",
+	}
+	for in, want := range cases {
+		r, ok := parseHubRef(in)
+		got := ""
+		if ok {
+			got = r.owner + "|" + r.repo + "|" + r.file
+		}
+		if got != want {
+			t.Errorf("parseHubRef(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestResolveLocalAndInvalid(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "m.gguf")
+	os.WriteFile(p, []byte("x"), 0o644)
+	if got, err := Resolve(p, t.TempDir()); err != nil || got != p {
+		t.Errorf("local file: %q, %v", got, err)
+	}
+	_, err := Resolve(filepath.Join(t.TempDir(), "absent.gguf"), t.TempDir())
+	wantErr(t, err, "absent.gguf", "no such file")
+}
+
+func TestResolveOffline(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now: connection refused
+	setHub(t, "http://"+addr)
+	cache := t.TempDir()
+	_, err = Resolve("ggml-org/models:tinyllamas/stories260K.gguf", cache)
+	wantErr(t, err, "cannot download ggml-org/models:tinyllamas/stories260K.gguf (offline?)",
+		"download it yourself and pass --model /path/to/file")
+	if entries, _ := os.ReadDir(cache); len(entries) != 0 {
+		t.Errorf("cache not empty: %v", entries)
+	}
+}
+
+func TestResolvePinnedFile(t *testing.T) {
+	real, err := os.ReadFile(loadTestShared(t, "models/stories260K/stories260K.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ref = "ggml-org/models:tinyllamas/stories260K.gguf"
+	const urlPath = "/ggml-org/models/resolve/main/tinyllamas/stories260K.gguf"
+
+	t.Run("verified", func(t *testing.T) {
+		count, _ := hubTestServer(t, map[string][]byte{urlPath: real})
+		cache := t.TempDir()
+		got, err := Resolve(ref, cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := filepath.Join(cache, "huggingface", "ggml-org", "models", "tinyllamas", "stories260K.gguf"); got != want {
+			t.Errorf("path %q, want %q", got, want)
+		}
+		if data, _ := os.ReadFile(got); !bytes.Equal(data, real) {
+			t.Error("downloaded bytes differ")
+		}
+		if _, err := Load(got); err != nil {
+			t.Error(err)
+		}
+		if _, err := Resolve(ref, cache); err != nil || count.Load() != 1 {
+			t.Errorf("second resolve: %v, %d requests (want 1: cached)", err, count.Load())
+		}
+	})
+	t.Run("sha mismatch", func(t *testing.T) {
+		bad := bytes.Clone(real)
+		bad[len(bad)-1] ^= 1
+		hubTestServer(t, map[string][]byte{urlPath: bad})
+		cache := t.TempDir()
+		_, err := Resolve(ref, cache)
+		wantErr(t, err, ref, "sha256", "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d")
+		dir := filepath.Join(cache, "huggingface", "ggml-org", "models", "tinyllamas")
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Errorf("left files behind: %v", entries)
+		}
+	})
+}
+
+func TestResolveUnknownFilePrintsSHA(t *testing.T) {
+	data := []byte("some model bytes")
+	count, auth := hubTestServer(t, map[string][]byte{"/me/repo/resolve/main/dir/m 1.gguf": data})
+	log := DownloadLog.(*bytes.Buffer)
+	t.Setenv("HF_TOKEN", "tok123")
+	got, err := Resolve("me/repo:dir/m 1.gguf", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(got); !bytes.Equal(b, data) || count.Load() != 1 {
+		t.Errorf("content %q, %d requests", b, count.Load())
+	}
+	sum := sha256.Sum256(data)
+	if !strings.Contains(log.String(), hex.EncodeToString(sum[:])) {
+		t.Errorf("log %q lacks the sha256", log.String())
+	}
+	if got := auth.Load().(string); got != "Bearer tok123" {
+		t.Errorf("Authorization %q", got)
+	}
+}
+
+func TestResolveHTTPError(t *testing.T) {
+	hubTestServer(t, nil)
+	_, err := Resolve("me/repo:absent.gguf", t.TempDir())
+	wantErr(t, err, "me/repo:absent.gguf", "404", "--model")
+}
+
+func TestResolveStall(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000")
+		w.Write(make([]byte, 10))
+		w.(http.Flusher).Flush()
+		select { // hang until the client gives up
+		case <-r.Context().Done():
+		case <-time.After(10 * time.Second):
+		}
+	}))
+	defer srv.Close()
+	setHub(t, srv.URL)
+	DownloadStallTimeout = 200 * time.Millisecond
+	start := time.Now()
+	_, err := Resolve("me/repo:m.gguf", t.TempDir())
+	wantErr(t, err, "me/repo:m.gguf", "no data for 200ms")
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("stall detected after %s", time.Since(start))
+	}
+}
+
+func TestResolveHFFolder(t *testing.T) {
+	src := loadTestShared(t, "models/stories260K-hf")
+	files := map[string][]byte{}
+	for _, f := range []string{"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} {
+		b, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files["/karpathy/stories260K/resolve/main/"+f] = b
+	}
+	count, _ := hubTestServer(t, files)
+	cache := t.TempDir()
+	dir, err := Resolve("karpathy/stories260K", cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Config.NumLayers != 5 || len(p.Weights) != 47 {
+		t.Errorf("loaded %d layers, %d tensors", p.Config.NumLayers, len(p.Weights))
+	}
+	n := count.Load()
+	if _, err := Resolve("karpathy/stories260K", cache); err != nil || count.Load() != n {
+		t.Errorf("second resolve: %v, %d new requests", err, count.Load()-n)
+	}
+}
+
+func TestResolveHFFolderSharded(t *testing.T) {
+	c := synthConfig("qwen2")
+	src := t.TempDir()
+	writeHFModel(t, src, hfConfigJSON(c), synthWeights(c, 20), "F16", 2)
+	files := map[string][]byte{}
+	entries, _ := os.ReadDir(src)
+	for _, e := range entries {
+		b, _ := os.ReadFile(filepath.Join(src, e.Name()))
+		files["/o/r/resolve/main/"+e.Name()] = b
+	}
+	hubTestServer(t, files)
+	dir, err := Resolve("o/r", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(dir); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestIsOffline(t *testing.T) {
+	dns := &url.Error{Op: "Get", URL: "https://huggingface.co/x", Err: &net.OpError{Op: "dial", Net: "tcp",
+		Err: &net.DNSError{Err: "no such host", Name: "huggingface.co", IsNotFound: true}}}
+	if !isOffline(dns) {
+		t.Error("DNS failure not seen as offline")
+	}
+	if isOffline(&url.Error{Op: "Get", URL: "https://x", Err: errors.New("tls: bad certificate")}) {
+		t.Error("TLS failure seen as offline")
+	}
+}

@@ -1,0 +1,399 @@
+package model
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/bits"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+
+	"github.com/gomlx/compute/dtypes/bfloat16"
+	"github.com/gomlx/compute/dtypes/float16"
+)
+
+// RopeScaling describes a RoPE frequency adjustment. Types:
+//   - "linear": every inverse frequency is divided by Factor (HF "linear", GGUF rope.scaling.type=linear).
+//   - "llama3": Llama 3.1's smooth per-frequency scaling with Factor, LowFreqFactor, HighFreqFactor and
+//     OriginalMaxPositions (HF rope_type "llama3").
+//   - "freq_factors": inverse frequency i is divided by FreqFactors[i] (GGUF rope_freqs.weight, which is how
+//     llama.cpp stores llama3 scaling).
+//
+// Config.RopeInverseFrequencies applies it.
+type RopeScaling struct {
+	Type                 string    `json:"type"`
+	Factor               float64   `json:"factor,omitempty"`
+	LowFreqFactor        float64   `json:"low_freq_factor,omitempty"`
+	HighFreqFactor       float64   `json:"high_freq_factor,omitempty"`
+	OriginalMaxPositions int       `json:"original_max_position_embeddings,omitempty"`
+	FreqFactors          []float64 `json:"freq_factors,omitempty"`
+}
+
+// Load reads a checkpoint: a GGUF file, or a Hugging Face folder with config.json and model.safetensors (or a
+// sharded model.safetensors.index.json). Weights come back as float32 host tensors keyed by HF names, Linear
+// weights as [out, in], whatever the file layout was.
+func Load(path string) (*Pretrained, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return loadHF(path)
+	}
+	var magic [4]byte
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	_, err = io.ReadFull(f, magic[:])
+	f.Close()
+	if err == nil && string(magic[:]) == "GGUF" {
+		return loadGGUF(path)
+	}
+	if filepath.Ext(path) == ".safetensors" {
+		return nil, fmt.Errorf("%s: pass the folder that holds it and config.json, not the weights file", path)
+	}
+	return nil, fmt.Errorf("%s: neither a GGUF file nor a folder with config.json and model.safetensors", path)
+}
+
+// RopeInverseFrequencies returns the HeadDim/2 RoPE inverse frequencies θ^(-2i/d), adjusted by c.RopeScaling.
+// Pair i rotates dimensions (i, i+HeadDim/2) in HF's rotate-half layout.
+func (c *Config) RopeInverseFrequencies() ([]float64, error) {
+	if c.HeadDim <= 0 || c.HeadDim%2 != 0 || c.RopeTheta <= 0 {
+		return nil, fmt.Errorf("config: rope needs an even head_dim (%d) and a positive rope_theta (%g)",
+			c.HeadDim, c.RopeTheta)
+	}
+	half := c.HeadDim / 2
+	inv := make([]float64, half)
+	for i := range inv {
+		inv[i] = math.Pow(c.RopeTheta, -float64(2*i)/float64(c.HeadDim))
+	}
+	s := c.RopeScaling
+	if s == nil {
+		return inv, nil
+	}
+	switch s.Type {
+	case "linear":
+		if s.Factor <= 0 {
+			return nil, fmt.Errorf("config: linear rope scaling factor %g must be positive", s.Factor)
+		}
+		for i := range inv {
+			inv[i] /= s.Factor
+		}
+	case "llama3":
+		// Same formula as transformers' _compute_llama3_parameters: long wavelengths are slowed down by Factor,
+		// short ones kept, and the band between interpolated smoothly.
+		if s.Factor <= 0 || s.LowFreqFactor <= 0 || s.HighFreqFactor <= s.LowFreqFactor || s.OriginalMaxPositions <= 0 {
+			return nil, fmt.Errorf("config: invalid llama3 rope scaling %+v", *s)
+		}
+		old := float64(s.OriginalMaxPositions)
+		lowWavelen, highWavelen := old/s.LowFreqFactor, old/s.HighFreqFactor
+		for i, f := range inv {
+			wavelen := 2 * math.Pi / f
+			switch {
+			case wavelen < highWavelen:
+			case wavelen > lowWavelen:
+				inv[i] = f / s.Factor
+			default:
+				smooth := (old/wavelen - s.LowFreqFactor) / (s.HighFreqFactor - s.LowFreqFactor)
+				inv[i] = (1-smooth)*f/s.Factor + smooth*f
+			}
+		}
+	case "freq_factors":
+		if len(s.FreqFactors) != half {
+			return nil, fmt.Errorf("config: %d rope frequency factors for head_dim %d (want %d)",
+				len(s.FreqFactors), c.HeadDim, half)
+		}
+		for i, ff := range s.FreqFactors {
+			if !(ff > 0) {
+				return nil, fmt.Errorf("config: rope frequency factor %d is %g, must be positive", i, ff)
+			}
+			inv[i] /= ff
+		}
+	default:
+		return nil, fmt.Errorf("config: rope scaling type %q is not supported", s.Type)
+	}
+	return inv, nil
+}
+
+// Storage dtypes this package reads.
+const (
+	dtF32  = "F32"
+	dtF16  = "F16"
+	dtBF16 = "BF16"
+	dtQ8_0 = "Q8_0"
+)
+
+// q8BlockSize and q8BlockBytes describe ggml's Q8_0 block: an f16 scale d, then 32 int8 q; value = d·q.
+const (
+	q8BlockSize  = 32
+	q8BlockBytes = 2 + q8BlockSize
+)
+
+// Sanity limits: they keep size arithmetic far from overflow; real checks are against the file size.
+const (
+	maxConfigDim   = 1 << 24 // any single configured size (hidden, vocab, layers, ...)
+	maxTensorElems = 1 << 40
+)
+
+// tensorSource locates one tensor's bytes in a file, already translated to HF naming and shape.
+type tensorSource struct {
+	file   string // path of the file that holds it, for errors and reading
+	name   string // the name inside that file (GGUF or safetensors), for errors
+	dtype  string
+	shape  []int // HF order, outermost first
+	offset int64 // absolute byte offset in file
+	nbytes int64
+}
+
+// numElements multiplies dims, rejecting non-positive dims and products past maxTensorElems.
+func numElements(shape []int) (int64, error) {
+	if len(shape) == 0 {
+		return 0, errors.New("tensor has no dimensions")
+	}
+	n := uint64(1)
+	for _, d := range shape {
+		if d <= 0 {
+			return 0, fmt.Errorf("invalid dimension %d in shape %v", d, shape)
+		}
+		hi, lo := bits.Mul64(n, uint64(d))
+		if hi != 0 || lo > maxTensorElems {
+			return 0, fmt.Errorf("shape %v has too many elements", shape)
+		}
+		n = lo
+	}
+	return int64(n), nil
+}
+
+// storageBytes is the byte size of n elements stored as dtype.
+func storageBytes(dtype string, n int64) (int64, error) {
+	switch dtype {
+	case dtF32:
+		return 4 * n, nil
+	case dtF16, dtBF16:
+		return 2 * n, nil
+	case dtQ8_0:
+		if n%q8BlockSize != 0 {
+			return 0, fmt.Errorf("Q8_0 needs a multiple of %d elements, got %d", q8BlockSize, n)
+		}
+		return n / q8BlockSize * q8BlockBytes, nil
+	}
+	return 0, fmt.Errorf("unsupported dtype %s (supported: F32, F16, BF16, Q8_0)", dtype)
+}
+
+// checkSources compares the tensors found in a file against what cfg needs. `where` names the file or folder;
+// ggufNames adds llama.cpp names to errors about missing tensors.
+func checkSources(where string, cfg *Config, srcs map[string]*tensorSource, ggufNames bool) error {
+	want := cfg.ExpectedShapes()
+	names := make([]string, 0, len(want))
+	for name := range want {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		src, ok := srcs[name]
+		if !ok {
+			if g, ok := GGUFNameFromHF(name); ok && ggufNames {
+				return fmt.Errorf("%s: tensor %q (%s) is missing", where, g, name)
+			}
+			return fmt.Errorf("%s: tensor %q is missing", where, name)
+		}
+		if !slices.Equal(src.shape, want[name]) {
+			return fmt.Errorf("%s: tensor %q: shape %v (HF layout), config needs %v", src.file, src.name, src.shape, want[name])
+		}
+	}
+	var extra []string
+	for name := range srcs {
+		if _, ok := want[name]; !ok {
+			extra = append(extra, name)
+		}
+	}
+	if len(extra) > 0 {
+		slices.Sort(extra)
+		src := srcs[extra[0]]
+		return fmt.Errorf("%s: tensor %q is not part of a %s model with this config (%d unexpected tensors)",
+			src.file, src.name, cfg.Architecture, len(extra))
+	}
+	return nil
+}
+
+// readSources reads every source into float32 tensors, one file handle per file. It also reports the storage
+// dtype that holds the most elements.
+func readSources(srcs map[string]*tensorSource) (map[string]*Tensor, string, error) {
+	files := map[string]*os.File{}
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	weights := make(map[string]*Tensor, len(srcs))
+	perDType := map[string]int64{}
+	names := make([]string, 0, len(srcs))
+	for name := range srcs {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		src := srcs[name]
+		f := files[src.file]
+		if f == nil {
+			var err error
+			if f, err = os.Open(src.file); err != nil {
+				return nil, "", err
+			}
+			files[src.file] = f
+		}
+		t, err := readTensor(f, src)
+		if err != nil {
+			return nil, "", err
+		}
+		weights[name] = t
+		perDType[src.dtype] += int64(len(t.Data))
+	}
+	dominant := ""
+	for _, dt := range []string{dtF32, dtBF16, dtF16, dtQ8_0} {
+		if perDType[dt] > perDType[dominant] {
+			dominant = dt
+		}
+	}
+	return weights, dominant, nil
+}
+
+// checkRange verifies a tensor's bytes lie inside its file, before anything is allocated for it.
+func checkRange(src *tensorSource, fileSize int64) error {
+	if src.offset < 0 || src.nbytes < 0 || src.offset > fileSize || src.nbytes > fileSize-src.offset {
+		return fmt.Errorf("%s: tensor %q: data [%d, %d) lies outside the file (%d bytes)",
+			src.file, src.name, src.offset, src.offset+src.nbytes, fileSize)
+	}
+	return nil
+}
+
+// readTensor reads and converts one tensor, in chunks so that only the float32 result is allocated in full.
+func readTensor(f *os.File, src *tensorSource) (*Tensor, error) {
+	n, err := numElements(src.shape)
+	if err != nil {
+		return nil, fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
+	}
+	nbytes, err := storageBytes(src.dtype, n)
+	if err != nil {
+		return nil, fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
+	}
+	if nbytes != src.nbytes {
+		return nil, fmt.Errorf("%s: tensor %q: %d bytes for %d %s elements, want %d",
+			src.file, src.name, src.nbytes, n, src.dtype, nbytes)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRange(src, st.Size()); err != nil {
+		return nil, err
+	}
+	out := make([]float32, n)
+	// Chunks hold whole elements / blocks: 4·34·2048 bytes is a multiple of 2, 4 and 34.
+	const chunk = 4 * q8BlockBytes * 2048
+	buf := make([]byte, min(int64(chunk), nbytes))
+	dst := out
+	for off := int64(0); off < nbytes; {
+		b := buf[:min(int64(len(buf)), nbytes-off)]
+		if _, err := f.ReadAt(b, src.offset+off); err != nil {
+			return nil, fmt.Errorf("%s: tensor %q: reading %d bytes at offset %d: %w", src.file, src.name, len(b), src.offset+off, err)
+		}
+		dst = decode(src.dtype, b, dst)
+		off += int64(len(b))
+	}
+	return &Tensor{Shape: slices.Clone(src.shape), Data: out}, nil
+}
+
+// decode converts raw little-endian bytes of dtype into dst and returns the rest of dst.
+func decode(dtype string, b []byte, dst []float32) []float32 {
+	switch dtype {
+	case dtF32:
+		for i := 0; i+4 <= len(b); i += 4 {
+			dst[i/4] = math.Float32frombits(binary.LittleEndian.Uint32(b[i:]))
+		}
+		return dst[len(b)/4:]
+	case dtF16:
+		for i := 0; i+2 <= len(b); i += 2 {
+			dst[i/2] = float16.FromBits(binary.LittleEndian.Uint16(b[i:])).Float32()
+		}
+		return dst[len(b)/2:]
+	case dtBF16:
+		for i := 0; i+2 <= len(b); i += 2 {
+			dst[i/2] = bfloat16.FromBits(binary.LittleEndian.Uint16(b[i:])).Float32()
+		}
+		return dst[len(b)/2:]
+	case dtQ8_0:
+		nb := len(b) / q8BlockBytes
+		for k := range nb {
+			blk := b[k*q8BlockBytes:]
+			d := float16.FromBits(binary.LittleEndian.Uint16(blk)).Float32()
+			for j := range q8BlockSize {
+				dst[k*q8BlockSize+j] = d * float32(int8(blk[2+j]))
+			}
+		}
+		return dst[nb*q8BlockSize:]
+	}
+	panic("unreachable: dtype checked by storageBytes")
+}
+
+// checkConfig validates sizes read from a file before anything is sized from them. `where` names the file.
+func checkConfig(where string, c *Config) error {
+	for _, v := range []struct {
+		name string
+		val  int
+	}{
+		{"hidden size", c.HiddenSize}, {"intermediate size", c.IntermediateSize}, {"layer count", c.NumLayers},
+		{"head count", c.NumHeads}, {"key/value head count", c.NumKVHeads}, {"head dim", c.HeadDim},
+		{"vocab size", c.VocabSize}, {"max positions", c.MaxPositions},
+	} {
+		if v.val <= 0 || v.val > maxConfigDim {
+			return fmt.Errorf("%s: %s %d is out of range", where, v.name, v.val)
+		}
+	}
+	if !(c.RMSNormEps > 0) || !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0) {
+		return fmt.Errorf("%s: rms_norm_eps %g and rope_theta %g must be positive", where, c.RMSNormEps, c.RopeTheta)
+	}
+	if c.SlidingWindow < 0 {
+		return fmt.Errorf("%s: sliding window %d is negative", where, c.SlidingWindow)
+	}
+	if c.BOSTokenID < -1 || c.BOSTokenID >= c.VocabSize {
+		return fmt.Errorf("%s: bos token id %d is outside the vocabulary (%d)", where, c.BOSTokenID, c.VocabSize)
+	}
+	for _, id := range c.EOSTokenIDs {
+		if id < 0 || id >= c.VocabSize {
+			return fmt.Errorf("%s: eos token id %d is outside the vocabulary (%d)", where, id, c.VocabSize)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	if _, err := c.RopeInverseFrequencies(); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	return nil
+}
+
+// shortFloat turns a float32 read from a file into the float64 with the same shortest decimal form
+// (1e-5f → 1e-5, not 9.99999974737875e-06), so configs from GGUF and config.json compare equal.
+func shortFloat(f float32) float64 {
+	v, err := strconv.ParseFloat(strconv.FormatFloat(float64(f), 'g', -1, 32), 64)
+	if err != nil {
+		return float64(f)
+	}
+	return v
+}
+
+// appendUnique appends ids not yet in list.
+func appendUnique(list []int, ids ...int) []int {
+	for _, id := range ids {
+		if !slices.Contains(list, id) {
+			list = append(list, id)
+		}
+	}
+	return list
+}

@@ -1,0 +1,475 @@
+package model
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/gomlx/go-huggingface/models/gguf"
+)
+
+// ggufGlobalNames and ggufLayerNames map llama.cpp tensor names to HF names (layer names after "blk.N.").
+var (
+	ggufGlobalNames = map[string]string{
+		"token_embd.weight":  "model.embed_tokens.weight",
+		"output_norm.weight": "model.norm.weight",
+		"output.weight":      "lm_head.weight",
+	}
+	ggufLayerNames = map[string]string{
+		"attn_norm.weight":   "input_layernorm.weight",
+		"ffn_norm.weight":    "post_attention_layernorm.weight",
+		"attn_q.weight":      "self_attn.q_proj.weight",
+		"attn_k.weight":      "self_attn.k_proj.weight",
+		"attn_v.weight":      "self_attn.v_proj.weight",
+		"attn_output.weight": "self_attn.o_proj.weight",
+		"attn_q.bias":        "self_attn.q_proj.bias",
+		"attn_k.bias":        "self_attn.k_proj.bias",
+		"attn_v.bias":        "self_attn.v_proj.bias",
+		"attn_q_norm.weight": "self_attn.q_norm.weight",
+		"attn_k_norm.weight": "self_attn.k_norm.weight",
+		"ffn_gate.weight":    "mlp.gate_proj.weight",
+		"ffn_up.weight":      "mlp.up_proj.weight",
+		"ffn_down.weight":    "mlp.down_proj.weight",
+	}
+)
+
+// ggufRopeFreqs is llama.cpp's tensor of per-frequency RoPE divisors (how it stores llama3 rope scaling).
+const ggufRopeFreqs = "rope_freqs.weight"
+
+// HFNameFromGGUF maps a llama.cpp tensor name ("blk.3.attn_q.weight") to its HF name
+// ("model.layers.3.self_attn.q_proj.weight"). ok is false for names outside the Llama-family set.
+func HFNameFromGGUF(name string) (hf string, ok bool) {
+	if hf, ok := ggufGlobalNames[name]; ok {
+		return hf, true
+	}
+	rest, found := strings.CutPrefix(name, "blk.")
+	if !found {
+		return "", false
+	}
+	num, suffix, found := strings.Cut(rest, ".")
+	layer, err := strconv.Atoi(num)
+	if !found || err != nil || layer < 0 || strconv.Itoa(layer) != num {
+		return "", false
+	}
+	if hf, ok := ggufLayerNames[suffix]; ok {
+		return "model.layers." + num + "." + hf, true
+	}
+	return "", false
+}
+
+// GGUFNameFromHF is the inverse of HFNameFromGGUF.
+func GGUFNameFromHF(name string) (string, bool) {
+	for g, hf := range ggufGlobalNames {
+		if hf == name {
+			return g, true
+		}
+	}
+	rest, found := strings.CutPrefix(name, "model.layers.")
+	if !found {
+		return "", false
+	}
+	num, suffix, found := strings.Cut(rest, ".")
+	layer, err := strconv.Atoi(num)
+	if !found || err != nil || layer < 0 || strconv.Itoa(layer) != num {
+		return "", false
+	}
+	for g, hf := range ggufLayerNames {
+		if hf == suffix {
+			return "blk." + num + "." + g, true
+		}
+	}
+	return "", false
+}
+
+// ggufDTypes maps the GGUF tensor types this package reads.
+var ggufDTypes = map[gguf.TensorType]string{
+	gguf.TensorTypeF32: dtF32, gguf.TensorTypeF16: dtF16, gguf.TensorTypeBF16: dtBF16, gguf.TensorTypeQ8_0: dtQ8_0,
+}
+
+// ggufMeta reads typed metadata with errors that name the file and key.
+type ggufMeta struct {
+	path string
+	f    *gguf.File
+}
+
+// int reads an integer key; ok is false when absent.
+func (m ggufMeta) int(key string) (v int, ok bool, err error) {
+	kv, found := m.f.GetKeyValue(key)
+	if !found {
+		return 0, false, nil
+	}
+	var x int64
+	switch n := kv.Raw().(type) {
+	case uint8, uint16, uint32, int8, int16, int32, int64:
+		x = kv.Int64()
+	case uint64:
+		if n > math.MaxInt64 {
+			return 0, true, fmt.Errorf("%s: metadata %s = %d is out of range", m.path, key, n)
+		}
+		x = int64(n)
+	default:
+		return 0, true, fmt.Errorf("%s: metadata %s has type %T, want an integer", m.path, key, kv.Raw())
+	}
+	if x < math.MinInt32 || x > math.MaxUint32 {
+		return 0, true, fmt.Errorf("%s: metadata %s = %d is out of range", m.path, key, x)
+	}
+	return int(x), true, nil
+}
+
+// requiredInt reads an integer key that must be present.
+func (m ggufMeta) requiredInt(key string) (int, error) {
+	v, ok, err := m.int(key)
+	if err == nil && !ok {
+		err = fmt.Errorf("%s: metadata %s is missing", m.path, key)
+	}
+	return v, err
+}
+
+// float reads a float key (float32 kept at its shortest decimal form); ok is false when absent.
+func (m ggufMeta) float(key string) (v float64, ok bool, err error) {
+	kv, found := m.f.GetKeyValue(key)
+	if !found {
+		return 0, false, nil
+	}
+	switch x := kv.Raw().(type) {
+	case float32:
+		return shortFloat(x), true, nil
+	case float64:
+		return x, true, nil
+	}
+	return 0, true, fmt.Errorf("%s: metadata %s has type %T, want a float", m.path, key, kv.Raw())
+}
+
+// str reads a string key; "" when absent.
+func (m ggufMeta) str(key string) (string, error) {
+	kv, found := m.f.GetKeyValue(key)
+	if !found {
+		return "", nil
+	}
+	s, ok := kv.Raw().(string)
+	if !ok {
+		return "", fmt.Errorf("%s: metadata %s has type %T, want a string", m.path, key, kv.Raw())
+	}
+	return s, nil
+}
+
+// tokenID reads a token id key: -1 when absent or set to llama.cpp's "none" (0xFFFFFFFF or -1).
+func (m ggufMeta) tokenID(key string) (int, error) {
+	v, ok, err := m.int(key)
+	if err != nil || !ok || v == math.MaxUint32 || v == -1 {
+		return -1, err
+	}
+	return v, nil
+}
+
+// ggufConfig builds a Config from GGUF metadata (tie, vocab fallback and rope_freqs are settled by the caller).
+func ggufConfig(path string, f *gguf.File) (*Config, error) {
+	m := ggufMeta{path: path, f: f}
+	arch := f.Architecture()
+	switch arch {
+	case "llama", "qwen2", "qwen3":
+	default:
+		return nil, fmt.Errorf("%s: general.architecture %q is not supported (supported: llama, qwen2, qwen3)", path, arch)
+	}
+	c := &Config{Architecture: arch, AttentionBias: arch == "qwen2", QKNorm: arch == "qwen3"}
+	var err error
+	for _, k := range []struct {
+		key string
+		dst *int
+	}{
+		{".embedding_length", &c.HiddenSize}, {".block_count", &c.NumLayers}, {".feed_forward_length", &c.IntermediateSize},
+		{".attention.head_count", &c.NumHeads}, {".context_length", &c.MaxPositions},
+	} {
+		if *k.dst, err = m.requiredInt(arch + k.key); err != nil {
+			return nil, err
+		}
+	}
+	if c.NumHeads <= 0 || c.HiddenSize <= 0 {
+		return nil, fmt.Errorf("%s: embedding_length %d and head_count %d must be positive", path, c.HiddenSize, c.NumHeads)
+	}
+	var ok bool
+	if c.NumKVHeads, ok, err = m.int(arch + ".attention.head_count_kv"); err != nil {
+		return nil, err
+	} else if !ok {
+		c.NumKVHeads = c.NumHeads
+	}
+	if c.HeadDim, ok, err = m.int(arch + ".attention.key_length"); err != nil {
+		return nil, err
+	} else if !ok {
+		c.HeadDim = c.HiddenSize / c.NumHeads
+	}
+	if v, ok, err := m.int(arch + ".attention.value_length"); err != nil {
+		return nil, err
+	} else if ok && v != c.HeadDim {
+		return nil, fmt.Errorf("%s: attention.value_length %d differs from key_length %d (not supported)", path, v, c.HeadDim)
+	}
+	if v, ok, err := m.int(arch + ".rope.dimension_count"); err != nil {
+		return nil, err
+	} else if ok && v != c.HeadDim {
+		return nil, fmt.Errorf("%s: rope.dimension_count %d differs from head dim %d (partial rotary is not supported)", path, v, c.HeadDim)
+	}
+	if c.RMSNormEps, ok, err = m.float(arch + ".attention.layer_norm_rms_epsilon"); err != nil {
+		return nil, err
+	} else if !ok {
+		return nil, fmt.Errorf("%s: metadata %s.attention.layer_norm_rms_epsilon is missing", path, arch)
+	}
+	if c.RopeTheta, ok, err = m.float(arch + ".rope.freq_base"); err != nil {
+		return nil, err
+	} else if !ok {
+		c.RopeTheta = 10000 // llama.cpp's default
+	}
+	if c.RopeScaling, err = ggufRopeScaling(m, arch); err != nil {
+		return nil, err
+	}
+	if kv, found := f.GetKeyValue("tokenizer.ggml.tokens"); found {
+		tokens, ok := kv.Raw().([]string)
+		if !ok {
+			return nil, fmt.Errorf("%s: metadata tokenizer.ggml.tokens has type %T, want a string array", path, kv.Raw())
+		}
+		c.VocabSize = len(tokens)
+	} else if c.VocabSize, _, err = m.int(arch + ".vocab_size"); err != nil {
+		return nil, err
+	}
+	if c.BOSTokenID, err = m.tokenID("tokenizer.ggml.bos_token_id"); err != nil {
+		return nil, err
+	}
+	// llama.cpp stops generation at eos and at eot (e.g. Qwen's <|im_end|>).
+	for _, key := range []string{"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"} {
+		id, err := m.tokenID(key)
+		if err != nil {
+			return nil, err
+		}
+		if id >= 0 {
+			c.EOSTokenIDs = appendUnique(c.EOSTokenIDs, id)
+		}
+	}
+	return c, nil
+}
+
+// ggufRopeScaling reads <arch>.rope.scaling.* (and the older rope.scale_linear).
+func ggufRopeScaling(m ggufMeta, arch string) (*RopeScaling, error) {
+	kind, err := m.str(arch + ".rope.scaling.type")
+	if err != nil {
+		return nil, err
+	}
+	factor, hasFactor, err := m.float(arch + ".rope.scaling.factor")
+	if err != nil {
+		return nil, err
+	}
+	if kind == "" {
+		if old, ok, err := m.float(arch + ".rope.scale_linear"); err != nil {
+			return nil, err
+		} else if ok && old != 1 {
+			kind, factor, hasFactor = "linear", old, true
+		}
+	}
+	switch kind {
+	case "", "none":
+		return nil, nil
+	case "linear":
+		if !hasFactor {
+			return nil, fmt.Errorf("%s: linear rope scaling without %s.rope.scaling.factor", m.path, arch)
+		}
+		if factor == 1 || factor == 0 { // converters write 0/1 for "no scaling"
+			return nil, nil
+		}
+		return &RopeScaling{Type: "linear", Factor: factor}, nil
+	}
+	return nil, fmt.Errorf("%s: rope scaling type %q is not supported (supported: none, linear)", m.path, kind)
+}
+
+// ggufSource describes one GGUF tensor as a tensorSource, with every size checked against the file.
+func ggufSource(path string, f *gguf.File, info *gguf.TensorInfo, fileSize int64) (*tensorSource, error) {
+	dtype, ok := ggufDTypes[info.Type]
+	if !ok {
+		return nil, fmt.Errorf("%s: tensor %q: dtype %s is not supported (supported: F32, F16, BF16, Q8_0)", path, info.Name, info.Type)
+	}
+	shape := make([]int, len(info.Shape))
+	for i, d := range info.Shape {
+		if d == 0 || d > maxTensorElems {
+			return nil, fmt.Errorf("%s: tensor %q: invalid dimension %d", path, info.Name, d)
+		}
+		shape[len(shape)-1-i] = int(d) // GGUF lists ne[0] (innermost) first; HF order is outermost first
+	}
+	if dtype == dtQ8_0 && shape[len(shape)-1]%q8BlockSize != 0 {
+		return nil, fmt.Errorf("%s: tensor %q: Q8_0 rows of %d elements are not whole blocks of %d", path, info.Name, shape[len(shape)-1], q8BlockSize)
+	}
+	if f.Alignment > 0 && info.Offset%f.Alignment != 0 {
+		return nil, fmt.Errorf("%s: tensor %q: offset %d is not a multiple of the alignment %d", path, info.Name, info.Offset, f.Alignment)
+	}
+	if info.Offset > uint64(fileSize) {
+		return nil, fmt.Errorf("%s: tensor %q: data offset %d lies outside the file (%d bytes)", path, info.Name, info.Offset, fileSize)
+	}
+	src := &tensorSource{file: path, name: info.Name, dtype: dtype, shape: shape, offset: f.DataOffset() + int64(info.Offset)}
+	n, err := numElements(shape)
+	if err != nil {
+		return nil, fmt.Errorf("%s: tensor %q: %w", path, info.Name, err)
+	}
+	if src.nbytes, err = storageBytes(dtype, n); err != nil {
+		return nil, fmt.Errorf("%s: tensor %q: %w", path, info.Name, err)
+	}
+	if err := checkRange(src, fileSize); err != nil {
+		return nil, err
+	}
+	return src, nil
+}
+
+// loadGGUF loads a GGUF file, undoing llama.cpp's Q/K row permutation for the llama architecture.
+func loadGGUF(path string) (*Pretrained, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := ggufConfig(path, f)
+	if err != nil {
+		return nil, err
+	}
+	srcs := map[string]*tensorSource{}
+	var ropeFreqs *tensorSource
+	for i := range f.TensorInfos {
+		info := &f.TensorInfos[i]
+		src, err := ggufSource(path, f, info, st.Size())
+		if err != nil {
+			return nil, err
+		}
+		if info.Name == ggufRopeFreqs {
+			ropeFreqs = src
+			continue
+		}
+		hf, ok := HFNameFromGGUF(info.Name)
+		if !ok {
+			return nil, fmt.Errorf("%s: tensor %q is not a known %s tensor", path, info.Name, cfg.Architecture)
+		}
+		if srcs[hf] != nil {
+			return nil, fmt.Errorf("%s: tensor %q appears twice", path, info.Name)
+		}
+		srcs[hf] = src
+	}
+	if cfg.VocabSize == 0 { // no tokenizer.ggml.tokens nor vocab_size: trust the embedding
+		if e := srcs["model.embed_tokens.weight"]; e != nil && len(e.shape) == 2 {
+			cfg.VocabSize = e.shape[0]
+		}
+	}
+	cfg.TieEmbeddings = srcs["lm_head.weight"] == nil
+	if ropeFreqs != nil {
+		if err := ggufApplyRopeFreqs(cfg, ropeFreqs); err != nil {
+			return nil, err
+		}
+	}
+	if err := checkConfig(path, cfg); err != nil {
+		return nil, err
+	}
+	if err := checkSources(path, cfg, srcs, true); err != nil {
+		return nil, err
+	}
+	weights, dtype, err := readSources(srcs)
+	if err != nil {
+		return nil, err
+	}
+	// Converters often write the embedding again as output.weight; identical means tied.
+	if lm := weights["lm_head.weight"]; lm != nil && sameBits(lm, weights["model.embed_tokens.weight"]) {
+		delete(weights, "lm_head.weight")
+		cfg.TieEmbeddings = true
+	}
+	if cfg.Architecture == "llama" {
+		for l := range cfg.NumLayers {
+			for _, p := range []struct {
+				name  string
+				heads int
+			}{{"q_proj", cfg.NumHeads}, {"k_proj", cfg.NumKVHeads}} {
+				name := fmt.Sprintf("model.layers.%d.self_attn.%s.weight", l, p.name)
+				t, err := LlamaCppUnpermute(weights[name], p.heads)
+				if err != nil {
+					return nil, fmt.Errorf("%s: tensor %q: %w", path, srcs[name].name, err)
+				}
+				weights[name] = t
+			}
+		}
+	}
+	return &Pretrained{Config: *cfg, Weights: weights, Path: path, Format: "gguf", DType: dtype}, nil
+}
+
+// ggufApplyRopeFreqs reads rope_freqs.weight into cfg.RopeScaling.
+func ggufApplyRopeFreqs(cfg *Config, src *tensorSource) error {
+	if cfg.RopeScaling != nil {
+		return fmt.Errorf("%s: tensor %q: rope frequency factors together with %s rope scaling", src.file, src.name, cfg.RopeScaling.Type)
+	}
+	if len(src.shape) != 1 || src.shape[0] != cfg.HeadDim/2 {
+		return fmt.Errorf("%s: tensor %q: shape %v, want [%d]", src.file, src.name, src.shape, cfg.HeadDim/2)
+	}
+	fh, err := os.Open(src.file)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	t, err := readTensor(fh, src)
+	if err != nil {
+		return err
+	}
+	s := &RopeScaling{Type: "freq_factors", FreqFactors: make([]float64, len(t.Data))}
+	for i, v := range t.Data {
+		s.FreqFactors[i] = float64(v)
+	}
+	cfg.RopeScaling = s
+	return nil
+}
+
+// sameBits reports whether two tensors have the same shape and bit-identical data.
+func sameBits(a, b *Tensor) bool {
+	if a == nil || b == nil || !slices.Equal(a.Shape, b.Shape) || len(a.Data) != len(b.Data) {
+		return false
+	}
+	for i := range a.Data {
+		if math.Float32bits(a.Data[i]) != math.Float32bits(b.Data[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// LlamaCppPermute reorders the rows of a Q or K projection (weight [heads·headDim, in] or bias [heads·headDim])
+// from HF's rotate-half layout to llama.cpp's interleaved-pair layout, as llama.cpp's converter does:
+// w.reshape(heads, 2, headDim/2, in).swapaxes(1, 2). Use nHeads = NumHeads for Q and NumKVHeads for K.
+func LlamaCppPermute(t *Tensor, nHeads int) (*Tensor, error) {
+	return permuteRows(t, nHeads, false)
+}
+
+// LlamaCppUnpermute inverts LlamaCppPermute.
+func LlamaCppUnpermute(t *Tensor, nHeads int) (*Tensor, error) {
+	return permuteRows(t, nHeads, true)
+}
+
+func permuteRows(t *Tensor, nHeads int, inverse bool) (*Tensor, error) {
+	if t == nil || len(t.Shape) == 0 || nHeads <= 0 {
+		return nil, fmt.Errorf("cannot permute rows of %v for %d heads", t, nHeads)
+	}
+	rows := t.Shape[0]
+	if rows%(2*nHeads) != 0 || len(t.Data)%rows != 0 {
+		return nil, fmt.Errorf("%d rows do not split into %d heads of an even size", rows, nHeads)
+	}
+	cols := len(t.Data) / rows
+	headDim := rows / nHeads
+	half := headDim / 2
+	out := &Tensor{Shape: slices.Clone(t.Shape), Data: make([]float32, len(t.Data))}
+	for h := range nHeads {
+		for j := range half {
+			for k := range 2 {
+				hfRow := h*headDim + k*half + j // rotate-half: pair (j, j+half)
+				cppRow := h*headDim + 2*j + k   // interleaved: pair (2j, 2j+1)
+				src, dst := hfRow, cppRow
+				if inverse {
+					src, dst = cppRow, hfRow
+				}
+				copy(out.Data[dst*cols:(dst+1)*cols], t.Data[src*cols:(src+1)*cols])
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,205 @@
+package model
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
+	"github.com/gomlx/gomlx/core/tensors"
+)
+
+// Model is a loaded decoder on a backend: its configuration and frozen weights as backend tensors. Graphs take the
+// weights as their leading inputs (in Names order) so one compiled graph serves every call.
+type Model struct {
+	Config  Config
+	Backend compute.Backend
+	Names   []string
+	Params  []*tensors.Tensor
+	DType   dtypes.DType // of the weights and activations: Float32 normally, Float64 for exactness checks
+}
+
+// New validates the weights against the configuration and moves them into float32 backend tensors.
+func New(backend compute.Backend, p *Pretrained) (*Model, error) {
+	return NewWithDType(backend, p, dtypes.Float32)
+}
+
+// NewWithDType is New with the weights held as dtype (Float32 or Float64).
+func NewWithDType(backend compute.Backend, p *Pretrained, dtype dtypes.DType) (*Model, error) {
+	if dtype != dtypes.Float32 && dtype != dtypes.Float64 {
+		return nil, fmt.Errorf("model dtype %s is not supported (use float32 or float64)", dtype)
+	}
+	if err := p.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.Path, err)
+	}
+	expected := p.Config.ExpectedShapes()
+	for name, shape := range expected {
+		t, ok := p.Weights[name]
+		if !ok {
+			return nil, fmt.Errorf("%s: missing tensor %q", p.Path, name)
+		}
+		if !slices.Equal(t.Shape, shape) {
+			return nil, fmt.Errorf("%s: tensor %q has shape %v, config expects %v", p.Path, name, t.Shape, shape)
+		}
+	}
+	m := &Model{Config: p.Config, Backend: backend, DType: dtype}
+	for name := range expected {
+		m.Names = append(m.Names, name)
+	}
+	slices.Sort(m.Names)
+	for _, name := range m.Names {
+		t := p.Weights[name]
+		if dtype == dtypes.Float64 {
+			wide := make([]float64, len(t.Data))
+			for i, v := range t.Data {
+				wide[i] = float64(v)
+			}
+			m.Params = append(m.Params, tensors.FromFlatDataAndDimensions(wide, t.Shape...))
+			continue
+		}
+		m.Params = append(m.Params, tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))
+	}
+	return m, nil
+}
+
+// Weights maps the leading len(m.Names) graph inputs to their parameter names.
+func (m *Model) Weights(inputs []*Node) Weights {
+	w := make(Weights, len(m.Names))
+	for i, name := range m.Names {
+		w[name] = inputs[i]
+	}
+	return w
+}
+
+// Validate checks that the configuration describes a model this package can run.
+func (c *Config) Validate() error {
+	switch {
+	case c.HiddenSize <= 0 || c.NumLayers <= 0 || c.NumHeads <= 0 || c.NumKVHeads <= 0 || c.HeadDim <= 0 ||
+		c.VocabSize <= 0 || c.IntermediateSize <= 0:
+		return fmt.Errorf("config has non-positive sizes: %+v", *c)
+	case c.NumHeads%c.NumKVHeads != 0:
+		return fmt.Errorf("config: %d attention heads are not a multiple of %d key/value heads", c.NumHeads, c.NumKVHeads)
+	case c.HeadDim%2 != 0:
+		return fmt.Errorf("config: head_dim %d must be even for rotary embeddings", c.HeadDim)
+	case c.RopeTheta <= 0:
+		return fmt.Errorf("config: rope_theta %g must be positive", c.RopeTheta)
+	}
+	return nil
+}
+
+// ExpectedShapes lists every parameter the architecture needs, with its HF-layout shape.
+func (c *Config) ExpectedShapes() map[string][]int {
+	d, q, kv := c.HiddenSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
+	s := map[string][]int{
+		"model.embed_tokens.weight": {c.VocabSize, d},
+		"model.norm.weight":         {d},
+	}
+	if !c.TieEmbeddings {
+		s["lm_head.weight"] = []int{c.VocabSize, d}
+	}
+	for l := range c.NumLayers {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		s[p+"input_layernorm.weight"] = []int{d}
+		s[p+"post_attention_layernorm.weight"] = []int{d}
+		s[p+"self_attn.q_proj.weight"] = []int{q, d}
+		s[p+"self_attn.k_proj.weight"] = []int{kv, d}
+		s[p+"self_attn.v_proj.weight"] = []int{kv, d}
+		s[p+"self_attn.o_proj.weight"] = []int{d, q}
+		s[p+"mlp.gate_proj.weight"] = []int{c.IntermediateSize, d}
+		s[p+"mlp.up_proj.weight"] = []int{c.IntermediateSize, d}
+		s[p+"mlp.down_proj.weight"] = []int{d, c.IntermediateSize}
+		if c.AttentionBias {
+			s[p+"self_attn.q_proj.bias"] = []int{q}
+			s[p+"self_attn.k_proj.bias"] = []int{kv}
+			s[p+"self_attn.v_proj.bias"] = []int{kv}
+		}
+		if c.QKNorm {
+			s[p+"self_attn.q_norm.weight"] = []int{c.HeadDim}
+			s[p+"self_attn.k_norm.weight"] = []int{c.HeadDim}
+		}
+	}
+	return s
+}
+
+// NumParameters counts the base model's parameters.
+func (c *Config) NumParameters() int {
+	n := 0
+	for _, shape := range c.ExpectedShapes() {
+		size := 1
+		for _, d := range shape {
+			size *= d
+		}
+		n += size
+	}
+	return n
+}
+
+func shapeInt32(dims ...int) shapes.Shape { return shapes.Make(dtypes.Int32, dims...) }
+
+// LogitsExec returns an executor of the full-sequence forward pass: inputs (weights..., tokens [batch, seq] int32),
+// output logits [batch, seq, vocab]. Use it for scoring; generation uses a Decoder.
+func (m *Model) LogitsExec() (*Exec, error) {
+	n := len(m.Names)
+	return NewExec(m.Backend, func(inputs []*Node) *Node {
+		w := m.Weights(inputs[:n])
+		tokens := inputs[n]
+		logits, _ := m.Config.Forward(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, nil)
+		return logits
+	})
+}
+
+// Logits runs the full-sequence forward pass once on tokens (one sequence) and returns logits [seq][vocab].
+func (m *Model) Logits(tokens []int32) ([][]float32, error) {
+	exec, err := m.LogitsExec()
+	if err != nil {
+		return nil, err
+	}
+	defer exec.Finalize()
+	out, err := exec.Exec(m.Args(tensors.FromFlatDataAndDimensions(tokens, 1, len(tokens)))...)
+	if err != nil {
+		return nil, err
+	}
+	return splitRows(out[0], len(tokens), m.Config.VocabSize)
+}
+
+// Args lists the weights followed by extra as Exec arguments.
+func (m *Model) Args(extra ...*tensors.Tensor) []any {
+	args := make([]any, 0, len(m.Params)+len(extra))
+	for _, t := range m.Params {
+		args = append(args, t)
+	}
+	for _, t := range extra {
+		args = append(args, t)
+	}
+	return args
+}
+
+// toFloat32 copies a float32 or float64 tensor out as float32 values.
+func toFloat32(t *tensors.Tensor) ([]float32, error) {
+	if t.DType() == dtypes.Float64 {
+		wide, err := tensors.CopyFlatData[float64](t)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]float32, len(wide))
+		for i, v := range wide {
+			out[i] = float32(v)
+		}
+		return out, nil
+	}
+	return tensors.CopyFlatData[float32](t)
+}
+
+func splitRows(t *tensors.Tensor, rows, cols int) ([][]float32, error) {
+	flat, err := toFloat32(t)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]float32, rows)
+	for i := range out {
+		out[i] = flat[i*cols : (i+1)*cols]
+	}
+	return out, nil
+}
