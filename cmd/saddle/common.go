@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/gomlx/compute"
+	"github.com/spf13/cobra"
+
+	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/model"
+	"github.com/saddle-ml/saddle/tokenizer"
+)
+
+// defaultModel is the small real model saddle's demo and tests use; it is downloaded on first use.
+const defaultModel = "ggml-org/models:tinyllamas/stories260K.gguf"
+
+func addModelFlag(cmd *cobra.Command) {
+	cmd.Flags().String("model", defaultModel, "GGUF file, Hugging Face folder, or Hugging Face name owner/repo:file")
+}
+
+func addJSONFlag(cmd *cobra.Command) {
+	cmd.Flags().Bool("json", false, "print one JSON object with the result")
+}
+
+func flagString(cmd *cobra.Command, name string) string {
+	v, _ := cmd.Flags().GetString(name)
+	return v
+}
+
+func flagBool(cmd *cobra.Command, name string) bool {
+	v, _ := cmd.Flags().GetBool(name)
+	return v
+}
+
+// resolveModel turns --model into a local path, downloading known Hugging Face names when online.
+func resolveModel(cmd *cobra.Command) (string, error) {
+	name := strings.TrimSpace(flagString(cmd, "model"))
+	if name == "" {
+		return "", usagef("--model is empty: give a GGUF file, a Hugging Face folder or owner/repo:file")
+	}
+	return model.Resolve(name, "")
+}
+
+// newBackend creates the backend chosen by --backend / --pjrt-plugin / GOMLX_BACKEND.
+func newBackend(cmd *cobra.Command) (compute.Backend, string, error) {
+	cfg := flagString(cmd, "backend")
+	if plugin := flagString(cmd, "pjrt-plugin"); plugin != "" {
+		if cfg != "" && !strings.HasPrefix(cfg, "xla") {
+			return nil, "", usagef("--pjrt-plugin needs the xla backend, but --backend is %q", cfg)
+		}
+		abs, err := filepath.Abs(plugin)
+		if err != nil {
+			return nil, "", err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return nil, "", fmt.Errorf("PJRT plugin %s: %w", plugin, err)
+		}
+		cfg = "xla:" + abs
+	}
+	return backend.New(cfg)
+}
+
+// loadTokenizer finds the tokenizer that ships with a model: tokenizer.json in an HF folder, or GGUF metadata.
+func loadTokenizer(modelPath string) (*tokenizer.Tokenizer, error) {
+	info, err := os.Stat(modelPath)
+	if err != nil {
+		return nil, err
+	}
+	if info.IsDir() {
+		return tokenizer.FromFile(filepath.Join(modelPath, "tokenizer.json"))
+	}
+	return tokenizer.FromGGUF(modelPath)
+}
+
+func printJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"bytes"
+
+	"github.com/saddle-ml/saddle/data"
+	"github.com/saddle-ml/saddle/finetune"
+)
+
+// The demo data ship inside the binary, so `saddle train` and `saddle escape` work with no files but the model.
+const (
+	demoData     = "demo"
+	demoEvalData = "demo-eval"
+)
+
+var demoFiles = map[string]string{demoData: data.DemoTrain, demoEvalData: data.DemoEval, "demo-qa": data.DemoQA}
+
+// readExamples reads a JSONL file, or one of the embedded demo sets by name.
+func readExamples(name string, tok finetune.DataTokenizer) ([]finetune.Example, finetune.TokenizeStats, error) {
+	if file, ok := demoFiles[name]; ok {
+		content, err := data.FS.ReadFile(file)
+		if err != nil {
+			return nil, finetune.TokenizeStats{}, err
+		}
+		recs, err := finetune.ParseJSONL(bytes.NewReader(content), "demo:"+file)
+		if err != nil {
+			return nil, finetune.TokenizeStats{}, err
+		}
+		return finetune.TokenizeRecords(recs, tok, finetune.TokenizeOptions{})
+	}
+	return finetune.LoadExamples(name, tok, finetune.TokenizeOptions{})
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/saddle-ml/saddle/lora"
+	"github.com/saddle-ml/saddle/model"
+	"github.com/saddle-ml/saddle/tokenizer"
+)
+
+type generateResult struct {
+	Text            string  `json:"text"`
+	Completion      string  `json:"completion"`
+	PromptTokens    int     `json:"prompt_tokens"`
+	GeneratedTokens int     `json:"generated_tokens"`
+	Tokens          []int   `json:"tokens"`
+	TokensPerSecond float64 `json:"tokens_per_second"`
+	Backend         string  `json:"backend"`
+}
+
+func newGenerateCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "generate",
+		Short: "Generate text from a prompt with KV-cached decoding (an empty prompt starts from BOS)",
+		Args:  cobra.NoArgs,
+		RunE:  runGenerate,
+	}
+	addModelFlag(cmd)
+	addJSONFlag(cmd)
+	f := cmd.Flags()
+	f.String("prompt", "", "prompt text; empty starts from BOS")
+	f.Int("max-tokens", 128, "most new tokens to generate")
+	f.Float64("temperature", 0.8, "sampling temperature; 0 is greedy")
+	f.Float64("top-p", 0.95, "nucleus sampling: keep the smallest set of tokens with this much probability (1 = off)")
+	f.Int("top-k", 0, "keep only the k most likely tokens (0 = off)")
+	f.Uint64("seed", 0, "random seed for sampling")
+	f.IntSlice("stop-token", nil, "extra token ids that end generation (EOS and BOS always do)")
+	f.String("adapter", "", "a trained adapter: the --out folder of 'saddle train'")
+	return cmd
+}
+
+func runGenerate(cmd *cobra.Command, _ []string) error {
+	f := cmd.Flags()
+	maxTokens, _ := f.GetInt("max-tokens")
+	var s model.Sampling
+	s.Temperature, _ = f.GetFloat64("temperature")
+	s.TopP, _ = f.GetFloat64("top-p")
+	s.TopK, _ = f.GetInt("top-k")
+	s.Seed, _ = f.GetUint64("seed")
+	extraStops, _ := f.GetIntSlice("stop-token")
+	if maxTokens < 0 {
+		return usagef("--max-tokens %d must be >= 0", maxTokens)
+	}
+	if err := s.Validate(); err != nil {
+		return usageError{err}
+	}
+	path, err := resolveModel(cmd)
+	if err != nil {
+		return err
+	}
+	tok, err := loadTokenizer(path)
+	if err != nil {
+		return err
+	}
+	pretrained, err := model.Load(path)
+	if err != nil {
+		return err
+	}
+	b, backendName, err := newBackend(cmd)
+	if err != nil {
+		return err
+	}
+	m, err := model.New(b, pretrained)
+	if err != nil {
+		return err
+	}
+
+	prompt := flagString(cmd, "prompt")
+	ids := tok.Encode(prompt, true)
+	if len(ids) == 0 || (prompt == "" && ids[0] != tok.BOS()) {
+		if tok.BOS() < 0 {
+			return fmt.Errorf("%s: the prompt is empty and the tokenizer has no BOS token to start from", path)
+		}
+		ids = append([]int{tok.BOS()}, ids...)
+	}
+	stops := slices.Concat(tok.EOS(), m.Config.EOSTokenIDs, extraStops)
+	if tok.BOS() >= 0 {
+		stops = append(stops, tok.BOS())
+	}
+	capacity := min(len(ids)+maxTokens, m.Config.MaxPositions)
+	if len(ids) > capacity {
+		return fmt.Errorf("prompt has %d tokens, more than the model's context of %d", len(ids), m.Config.MaxPositions)
+	}
+	hook, extra, err := loadAdapter(flagString(cmd, "adapter"), m)
+	if err != nil {
+		return err
+	}
+	dec, err := m.NewDecoder(capacity, hook, extra)
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+
+	asJSON := flagBool(cmd, "json")
+	var stream *textStream
+	if !asJSON {
+		stream = newTextStream(tok, ids, os.Stdout)
+	}
+	start := time.Now()
+	out, err := model.Generate(dec, ids, maxTokens, model.NewSampler(s), stops, func(id int) error {
+		if stream != nil {
+			return stream.push(id)
+		}
+		return nil
+	})
+	elapsed := time.Since(start)
+	if err != nil {
+		return err
+	}
+	all := slices.Concat(ids, out)
+	r := generateResult{
+		Text:            tok.Decode(all, true),
+		Completion:      strings.TrimPrefix(tok.Decode(all, true), tok.Decode(ids, true)),
+		PromptTokens:    len(ids),
+		GeneratedTokens: len(out),
+		Tokens:          out,
+		TokensPerSecond: float64(len(out)) / elapsed.Seconds(),
+		Backend:         backendName,
+	}
+	if asJSON {
+		return printJSON(r)
+	}
+	stream.finish()
+	if len(out) < maxTokens && len(all) >= capacity {
+		fmt.Fprintf(os.Stderr, "saddle: stopped at the model's context of %d tokens\n", m.Config.MaxPositions)
+	}
+	fmt.Fprintf(os.Stderr, "[%d prompt + %d generated tokens, %.1f tokens/s, backend %s]\n", len(ids), len(out), r.TokensPerSecond, backendName)
+	return nil
+}
+
+// loadAdapter reads a trained adapter for m; an empty dir means none.
+func loadAdapter(dir string, m *model.Model) (func([]*graph.Node) model.LinearHook, []*tensors.Tensor, error) {
+	if dir == "" {
+		return nil, nil, nil
+	}
+	set, _, err := lora.Load(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := set.CheckFits(m.Config); err != nil {
+		return nil, nil, fmt.Errorf("adapter %s: %w", dir, err)
+	}
+	return func(params []*graph.Node) model.LinearHook { return set.Hook(params, nil) }, set.Tensors(), nil
+}
+
+// textStream prints decoded text as tokens arrive. It decodes the whole sequence each time, so spaces that
+// depend on neighbours come out right, and holds back a trailing partial UTF-8 character (byte-fallback tokens).
+type textStream struct {
+	tok     *tokenizer.Tokenizer
+	ids     []int
+	printed string
+	w       io.Writer
+}
+
+func newTextStream(tok *tokenizer.Tokenizer, prompt []int, w io.Writer) *textStream {
+	s := &textStream{tok: tok, ids: slices.Clone(prompt), w: w}
+	s.flush(false)
+	return s
+}
+
+func (s *textStream) push(id int) error {
+	s.ids = append(s.ids, id)
+	return s.flush(false)
+}
+
+func (s *textStream) flush(final bool) error {
+	text := s.tok.Decode(s.ids, true)
+	if !final {
+		text = strings.TrimRight(text, string(utf8.RuneError))
+	}
+	if !strings.HasPrefix(text, s.printed) {
+		return nil // an earlier character is still being completed; print once it settles
+	}
+	_, err := io.WriteString(s.w, text[len(s.printed):])
+	s.printed = text
+	return err
+}
+
+func (s *textStream) finish() {
+	s.flush(true)
+	fmt.Fprintln(s.w)
+}

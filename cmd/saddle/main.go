@@ -1,0 +1,72 @@
+// Command saddle fine-tunes pretrained LLMs through product adapters and shows how each optimizer escapes the
+// zero saddle. This package only wires flags to the library packages.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes: 0 success, 1 runtime error, 2 usage error.
+const (
+	exitError = 1
+	exitUsage = 2
+)
+
+// usageError marks errors in how saddle was called (flags, arguments), which exit with code 2.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "saddle",
+		Short: "Fine-tune pretrained LLMs with product adapters and watch optimizers escape the zero saddle",
+		Long: `saddle loads a pretrained Llama-family model (GGUF file or Hugging Face folder), tokenizes exactly like
+Hugging Face tokenizers, generates text, and fine-tunes through LoRA-style product adapters.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.PersistentFlags().String("backend", "", "compute backend: go (default), xla:cuda, xla:tpu, xla:cpu or xla:/path/to/plugin.so (env GOMLX_BACKEND)")
+	root.PersistentFlags().String("pjrt-plugin", "", "path to a PJRT plugin .so for the xla backend (same as --backend xla:PATH)")
+	root.AddCommand(newGenerateCmd(), newTokenizeCmd(), newInfoCmd(), newTrainCmd())
+	return root
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	root := newRoot()
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(os.Stderr, "saddle:", err)
+	var u usageError
+	if errors.As(err, &u) || isCobraUsage(err) {
+		fmt.Fprintln(os.Stderr, "Run 'saddle --help' for usage.")
+		return exitUsage
+	}
+	return exitError
+}
+
+// isCobraUsage recognizes cobra's own argument errors (unknown command, wrong arg count), which are not typed.
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, prefix := range []string{"unknown command", "unknown flag", "unknown shorthand", "accepts ", "requires at least", "required flag", "invalid argument"} {
+		if len(msg) >= len(prefix) && msg[:len(prefix)] == prefix {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/saddle-ml/saddle/finetune"
+	"github.com/saddle-ml/saddle/lora"
+	"github.com/saddle-ml/saddle/model"
+	"github.com/saddle-ml/saddle/optimizers"
+)
+
+// addTrainFlags declares every flag of a training run; `saddle escape` shares them.
+func addTrainFlags(cmd *cobra.Command) {
+	addModelFlag(cmd)
+	addJSONFlag(cmd)
+	f := cmd.Flags()
+	f.String("config", "", "YAML or JSON file with flag values (keys are flag names); flags given here override it")
+	f.String("data", demoData, "training data: a JSONL file of {\"text\"}, {\"prompt\",\"completion\"} or {\"messages\"}, or \"demo\"")
+	f.String("eval-data", "", "evaluation data (JSONL); default: the demo eval set with --data demo")
+	f.Float64("eval-split", 0, "hold out this fraction of --data for evaluation instead of --eval-data")
+	f.String("optimizer", "adam", "optimizer: "+strings.Join(optimizers.Names(), ", "))
+	f.Float64("lr", 1e-3, "peak learning rate")
+	f.Float64("momentum", 0, "sgd momentum / signum β (0: the optimizer's default)")
+	f.Bool("nesterov", false, "Nesterov momentum (sgd)")
+	f.Float64("beta1", 0, "Adam/Lion β1 (0: default)")
+	f.Float64("beta2", 0, "Adam/Lion β2 (0: default)")
+	f.Float64("eps", 0, "Adam ε (0: default 1e-8)")
+	f.Float64("q", 0, "steepest descent exponent q in [1, 2] (optimizer steepest)")
+	f.Float64("weight-decay", 0, "weight decay (adamw and adam-l2 default to 0.01)")
+	f.String("wd-mode", "", "weight decay mode: coupled (L2 in the gradient) or decoupled (AdamW); default per optimizer")
+	f.String("schedule", "constant", "learning-rate schedule: constant, linear or cosine")
+	f.Int("warmup", 0, "linear warmup steps")
+	f.Float64("min-lr-ratio", 0, "final learning rate of linear/cosine decay, as a fraction of --lr")
+	f.Float64("clip-norm", 0, "clip gradients to this global norm (0: off)")
+	f.Int("grad-accum", 1, "micro-batches summed into one optimizer step")
+	f.String("targets", "q_proj,k_proj,v_proj,o_proj", "modules to adapt: names (q_proj, ...), globs over full paths, or all-linear")
+	f.String("layers", "", "comma-separated layer indices to adapt (default: all)")
+	f.Int("rank", 8, "adapter rank r")
+	f.Float64("alpha", 16, "adapter α (scale α/r, or α/√r with --rslora)")
+	f.Bool("rslora", false, "rank-stabilized scale α/√r")
+	f.Int("depth", 2, "adapter depth L ≥ 2: ΔW = B·M_{L−2}⋯M_1·A (2 is LoRA)")
+	f.Float64("dropout", 0, "dropout on the adapter input")
+	f.String("init", "lora", "adapter init: "+strings.Join(lora.InitNames(), ", "))
+	f.Float64("init-scale", 0.01, "λ, the factor scale of the saddle, small and orthogonal inits")
+	f.Int("steps", 100, "optimizer steps")
+	f.Int("batch-size", 8, "sequences per micro-batch")
+	f.Int("seq-len", 128, "tokens per sequence")
+	f.Bool("pack", true, "pack examples into full sequences (false: one padded example per row)")
+	f.Bool("truncate", true, "with --pack=false, cut examples longer than --seq-len (false: refuse them)")
+	f.Uint64("seed", 0, "seed for adapter init, data order and dropout")
+	f.Int("eval-every", 10, "evaluate every N steps (0: only at the start and end)")
+	f.Float64("escape-delta", 0.05, "escape step: first step with loss ≤ (1−δ)·initial loss")
+	f.Float64("escape-norm", 0.01, "escape norm step: first step with mean ‖ΔW‖/‖W‖ above this")
+	f.String("out", "", "output folder (metrics.jsonl, summary.json, adapter)")
+}
+
+// trainConfig reads the flags (after the config file) into a run configuration; bad values are usage errors.
+func trainConfig(cmd *cobra.Command, modelPath string) (finetune.Config, error) {
+	f := cmd.Flags()
+	getF := func(n string) float64 { v, _ := f.GetFloat64(n); return v }
+	getI := func(n string) int { v, _ := f.GetInt(n); return v }
+	getB := func(n string) bool { v, _ := f.GetBool(n); return v }
+	seed, _ := f.GetUint64("seed")
+	c := finetune.Config{
+		Model: modelPath, Data: flagString(cmd, "data"), EvalData: flagString(cmd, "eval-data"),
+		EvalSplit: getF("eval-split"), Optimizer: flagString(cmd, "optimizer"), LR: getF("lr"),
+		Schedule: flagString(cmd, "schedule"), Warmup: getI("warmup"), MinLRRatio: getF("min-lr-ratio"),
+		ClipNorm: getF("clip-norm"), GradAccum: getI("grad-accum"), Steps: getI("steps"),
+		BatchSize: getI("batch-size"), SeqLen: getI("seq-len"), Pack: getB("pack"), Truncate: getB("truncate"),
+		Seed: seed, EvalEvery: getI("eval-every"), EscapeDelta: getF("escape-delta"), EscapeNorm: getF("escape-norm"),
+		Out: flagString(cmd, "out"),
+	}
+	c.Opt = optimizers.Config{LR: c.LR, Momentum: getF("momentum"), Nesterov: getB("nesterov"), Beta1: getF("beta1"),
+		Beta2: getF("beta2"), Eps: getF("eps"), Q: getF("q"), WeightDecay: getF("weight-decay"), WDMode: flagString(cmd, "wd-mode")}
+	for _, name := range []string{"momentum", "beta1", "beta2", "eps", "q", "weight-decay", "lr"} {
+		if f.Changed(name) {
+			c.Opt.Explicit = append(c.Opt.Explicit, name)
+		}
+	}
+	c.Adapter = lora.Spec{Targets: lora.ParseTargets(flagString(cmd, "targets")), Rank: getI("rank"),
+		Alpha: getF("alpha"), RSLoRA: getB("rslora"), Depth: getI("depth"), Dropout: getF("dropout"),
+		Init: flagString(cmd, "init"), Scale: getF("init-scale"), Seed: seed}
+	if layers := flagString(cmd, "layers"); layers != "" {
+		for _, s := range strings.Split(layers, ",") {
+			l, err := strconv.Atoi(strings.TrimSpace(s))
+			if err != nil {
+				return c, usagef("--layers %q: %q is not a layer index", layers, s)
+			}
+			c.Adapter.Layers = append(c.Adapter.Layers, l)
+		}
+	}
+	if c.Data == demoData && c.EvalData == "" && c.EvalSplit == 0 {
+		c.EvalData = demoEvalData
+	}
+	if err := c.Validate(); err != nil {
+		return c, usageError{err}
+	}
+	return c, nil
+}
+
+func newTrainCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "train",
+		Short: "Fine-tune product adapters on a frozen model and log how the optimizer escapes the saddle",
+		Args:  cobra.NoArgs,
+		RunE:  runTrain,
+	}
+	addTrainFlags(cmd)
+	return cmd
+}
+
+// session is a loaded model with its tokenizer, shared by train and escape.
+type session struct {
+	path    string
+	model   *model.Model
+	tok     finetune.DataTokenizer
+	backend string
+}
+
+func openSession(cmd *cobra.Command) (*session, error) {
+	if file := flagString(cmd, "config"); file != "" {
+		if err := applyConfigFile(cmd, file); err != nil {
+			return nil, err
+		}
+	}
+	path, err := resolveModel(cmd)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := loadTokenizer(path)
+	if err != nil {
+		return nil, err
+	}
+	p, err := model.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	b, name, err := newBackend(cmd)
+	if err != nil {
+		return nil, err
+	}
+	m, err := model.New(b, p)
+	if err != nil {
+		return nil, err
+	}
+	return &session{path: path, model: m, tok: tok, backend: name}, nil
+}
+
+func runTrain(cmd *cobra.Command, _ []string) error {
+	if !cmd.Flags().Changed("out") && flagString(cmd, "config") == "" {
+		return usagef("train needs --out DIR")
+	}
+	s, err := openSession(cmd)
+	if err != nil {
+		return err
+	}
+	cfg, err := trainConfig(cmd, s.path)
+	if err != nil {
+		return err
+	}
+	cfg.Backend = s.backend
+	data, err := finetune.PrepareData(cfg, s.tok, readExamples)
+	if err != nil {
+		return err
+	}
+	asJSON := flagBool(cmd, "json")
+	if !asJSON {
+		fmt.Fprintf(os.Stderr, "saddle train: %s on %s (%d train rows, %d eval batches), backend %s\n",
+			cfg.Optimizer, cfg.Data, data.TrainStats.Rows, len(data.Eval), s.backend)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	sum, err := finetune.Run(ctx, finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval, Config: cfg}, os.Stderr)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(sum)
+	}
+	printSummary(sum)
+	return nil
+}
+
+func printSummary(s *finetune.Summary) {
+	step := func(p *int) string {
+		if p == nil {
+			return "never"
+		}
+		return strconv.Itoa(*p)
+	}
+	loss := func(p *float64) string {
+		if p == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.4f", *p)
+	}
+	fmt.Printf("optimizer %s (q=%g) lr %g, init %s λ=%g, depth %d rank %d, %d adapter parameters\n",
+		s.Optimizer, s.Q, s.LR, s.Init, s.InitScale, s.Depth, s.Rank, s.AdapterParams)
+	fmt.Printf("eval loss %s → %s, train loss %.4f → %.4f over %d steps\n",
+		loss(s.InitialEvalLoss), loss(s.FinalEvalLoss), s.InitialTrainLoss, s.FinalTrainLoss, s.Steps)
+	fmt.Printf("escape step %s, escape norm step %s, final mean ‖ΔW‖/‖W‖ %.3g\n",
+		step(s.EscapeStep), step(s.EscapeNormStep), s.Final.RelDW)
+	fmt.Printf("%.0f tokens/s, %.1f s; written to %s\n", s.TokensPerSecond, s.WallSeconds, s.Out)
+}

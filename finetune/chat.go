@@ -1,0 +1,149 @@
+package finetune
+
+// Chat templates: a minimal Jinja2 interpreter for the chat_template strings of Hugging Face
+// tokenizers (tokenizer_config.json, GGUF tokenizer.chat_template).
+//
+// It renders as transformers' apply_chat_template does (Jinja2 sandbox with trim_blocks,
+// lstrip_blocks, loopcontrols, a JSON tojson, raise_exception), for this subset:
+//
+//   - statements: if/elif/else, for (with else, loop.index/index0/revindex/revindex0/first/last/
+//     length/previtem/nextitem, tuple unpacking), set (also ns.attr and block set), break,
+//     continue, generation (its output spans are recorded), comments, whitespace control {%- -%}
+//     {{- -}} and {%+ +%};
+//   - expressions: literals (string, int, float, list, tuple, dict, true/false/none), attribute and
+//     item access, slices [a:b:c], + - * / // % ~, comparisons, in / not in, and/or/not,
+//     "a if c else b";
+//   - filters: trim length count tojson default(d) upper lower string int first last join list
+//     reverse replace items;
+//   - tests: defined undefined none string number integer float boolean true false mapping
+//     iterable sequence odd even divisibleby eq equalto ne in;
+//   - methods: str.startswith/endswith/strip/lstrip/rstrip/split/upper/lower/replace/find/join,
+//     dict.get/items/keys/values; functions raise_exception, namespace, range.
+//
+// Anything else (macros, include, filters like map/selectattr, strftime_now, ...) is rejected with
+// an error naming the construct, when parsing if possible; it never renders something different.
+
+import (
+	"fmt"
+	"sort"
+)
+
+// Message is one turn of a conversation.
+type Message struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+// ChatTemplate is a parsed chat template.
+type ChatTemplate struct {
+	nodes []tnode
+}
+
+// ParseChatTemplate parses a Jinja2 chat template; unsupported constructs are reported here.
+func ParseChatTemplate(src string) (*ChatTemplate, error) {
+	nodes, err := parseTemplate(src)
+	if err != nil {
+		return nil, fmt.Errorf("chat template: %w", err)
+	}
+	return &ChatTemplate{nodes: nodes}, nil
+}
+
+// ChatRenderOptions are the variables a template sees besides messages.
+type ChatRenderOptions struct {
+	AddGenerationPrompt bool
+	BOSToken, EOSToken  string // "" when the tokenizer has none
+	// Extra holds further variables (e.g. "enable_thinking", "tools"): nil, bool, int, int64,
+	// float64, string, []any, map[string]any (keys sorted) or []Message. "tools" is None unless set.
+	Extra map[string]any
+}
+
+// Render renders the template for messages.
+func (t *ChatTemplate) Render(messages []Message, opts ChatRenderOptions) (string, error) {
+	s, _, err := t.render(messages, opts)
+	return s, err
+}
+
+// render also returns the byte spans of {% generation %} blocks.
+func (t *ChatTemplate) render(messages []Message, opts ChatRenderOptions) (string, [][2]int, error) {
+	vars := map[string]value{
+		"tools": nil, "documents": nil,
+	}
+	for k, v := range opts.Extra {
+		cv, err := fromGo(v)
+		if err != nil {
+			return "", nil, fmt.Errorf("chat template: variable %q: %w", k, err)
+		}
+		vars[k] = cv
+	}
+	vars["messages"] = messagesValue(messages)
+	vars["add_generation_prompt"] = opts.AddGenerationPrompt
+	vars["bos_token"] = opts.BOSToken
+	vars["eos_token"] = opts.EOSToken
+	r := &renderer{}
+	err := r.exec(t.nodes, &tmplFrame{vars: vars})
+	switch err {
+	case nil:
+	case errBreak, errContinue:
+		return "", nil, fmt.Errorf("chat template: %v", err)
+	default:
+		return "", nil, fmt.Errorf("chat template: %w", err)
+	}
+	return r.out.String(), r.spans, nil
+}
+
+func messagesValue(msgs []Message) []value {
+	out := make([]value, len(msgs))
+	for i, m := range msgs {
+		d := newDict()
+		d.set("role", m.Role)
+		d.set("content", m.Content)
+		out[i] = d
+	}
+	return out
+}
+
+// fromGo converts JSON-like Go values to template values.
+func fromGo(v any) (value, error) {
+	switch v := v.(type) {
+	case nil, bool, int64, float64, string:
+		return v, nil
+	case int:
+		return int64(v), nil
+	case float32:
+		return float64(v), nil
+	case []Message:
+		return messagesValue(v), nil
+	case []string:
+		out := make([]value, len(v))
+		for i, s := range v {
+			out[i] = s
+		}
+		return out, nil
+	case []any:
+		out := make([]value, len(v))
+		for i, it := range v {
+			c, err := fromGo(it)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = c
+		}
+		return out, nil
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		d := newDict()
+		for _, k := range keys {
+			c, err := fromGo(v[k])
+			if err != nil {
+				return nil, err
+			}
+			d.set(k, c)
+		}
+		return d, nil
+	}
+	return nil, fmt.Errorf("unsupported Go type %T", v)
+}

@@ -1,0 +1,315 @@
+package finetune
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/saddle-ml/saddle/lora"
+	"github.com/saddle-ml/saddle/model"
+	"github.com/saddle-ml/saddle/optimizers"
+)
+
+// Config is everything that defines a training run; it is saved as OUT/config.json.
+type Config struct {
+	Model      string            `json:"model"`
+	Data       string            `json:"data"`
+	EvalData   string            `json:"eval_data,omitempty"`
+	EvalSplit  float64           `json:"eval_split,omitempty"`
+	Optimizer  string            `json:"optimizer"`
+	Opt        optimizers.Config `json:"optimizer_config"`
+	LR         float64           `json:"lr"`
+	Schedule   string            `json:"schedule"`
+	Warmup     int               `json:"warmup"`
+	MinLRRatio float64           `json:"min_lr_ratio"`
+	ClipNorm   float64           `json:"clip_norm"`
+	GradAccum  int               `json:"grad_accum"`
+	Adapter    lora.Spec         `json:"adapter"`
+	Steps      int               `json:"steps"`
+	BatchSize  int               `json:"batch_size"`
+	SeqLen     int               `json:"seq_len"`
+	Pack       bool              `json:"pack"`
+	Truncate   bool              `json:"truncate"`
+	Seed       uint64            `json:"seed"`
+	EvalEvery  int               `json:"eval_every"`
+	// EscapeDelta δ: escape when the loss reaches (1−δ)·initial. EscapeNorm: escape when mean ‖ΔW‖/‖W‖ exceeds it.
+	EscapeDelta float64 `json:"escape_delta"`
+	EscapeNorm  float64 `json:"escape_norm"`
+	Out         string  `json:"out"`
+	Backend     string  `json:"backend"`
+}
+
+// Validate rejects contradictory or out-of-range settings (usage errors).
+func (c *Config) Validate() error {
+	switch {
+	case c.Steps < 1:
+		return fmt.Errorf("--steps %d must be >= 1", c.Steps)
+	case c.BatchSize < 1:
+		return fmt.Errorf("--batch-size %d must be >= 1", c.BatchSize)
+	case c.SeqLen < 2:
+		return fmt.Errorf("--seq-len %d must be >= 2", c.SeqLen)
+	case c.LR < 0 || math.IsNaN(c.LR) || math.IsInf(c.LR, 0):
+		return fmt.Errorf("--lr %g must be a finite number >= 0", c.LR)
+	case c.GradAccum < 1:
+		return fmt.Errorf("--grad-accum %d must be >= 1", c.GradAccum)
+	case c.EvalEvery < 0:
+		return fmt.Errorf("--eval-every %d must be >= 0", c.EvalEvery)
+	case c.EscapeDelta <= 0 || c.EscapeDelta >= 1:
+		return fmt.Errorf("--escape-delta %g must be in (0, 1)", c.EscapeDelta)
+	case c.EscapeNorm < 0:
+		return fmt.Errorf("--escape-norm %g must be >= 0", c.EscapeNorm)
+	case c.ClipNorm < 0:
+		return fmt.Errorf("--clip-norm %g must be >= 0", c.ClipNorm)
+	case c.EvalSplit < 0 || c.EvalSplit >= 1:
+		return fmt.Errorf("--eval-split %g must be in [0, 1)", c.EvalSplit)
+	case c.EvalSplit > 0 && c.EvalData != "":
+		return fmt.Errorf("give --eval-data or --eval-split, not both")
+	case c.Out == "":
+		return fmt.Errorf("--out is required")
+	}
+	if err := c.Adapter.Validate(); err != nil {
+		return err
+	}
+	if _, err := optimizers.NewSchedule(c.Schedule, c.LR, c.Warmup, c.Steps, c.MinLRRatio); err != nil {
+		return err
+	}
+	_, err := optimizers.New(c.Optimizer, c.Opt)
+	return err
+}
+
+// Summary is what a run reports at the end (and `saddle train --json` prints).
+type Summary struct {
+	EscapeStep       *int         `json:"escape_step"`
+	EscapeNormStep   *int         `json:"escape_norm_step"`
+	InitialEvalLoss  *float64     `json:"initial_eval_loss"`
+	FinalEvalLoss    *float64     `json:"final_eval_loss"`
+	InitialTrainLoss float64      `json:"initial_train_loss"`
+	FinalTrainLoss   float64      `json:"final_train_loss"`
+	Steps            int          `json:"steps"`
+	TokensPerSecond  float64      `json:"tokens_per_second"`
+	WallSeconds      float64      `json:"wall_seconds"`
+	Optimizer        string       `json:"optimizer"`
+	Q                float64      `json:"q"`
+	LR               float64      `json:"lr"`
+	Init             string       `json:"init"`
+	InitScale        float64      `json:"init_scale"`
+	Depth            int          `json:"depth"`
+	Rank             int          `json:"rank"`
+	AdapterParams    int          `json:"adapter_params"`
+	Final            AdapterStats `json:"final_adapter"`
+	Out              string       `json:"out"`
+}
+
+// MetricsRow is one line of OUT/metrics.jsonl.
+type MetricsRow struct {
+	Step            int            `json:"step"`
+	Loss            *float64       `json:"loss,omitempty"` // absent at step 0
+	EvalLoss        *float64       `json:"eval_loss,omitempty"`
+	LR              float64        `json:"lr"`
+	GradNorm        float64        `json:"grad_norm"`
+	TokensPerSecond float64        `json:"tokens_per_second"`
+	All             AdapterStats   `json:"adapters"`
+	PerAdapter      []AdapterStats `json:"per_adapter"`
+}
+
+// Batches gives the training batch for any step, as a pure function of the step (so runs can resume anywhere).
+type Batches interface {
+	BatchAt(step int) Batch
+}
+
+// Job is a run ready to go: a loaded model, its data and the configuration.
+type Job struct {
+	Model  *model.Model
+	Train  Batches
+	Eval   []Batch // nil: escape is judged on the training loss
+	Config Config
+}
+
+// Run trains the adapters and writes OUT/config.json, OUT/metrics.jsonl, OUT/summary.json and the adapter.
+// progress receives a progress bar (terminal) or plain lines; it may be nil.
+func Run(ctx context.Context, job Job, progress io.Writer) (*Summary, error) {
+	cfg := job.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	opt, err := optimizers.New(cfg.Optimizer, cfg.Opt)
+	if err != nil {
+		return nil, err
+	}
+	schedule, err := optimizers.NewSchedule(cfg.Schedule, cfg.LR, cfg.Warmup, cfg.Steps, cfg.MinLRRatio)
+	if err != nil {
+		return nil, err
+	}
+	set, err := lora.Attach(job.Model.Config, cfg.Adapter)
+	if err != nil {
+		return nil, err
+	}
+	stepper, err := NewStepper(job.Model, set, opt, cfg.ClipNorm, cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	baseNorms, err := moduleNorms(job.Model, set)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, err
+	}
+	if err := writeJSONAtomic(filepath.Join(cfg.Out, "config.json"), cfg); err != nil {
+		return nil, err
+	}
+	metricsFile, err := os.Create(filepath.Join(cfg.Out, "metrics.jsonl"))
+	if err != nil {
+		return nil, err
+	}
+	defer metricsFile.Close()
+	enc := json.NewEncoder(metricsFile)
+
+	sum := &Summary{Optimizer: opt.Name(), Q: opt.Q(), LR: cfg.LR, Init: cfg.Adapter.Init, InitScale: cfg.Adapter.Scale,
+		Depth: cfg.Adapter.Depth, Rank: cfg.Adapter.Rank, AdapterParams: set.NumParams(), Out: cfg.Out}
+	escape := &EscapeTracker{Delta: cfg.EscapeDelta, NormThreshold: cfg.EscapeNorm}
+	bar := newProgress(progress, cfg.Steps)
+
+	var evalLoss *float64
+	evaluate := func() error {
+		if job.Eval == nil {
+			return nil
+		}
+		l, err := stepper.Eval(job.Eval)
+		if err != nil {
+			return err
+		}
+		evalLoss = &l
+		return nil
+	}
+	if err := evaluate(); err != nil {
+		return nil, err
+	}
+	if evalLoss != nil {
+		sum.InitialEvalLoss = ptr(*evalLoss)
+		escape.ObserveLoss(0, *evalLoss)
+	}
+	// Step 0 row: the adapters as initialized.
+	stats, err := stepper.Telemetry(baseNorms)
+	if err != nil {
+		return nil, err
+	}
+	if err := enc.Encode(MetricsRow{Step: 0, EvalLoss: evalLoss, All: Aggregate(stats), PerAdapter: stats}); err != nil {
+		return nil, err
+	}
+
+	start := time.Now()
+	tokens := 0
+	for step := 1; step <= cfg.Steps; step++ {
+		if err := ctx.Err(); err != nil {
+			return sum, fmt.Errorf("interrupted after step %d: %w", step-1, err)
+		}
+		micro := make([]Batch, cfg.GradAccum)
+		for i := range micro {
+			micro[i] = job.Train.BatchAt((step-1)*cfg.GradAccum + i)
+			tokens += micro[i].B * micro[i].T
+		}
+		lr := schedule(step)
+		stepStart := time.Now()
+		r, err := stepper.TrainStep(micro, lr)
+		if err != nil {
+			return sum, err
+		}
+		if math.IsNaN(r.Loss) || math.IsInf(r.Loss, 0) {
+			return sum, fmt.Errorf("step %d: the loss is %g (not finite); the learning rate %g is probably too high", step, r.Loss, lr)
+		}
+		if step == 1 {
+			sum.InitialTrainLoss = r.Loss
+			if job.Eval == nil {
+				escape.ObserveLoss(0, r.Loss)
+			}
+		} else if job.Eval == nil {
+			escape.ObserveLoss(step-1, r.Loss)
+		}
+		sum.FinalTrainLoss = r.Loss
+		row := MetricsRow{Step: step, Loss: ptr(r.Loss), LR: lr, GradNorm: r.GradNorm,
+			TokensPerSecond: float64(len(micro)*micro[0].B*micro[0].T) / time.Since(stepStart).Seconds()}
+		evalLoss = nil
+		if cfg.EvalEvery > 0 && (step%cfg.EvalEvery == 0 || step == cfg.Steps) {
+			if err := evaluate(); err != nil {
+				return sum, err
+			}
+			if evalLoss != nil {
+				escape.ObserveLoss(step, *evalLoss)
+				sum.FinalEvalLoss = ptr(*evalLoss)
+			}
+		}
+		row.EvalLoss = evalLoss
+		if stats, err = stepper.Telemetry(baseNorms); err != nil {
+			return sum, err
+		}
+		row.All, row.PerAdapter = Aggregate(stats), stats
+		escape.ObserveNorm(step, row.All.RelDW)
+		if err := enc.Encode(row); err != nil {
+			return sum, fmt.Errorf("%s: %w", metricsFile.Name(), err)
+		}
+		bar.update(step, row)
+	}
+	bar.done()
+	sum.Steps = stepper.Step
+	sum.WallSeconds = time.Since(start).Seconds()
+	sum.TokensPerSecond = float64(tokens) / sum.WallSeconds
+	sum.EscapeStep, sum.EscapeNormStep = escape.LossStep, escape.NormStep
+	sum.Final = Aggregate(stats)
+	if err := set.SetTensors(stepper.Params); err != nil {
+		return sum, err
+	}
+	if err := lora.Save(cfg.Out, set, cfg.Model); err != nil {
+		return sum, err
+	}
+	if err := writeJSONAtomic(filepath.Join(cfg.Out, "summary.json"), sum); err != nil {
+		return sum, err
+	}
+	return sum, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// moduleNorms returns ‖W‖_F of each adapted module's base weight.
+func moduleNorms(m *model.Model, set *lora.Set) ([]float64, error) {
+	index := map[string]int{}
+	for i, n := range m.Names {
+		index[n] = i
+	}
+	norms := make([]float64, len(set.Adapters))
+	for i, a := range set.Adapters {
+		k, ok := index[a.Module+".weight"]
+		if !ok {
+			return nil, fmt.Errorf("no base weight for adapted module %s", a.Module)
+		}
+		data, err := tensors.CopyFlatData[float32](m.Params[k])
+		if err != nil {
+			return nil, err
+		}
+		var s float64
+		for _, v := range data {
+			s += float64(v) * float64(v)
+		}
+		norms[i] = math.Sqrt(s)
+	}
+	return norms, nil
+}
+
+func writeJSONAtomic(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

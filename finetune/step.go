@@ -1,0 +1,273 @@
+package finetune
+
+import (
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/saddle-ml/saddle/lora"
+	"github.com/saddle-ml/saddle/model"
+	"github.com/saddle-ml/saddle/optimizers"
+)
+
+// Stepper owns the compiled graphs of training: one optimizer step, evaluation, and adapter telemetry. The base
+// weights are graph inputs that no graph ever differentiates or returns, so they stay frozen bit for bit; the
+// adapter factors and optimizer slots are the only state that changes.
+type Stepper struct {
+	Model      *model.Model
+	Set        *lora.Set
+	Opt        optimizers.Optimizer
+	Params     []*tensors.Tensor   // adapter factors, in Set.Tensors order
+	Slots      [][]*tensors.Tensor // optimizer state per parameter
+	RNG        *tensors.Tensor     // dropout random state
+	Step       int                 // optimizer steps taken
+	clip       float64
+	train      *Exec // fused step, one micro-batch
+	accumulate *Exec // gradient of one micro-batch added to a running sum
+	apply      *Exec // optimizer step from summed gradients
+	eval       *Exec
+	metrics    *Exec
+}
+
+// StepResult is what one optimizer step reports.
+type StepResult struct {
+	Loss     float64
+	GradNorm float64
+}
+
+// NewStepper compiles nothing yet (graphs compile on first use) but checks that everything fits together.
+func NewStepper(m *model.Model, set *lora.Set, opt optimizers.Optimizer, clipNorm float64, seed uint64) (*Stepper, error) {
+	s := &Stepper{Model: m, Set: set, Opt: opt, Params: set.Tensors(), clip: clipNorm}
+	for _, p := range s.Params {
+		slots := make([]*tensors.Tensor, opt.NumSlots())
+		for i := range slots {
+			slots[i] = tensors.FromShape(p.Shape())
+		}
+		s.Slots = append(s.Slots, slots)
+	}
+	rng, err := RNGStateFromSeed(int64(seed))
+	if err != nil {
+		return nil, err
+	}
+	s.RNG = rng
+	if err := s.compile(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// batchLoss is the mean cross entropy of the weighted targets, and the sum of the weights.
+func batchLoss(logits, targets, weights *Node) (mean, weightSum *Node) {
+	vocab := logits.Shape().Dimensions[2]
+	flat := Reshape(logits, -1, vocab)
+	n := flat.Shape().Dimensions[0]
+	logProbs := LogSoftmax(flat, -1)
+	rows := Iota(logits.Graph(), shapes.Make(dtypes.Int32, n, 1), 0)
+	idx := Concatenate([]*Node{rows, Reshape(ConvertDType(targets, dtypes.Int32), n, 1)}, 1)
+	picked := Gather(logProbs, idx) // [n]
+	w := Reshape(weights, n)
+	weightSum = ReduceAllSum(w)
+	sum := Neg(ReduceAllSum(Mul(picked, w)))
+	return Div(sum, Max(weightSum, ScalarOne(w.Graph(), w.DType()))), weightSum
+}
+
+// lossAndGrads builds the forward pass with adapters and the gradient of the summed (not averaged) token loss.
+func (s *Stepper) lossAndGrads(w model.Weights, params []*Node, rng, tokens, targets, weights *Node) (sum, weightSum, newRNG *Node, grads []*Node) {
+	var dropout *lora.Dropout
+	if s.Set.Spec.Dropout > 0 {
+		dropout = &lora.Dropout{Rate: s.Set.Spec.Dropout, RNG: rng}
+	}
+	logits, _ := s.Model.Config.Forward(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, s.Set.Hook(params, dropout))
+	mean, weightSum := batchLoss(logits, targets, weights)
+	sum = Mul(mean, weightSum)
+	grads = Gradient(sum, params...)
+	newRNG = rng
+	if dropout != nil {
+		newRNG = dropout.RNG
+	}
+	return sum, weightSum, newRNG, grads
+}
+
+// update divides the summed gradients by the token count, clips them and applies the optimizer.
+func (s *Stepper) update(params []*Node, flatSlots []*Node, grads []*Node, weightSum, step, lr *Node) (norm *Node, newParams []*Node, newFlatSlots []*Node) {
+	ns := s.Opt.NumSlots()
+	denom := Max(weightSum, ScalarOne(weightSum.Graph(), weightSum.DType()))
+	for i := range grads {
+		grads[i] = Div(grads[i], denom)
+	}
+	grads, norm = optimizers.ClipByGlobalNorm(grads, s.clip)
+	slots := make([][]*Node, len(params))
+	for i := range slots {
+		slots[i] = flatSlots[i*ns : (i+1)*ns]
+	}
+	newParams, newSlots, err := optimizers.Apply(s.Opt, params, grads, slots, step, lr)
+	if err != nil {
+		panic(err) // inside graph construction: Exec reports it as the step's error
+	}
+	for _, sl := range newSlots {
+		newFlatSlots = append(newFlatSlots, sl...)
+	}
+	return norm, newParams, newFlatSlots
+}
+
+func (s *Stepper) compile() error {
+	base, np, ns := len(s.Model.Names), len(s.Params), s.Opt.NumSlots()
+	var err error
+	// One fused step: (weights, params, slots, rng, step, lr, tokens, targets, weights) →
+	// (loss, grad norm, rng, params, slots).
+	s.train, err = NewExec(s.Model.Backend, func(in []*Node) []*Node {
+		w := s.Model.Weights(in[:base])
+		params := in[base : base+np]
+		flatSlots := in[base+np : base+np+np*ns]
+		r := in[base+np+np*ns:]
+		sum, weightSum, rng, grads := s.lossAndGrads(w, params, r[0], r[3], r[4], r[5])
+		norm, newParams, newSlots := s.update(params, flatSlots, grads, weightSum, r[1], r[2])
+		loss := Div(sum, Max(weightSum, ScalarOne(sum.Graph(), sum.DType())))
+		return append(append([]*Node{loss, norm, rng}, newParams...), newSlots...)
+	})
+	if err != nil {
+		return err
+	}
+	// Gradient accumulation: (weights, params, accumulated grads, rng, tokens, targets, weights) →
+	// (loss sum, weight sum, rng, accumulated grads).
+	s.accumulate, err = NewExec(s.Model.Backend, func(in []*Node) []*Node {
+		w := s.Model.Weights(in[:base])
+		params := in[base : base+np]
+		acc := in[base+np : base+2*np]
+		r := in[base+2*np:]
+		sum, weightSum, rng, grads := s.lossAndGrads(w, params, r[0], r[1], r[2], r[3])
+		for i := range grads {
+			grads[i] = Add(acc[i], grads[i])
+		}
+		return append([]*Node{sum, weightSum, rng}, grads...)
+	})
+	if err != nil {
+		return err
+	}
+	// (params, slots, accumulated grads, weight sum, step, lr) → (grad norm, params, slots).
+	s.apply, err = NewExec(s.Model.Backend, func(in []*Node) []*Node {
+		params := in[:np]
+		flatSlots := in[np : np+np*ns]
+		grads := in[np+np*ns : 2*np+np*ns]
+		r := in[2*np+np*ns:]
+		norm, newParams, newSlots := s.update(params, flatSlots, grads, r[0], r[1], r[2])
+		return append(append([]*Node{norm}, newParams...), newSlots...)
+	})
+	if err != nil {
+		return err
+	}
+	s.eval, err = NewExec(s.Model.Backend, func(in []*Node) []*Node {
+		w := s.Model.Weights(in[:base])
+		params := in[base : base+np]
+		tokens, targets, weights := in[base+np], in[base+np+1], in[base+np+2]
+		logits, _ := s.Model.Config.Forward(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, s.Set.Hook(params, nil))
+		mean, sum := batchLoss(logits, targets, weights)
+		return []*Node{Mul(mean, sum), sum}
+	})
+	if err != nil {
+		return err
+	}
+	s.metrics, err = NewExec(s.Model.Backend, func(in []*Node) *Node {
+		return adapterMetrics(s.Set, in, s.Opt.Q())
+	})
+	return err
+}
+
+func batchTensors(b Batch) []*tensors.Tensor {
+	return []*tensors.Tensor{
+		tensors.FromFlatDataAndDimensions(b.Inputs, b.B, b.T),
+		tensors.FromFlatDataAndDimensions(b.Targets, b.B, b.T),
+		tensors.FromFlatDataAndDimensions(b.Weights, b.B, b.T),
+	}
+}
+
+// TrainStep runs one optimizer step at learning rate lr. With several micro-batches their gradients are summed
+// first, so the step equals one on their concatenation (the loss is the mean over all their target tokens).
+func (s *Stepper) TrainStep(micro []Batch, lr float64) (StepResult, error) {
+	if len(micro) == 0 {
+		return StepResult{}, fmt.Errorf("training step %d: no batch", s.Step+1)
+	}
+	step, rate := tensors.FromScalar(float32(s.Step+1)), tensors.FromScalar(float32(lr))
+	np, ns := len(s.Params), s.Opt.NumSlots()
+	var r StepResult
+	var rest []*tensors.Tensor
+	if len(micro) == 1 {
+		args := slices.Concat(s.Params, flatten(s.Slots), []*tensors.Tensor{s.RNG, step, rate}, batchTensors(micro[0]))
+		out, err := s.train.Exec(s.Model.Args(args...)...)
+		if err != nil {
+			return r, fmt.Errorf("training step %d: %w", s.Step+1, err)
+		}
+		r = StepResult{Loss: scalar(out[0]), GradNorm: scalar(out[1])}
+		s.RNG, rest = out[2], out[3:]
+	} else {
+		acc := make([]*tensors.Tensor, np)
+		for i, p := range s.Params {
+			acc[i] = tensors.FromShape(p.Shape())
+		}
+		var sum, weight float64
+		for _, b := range micro {
+			args := slices.Concat(s.Params, acc, []*tensors.Tensor{s.RNG}, batchTensors(b))
+			out, err := s.accumulate.Exec(s.Model.Args(args...)...)
+			if err != nil {
+				return r, fmt.Errorf("training step %d: %w", s.Step+1, err)
+			}
+			sum += scalar(out[0])
+			weight += scalar(out[1])
+			s.RNG, acc = out[2], out[3:]
+		}
+		args := slices.Concat(s.Params, flatten(s.Slots), acc, []*tensors.Tensor{tensors.FromScalar(float32(weight)), step, rate})
+		out, err := s.apply.Exec(tensorsAsArgs(args)...)
+		if err != nil {
+			return r, fmt.Errorf("training step %d: %w", s.Step+1, err)
+		}
+		r = StepResult{Loss: sum / math.Max(weight, 1), GradNorm: scalar(out[0])}
+		rest = out[1:]
+	}
+	s.Params = slices.Clone(rest[:np])
+	for i := range s.Slots {
+		s.Slots[i] = slices.Clone(rest[np+i*ns : np+(i+1)*ns])
+	}
+	s.Step++
+	return r, nil
+}
+
+func flatten(slots [][]*tensors.Tensor) []*tensors.Tensor {
+	var out []*tensors.Tensor
+	for _, s := range slots {
+		out = append(out, s...)
+	}
+	return out
+}
+
+// Eval returns the weighted mean loss over batches.
+func (s *Stepper) Eval(batches []Batch) (float64, error) {
+	var sum, weight float64
+	for _, b := range batches {
+		args := append(slices.Clone(s.Params), batchTensors(b)...)
+		out, err := s.eval.Exec(s.Model.Args(args...)...)
+		if err != nil {
+			return 0, fmt.Errorf("evaluation: %w", err)
+		}
+		sum += scalar(out[0])
+		weight += scalar(out[1])
+	}
+	if weight == 0 {
+		return 0, fmt.Errorf("evaluation data has no target tokens")
+	}
+	return sum / weight, nil
+}
+
+func scalar(t *tensors.Tensor) float64 {
+	switch v := t.Value().(type) {
+	case float32:
+		return float64(v)
+	case float64:
+		return v
+	}
+	return 0
+}
