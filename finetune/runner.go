@@ -237,7 +237,7 @@ func Run(ctx context.Context, job Job, progress io.Writer) (*Summary, error) {
 		row := MetricsRow{Step: step, Loss: ptr(r.Loss), LR: lr, GradNorm: r.GradNorm,
 			TokensPerSecond: float64(len(micro)*micro[0].B*micro[0].T) / time.Since(stepStart).Seconds()}
 		evalLoss = nil
-		if cfg.EvalEvery > 0 && (step%cfg.EvalEvery == 0 || step == cfg.Steps) {
+		if step == cfg.Steps || (cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0) {
 			if err := evaluate(); err != nil {
 				return sum, err
 			}

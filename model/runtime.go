@@ -138,26 +138,34 @@ func (c *Config) NumParameters() int {
 
 func shapeInt32(dims ...int) shapes.Shape { return shapes.Make(dtypes.Int32, dims...) }
 
-// LogitsExec returns an executor of the full-sequence forward pass: inputs (weights..., tokens [batch, seq] int32),
-// output logits [batch, seq, vocab]. Use it for scoring; generation uses a Decoder.
-func (m *Model) LogitsExec() (*Exec, error) {
+// LogitsExec returns an executor of the full-sequence forward pass: inputs (weights..., extra..., tokens
+// [batch, seq] int32), output logits [batch, seq, vocab]. hook and extra add an adapter as in NewDecoder.
+// Use it for scoring; generation uses a Decoder.
+func (m *Model) LogitsExec(hook func(extra []*Node) LinearHook, numExtra int) (*Exec, error) {
 	n := len(m.Names)
 	return NewExec(m.Backend, func(inputs []*Node) *Node {
 		w := m.Weights(inputs[:n])
-		tokens := inputs[n]
-		logits, _ := m.Config.Forward(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, nil)
+		var h LinearHook
+		if hook != nil {
+			h = hook(inputs[n : n+numExtra])
+		}
+		tokens := inputs[n+numExtra]
+		logits, _ := m.Config.Forward(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, h)
 		return logits
 	})
 }
 
 // Logits runs the full-sequence forward pass once on tokens (one sequence) and returns logits [seq][vocab].
-func (m *Model) Logits(tokens []int32) ([][]float32, error) {
-	exec, err := m.LogitsExec()
+func (m *Model) Logits(tokens []int32) ([][]float32, error) { return m.LogitsWith(tokens, nil, nil) }
+
+// LogitsWith is Logits with an adapter hook (see NewDecoder).
+func (m *Model) LogitsWith(tokens []int32, hook func(extra []*Node) LinearHook, extra []*tensors.Tensor) ([][]float32, error) {
+	exec, err := m.LogitsExec(hook, len(extra))
 	if err != nil {
 		return nil, err
 	}
 	defer exec.Finalize()
-	out, err := exec.Exec(m.Args(tensors.FromFlatDataAndDimensions(tokens, 1, len(tokens)))...)
+	out, err := exec.Exec(m.Args(append(slices.Clone(extra), tensors.FromFlatDataAndDimensions(tokens, 1, len(tokens)))...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -115,7 +114,7 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	asJSON := flagBool(cmd, "json")
 	var stream *textStream
 	if !asJSON {
-		stream = newTextStream(tok, ids, os.Stdout)
+		stream = newTextStream(tok, ids, cmd.OutOrStdout())
 	}
 	start := time.Now()
 	out, err := model.Generate(dec, ids, maxTokens, model.NewSampler(s), stops, func(id int) error {
@@ -139,13 +138,13 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 		Backend:         backendName,
 	}
 	if asJSON {
-		return printJSON(r)
+		return printJSON(cmd.OutOrStdout(), r)
 	}
 	stream.finish()
 	if len(out) < maxTokens && len(all) >= capacity {
-		fmt.Fprintf(os.Stderr, "saddle: stopped at the model's context of %d tokens\n", m.Config.MaxPositions)
+		fmt.Fprintf(cmd.ErrOrStderr(), "saddle: stopped at the model's context of %d tokens\n", m.Config.MaxPositions)
 	}
-	fmt.Fprintf(os.Stderr, "[%d prompt + %d generated tokens, %.1f tokens/s, backend %s]\n", len(ids), len(out), r.TokensPerSecond, backendName)
+	fmt.Fprintf(cmd.ErrOrStderr(), "[%d prompt + %d generated tokens, %.1f tokens/s, backend %s]\n", len(ids), len(out), r.TokensPerSecond, backendName)
 	return nil
 }
 

@@ -40,17 +40,18 @@ func newInfoCmd() *cobra.Command {
 			r := infoResult{Path: path, Format: p.Format, DType: p.DType, Parameters: c.NumParameters(),
 				Context: c.MaxPositions, Vocab: c.VocabSize, Architecture: c.Architecture, Config: c}
 			if flagBool(cmd, "json") {
-				return printJSON(r)
+				return printJSON(cmd.OutOrStdout(), r)
 			}
-			fmt.Printf("path:          %s (%s)\n", r.Path, r.Format)
-			fmt.Printf("architecture:  %s\n", r.Architecture)
-			fmt.Printf("parameters:    %d\n", r.Parameters)
-			fmt.Printf("dtype:         %s\n", r.DType)
-			fmt.Printf("context:       %d\n", r.Context)
-			fmt.Printf("vocab:         %d\n", r.Vocab)
-			fmt.Printf("layers:        %d (hidden %d, ffn %d)\n", c.NumLayers, c.HiddenSize, c.IntermediateSize)
-			fmt.Printf("heads:         %d query, %d key/value, head dim %d\n", c.NumHeads, c.NumKVHeads, c.HeadDim)
-			fmt.Printf("tied output:   %v\n", c.TieEmbeddings)
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "path:          %s (%s)\n", r.Path, r.Format)
+			fmt.Fprintf(out, "architecture:  %s\n", r.Architecture)
+			fmt.Fprintf(out, "parameters:    %d\n", r.Parameters)
+			fmt.Fprintf(out, "dtype:         %s\n", r.DType)
+			fmt.Fprintf(out, "context:       %d\n", r.Context)
+			fmt.Fprintf(out, "vocab:         %d\n", r.Vocab)
+			fmt.Fprintf(out, "layers:        %d (hidden %d, ffn %d)\n", c.NumLayers, c.HiddenSize, c.IntermediateSize)
+			fmt.Fprintf(out, "heads:         %d query, %d key/value, head dim %d\n", c.NumHeads, c.NumKVHeads, c.HeadDim)
+			fmt.Fprintf(out, "tied output:   %v\n", c.TieEmbeddings)
 			return nil
 		},
 	}

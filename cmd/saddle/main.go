@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -41,20 +42,23 @@ Hugging Face tokenizers, generates text, and fine-tunes through LoRA-style produ
 }
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
+// run executes one command line and returns the exit code.
+func run(args []string, stdout, stderr io.Writer) int {
 	root := newRoot()
 	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
 	err := root.Execute()
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(os.Stderr, "saddle:", err)
+	fmt.Fprintln(stderr, "saddle:", err)
 	var u usageError
 	if errors.As(err, &u) || isCobraUsage(err) {
-		fmt.Fprintln(os.Stderr, "Run 'saddle --help' for usage.")
+		fmt.Fprintln(stderr, "Run 'saddle --help' for usage.")
 		return exitUsage
 	}
 	return exitError

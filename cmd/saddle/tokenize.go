@@ -44,10 +44,10 @@ func newTokenizeCmd() *cobra.Command {
 				for i, id := range ids {
 					tokens[i] = tok.TokenString(id)
 				}
-				return printJSON(map[string]any{"ids": ids, "tokens": tokens})
+				return printJSON(cmd.OutOrStdout(), map[string]any{"ids": ids, "tokens": tokens})
 			}
 			out, _ := json.Marshal(ids)
-			fmt.Println(string(out))
+			fmt.Fprintln(cmd.OutOrStdout(), string(out))
 			return nil
 		},
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -173,23 +174,23 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 	}
 	asJSON := flagBool(cmd, "json")
 	if !asJSON {
-		fmt.Fprintf(os.Stderr, "saddle train: %s on %s (%d train rows, %d eval batches), backend %s\n",
+		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: %s on %s (%d train rows, %d eval batches), backend %s\n",
 			cfg.Optimizer, cfg.Data, data.TrainStats.Rows, len(data.Eval), s.backend)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	sum, err := finetune.Run(ctx, finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval, Config: cfg}, os.Stderr)
+	sum, err := finetune.Run(ctx, finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval, Config: cfg}, cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}
 	if asJSON {
-		return printJSON(sum)
+		return printJSON(cmd.OutOrStdout(), sum)
 	}
-	printSummary(sum)
+	printSummary(cmd.OutOrStdout(), sum)
 	return nil
 }
 
-func printSummary(s *finetune.Summary) {
+func printSummary(w io.Writer, s *finetune.Summary) {
 	step := func(p *int) string {
 		if p == nil {
 			return "never"
@@ -202,11 +203,11 @@ func printSummary(s *finetune.Summary) {
 		}
 		return fmt.Sprintf("%.4f", *p)
 	}
-	fmt.Printf("optimizer %s (q=%g) lr %g, init %s λ=%g, depth %d rank %d, %d adapter parameters\n",
+	fmt.Fprintf(w, "optimizer %s (q=%g) lr %g, init %s λ=%g, depth %d rank %d, %d adapter parameters\n",
 		s.Optimizer, s.Q, s.LR, s.Init, s.InitScale, s.Depth, s.Rank, s.AdapterParams)
-	fmt.Printf("eval loss %s → %s, train loss %.4f → %.4f over %d steps\n",
+	fmt.Fprintf(w, "eval loss %s → %s, train loss %.4f → %.4f over %d steps\n",
 		loss(s.InitialEvalLoss), loss(s.FinalEvalLoss), s.InitialTrainLoss, s.FinalTrainLoss, s.Steps)
-	fmt.Printf("escape step %s, escape norm step %s, final mean ‖ΔW‖/‖W‖ %.3g\n",
+	fmt.Fprintf(w, "escape step %s, escape norm step %s, final mean ‖ΔW‖/‖W‖ %.3g\n",
 		step(s.EscapeStep), step(s.EscapeNormStep), s.Final.RelDW)
-	fmt.Printf("%.0f tokens/s, %.1f s; written to %s\n", s.TokensPerSecond, s.WallSeconds, s.Out)
+	fmt.Fprintf(w, "%.0f tokens/s, %.1f s; written to %s\n", s.TokensPerSecond, s.WallSeconds, s.Out)
 }
