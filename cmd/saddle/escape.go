@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/saddle-ml/saddle/finetune"
+)
+
+func newEscapeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "escape",
+		Short: "Compare how optimizers escape the saddle: a sweep over optimizers, learning rates, init scales and depths",
+		Long: `escape trains one adapter per combination of --optimizers × --lrs × --init-scales × --depths × --inits,
+all from the same base model, adapter seed and batch order, and writes runs.csv, runs.json, each run's
+metrics.jsonl and plots (PNG and SVG) into --out. Rerunning with the same --out skips finished runs.`,
+		Args: cobra.NoArgs,
+		RunE: runEscape,
+	}
+	addTrainFlags(cmd)
+	f := cmd.Flags()
+	f.String("optimizers", "sgd,adam,sign", "optimizers to compare; steepest:Q for steepest descent with exponent Q")
+	f.String("lrs", "1e-4,1e-3", "learning rates")
+	f.String("init-scales", "0.01,0.1", "init scales λ")
+	f.String("depths", "2", "adapter depths L")
+	f.String("inits", "saddle", "adapter inits")
+	f.Int("parallel", 1, "runs at a time (each run already uses every core on the go backend)")
+	return cmd
+}
+
+func parseFloats(cmd *cobra.Command, name string) ([]float64, error) {
+	var out []float64
+	for _, s := range strings.Split(flagString(cmd, name), ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return nil, usagef("--%s: %q is not a number", name, s)
+		}
+		out = append(out, v)
+	}
+	if len(out) == 0 {
+		return nil, usagef("--%s is empty", name)
+	}
+	return out, nil
+}
+
+func runEscape(cmd *cobra.Command, _ []string) error {
+	if !cmd.Flags().Changed("out") && flagString(cmd, "config") == "" {
+		return usagef("escape needs --out DIR")
+	}
+	s, err := openSession(cmd)
+	if err != nil {
+		return err
+	}
+	base, err := trainConfig(cmd, s.path)
+	if err != nil {
+		return err
+	}
+	base.Backend = s.backend
+	grid := finetune.Grid{Base: base, Inits: splitList(flagString(cmd, "inits"))}
+	if grid.Optimizers, err = finetune.ParseOptimizers(flagString(cmd, "optimizers")); err != nil {
+		return usageError{err}
+	}
+	if grid.LRs, err = parseFloats(cmd, "lrs"); err != nil {
+		return err
+	}
+	if grid.InitScales, err = parseFloats(cmd, "init-scales"); err != nil {
+		return err
+	}
+	depths, err := parseFloats(cmd, "depths")
+	if err != nil {
+		return err
+	}
+	for _, d := range depths {
+		grid.Depths = append(grid.Depths, int(d))
+	}
+	if len(grid.Inits) == 0 {
+		return usagef("--inits is empty")
+	}
+	for _, c := range grid.Configs(base.Out) {
+		if err := c.Validate(); err != nil {
+			return usagef("run %s: %v", c.Out, err)
+		}
+	}
+	data, err := finetune.PrepareData(base, s.tok, readExamples)
+	if err != nil {
+		return err
+	}
+	parallel, _ := cmd.Flags().GetInt("parallel")
+	if parallel < 1 {
+		return usagef("--parallel %d must be >= 1", parallel)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	asJSON := flagBool(cmd, "json")
+	logw := cmd.ErrOrStderr()
+	res, err := finetune.Sweep(ctx, finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval}, grid, base.Out,
+		parallel, func(msg string) { fmt.Fprintln(logw, msg) })
+	if res != nil && !asJSON {
+		printSweep(cmd.OutOrStdout(), res)
+	}
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(cmd.OutOrStdout(), res)
+	}
+	return nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func printSweep(w io.Writer, res *finetune.SweepResult) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "optimizer\tlr\tλ\tdepth\tinit\tescape step\tescape norm step\teval loss start → end\twall s")
+	for _, r := range res.Runs {
+		step := func(p *int) string {
+			if p == nil {
+				return "never"
+			}
+			return strconv.Itoa(*p)
+		}
+		loss := func(p *float64) string {
+			if p == nil {
+				return "-"
+			}
+			return fmt.Sprintf("%.4f", *p)
+		}
+		fmt.Fprintf(tw, "%s\t%g\t%g\t%d\t%s\t%s\t%s\t%s → %s\t%.1f\n", r.Optimizer, r.LR, r.InitScale, r.Depth, r.Init,
+			step(r.EscapeStep), step(r.EscapeNormStep), loss(r.InitialEvalLoss), loss(r.FinalEvalLoss), r.WallSeconds)
+	}
+	tw.Flush()
+	for _, f := range res.Slopes {
+		fmt.Fprintf(w, "fit: %s lr=%g depth %d %s: escape step ∝ λ^%.2f over %d points (theory: %s)\n",
+			f.Optimizer, f.LR, f.Depth, f.Init, f.Slope, f.Points, *f.Predicted)
+	}
+	fmt.Fprintf(w, "written to %s (runs.csv, runs.json, loss/delta_w/escape_vs_lambda .png/.svg)\n", res.Out)
+}

@@ -1,0 +1,444 @@
+package finetune
+
+import (
+	"bufio"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/saddle-ml/saddle/optimizers"
+	"github.com/saddle-ml/saddle/plots"
+)
+
+// OptimizerChoice is one entry of --optimizers: a registered name, with q for "steepest:Q".
+type OptimizerChoice struct {
+	Name string
+	Q    float64
+}
+
+// Label is how the choice is written in tables and plots ("steepest:1.5", "adam").
+func (o OptimizerChoice) Label() string {
+	if o.Name == "steepest" {
+		return "steepest:" + strconv.FormatFloat(o.Q, 'g', -1, 64)
+	}
+	return o.Name
+}
+
+// ParseOptimizers reads "sgd,adam,sign,steepest:1.5".
+func ParseOptimizers(v string) ([]OptimizerChoice, error) {
+	var out []OptimizerChoice
+	for _, item := range strings.Split(v, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		name, qs, hasQ := strings.Cut(item, ":")
+		c := OptimizerChoice{Name: name}
+		if hasQ {
+			q, err := strconv.ParseFloat(qs, 64)
+			if err != nil || name != "steepest" {
+				return nil, fmt.Errorf("optimizer %q: only steepest takes a value, as steepest:Q with Q in [1, 2]", item)
+			}
+			c.Q = q
+		}
+		cfg := optimizers.Config{Q: c.Q}
+		if _, err := optimizers.New(name, cfg); err != nil {
+			return nil, fmt.Errorf("optimizer %q: %w", item, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no optimizers given")
+	}
+	return out, nil
+}
+
+// Grid is the swept factors; every other setting comes from Base.
+type Grid struct {
+	Base       Config
+	Optimizers []OptimizerChoice
+	LRs        []float64
+	InitScales []float64
+	Depths     []int
+	Inits      []string
+}
+
+// SweepRun is one row of runs.csv / runs.json.
+type SweepRun struct {
+	Name            string   `json:"name"`
+	Optimizer       string   `json:"optimizer"`
+	Q               float64  `json:"q"`
+	LR              float64  `json:"lr"`
+	InitScale       float64  `json:"init_scale"`
+	Depth           int      `json:"depth"`
+	Init            string   `json:"init"`
+	EscapeStep      *int     `json:"escape_step"`
+	EscapeNormStep  *int     `json:"escape_norm_step"`
+	InitialEvalLoss *float64 `json:"initial_eval_loss"`
+	FinalEvalLoss   *float64 `json:"final_eval_loss"`
+	FinalTrainLoss  float64  `json:"final_train_loss"`
+	WallSeconds     float64  `json:"wall_seconds"`
+	Skipped         bool     `json:"skipped,omitempty"` // finished in an earlier invocation
+}
+
+// SlopeFit is a log–log fit of escape step against λ for one (optimizer, lr, depth, init) series.
+type SlopeFit struct {
+	Optimizer string  `json:"optimizer"`
+	LR        float64 `json:"lr"`
+	Depth     int     `json:"depth"`
+	Init      string  `json:"init"`
+	Points    int     `json:"points"`
+	Slope     float64 `json:"slope"`
+	Predicted *string `json:"predicted,omitempty"` // the theory's regime for the optimizer's q at this depth
+}
+
+// SweepResult is what a sweep reports.
+type SweepResult struct {
+	Runs   []SweepRun `json:"runs"`
+	Slopes []SlopeFit `json:"slopes"`
+	Out    string     `json:"out"`
+}
+
+// Configs expands the grid into named run configurations, each writing into out/runs/<name>.
+func (g Grid) Configs(out string) []Config {
+	var cfgs []Config
+	for _, opt := range g.Optimizers {
+		for _, lr := range g.LRs {
+			for _, scale := range g.InitScales {
+				for _, depth := range g.Depths {
+					for _, init := range g.Inits {
+						c := g.Base
+						c.Optimizer, c.LR = opt.Name, lr
+						c.Opt = g.Base.Opt
+						c.Opt.LR, c.Opt.Q = lr, opt.Q
+						c.Adapter.Init, c.Adapter.Scale, c.Adapter.Depth = init, scale, depth
+						name := fmt.Sprintf("%s_lr%g_lambda%g_L%d_%s", strings.ReplaceAll(opt.Label(), ":", "-q"), lr, scale, depth, init)
+						c.Out = filepath.Join(out, "runs", name)
+						cfgs = append(cfgs, c)
+					}
+				}
+			}
+		}
+	}
+	return cfgs
+}
+
+// Sweep runs every configuration of the grid (skipping those whose summary.json exists), parallel at most
+// `parallel` at a time, and writes runs.csv, runs.json and plots into out. Interrupting keeps finished runs.
+func Sweep(ctx context.Context, job Job, grid Grid, out string, parallel int, log func(string)) (*SweepResult, error) {
+	cfgs := grid.Configs(out)
+	for _, c := range cfgs {
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("run %s: %w", filepath.Base(c.Out), err)
+		}
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return nil, err
+	}
+	runs := make([]SweepRun, len(cfgs))
+	var firstErr error
+	var mu sync.Mutex
+	sem := make(chan struct{}, max(1, parallel))
+	var wg sync.WaitGroup
+	for i, c := range cfgs {
+		name := filepath.Base(c.Out)
+		if s, err := readSummary(c.Out); err == nil {
+			runs[i] = rowOf(name, c, s)
+			runs[i].Skipped = true
+			log(fmt.Sprintf("[%d/%d] %s: already done, kept", i+1, len(cfgs), name))
+			continue
+		}
+		sem <- struct{}{}
+		if ctx.Err() != nil {
+			<-sem
+			break
+		}
+		wg.Add(1)
+		go func(i int, c Config) {
+			defer wg.Done()
+			defer func() { <-sem }()
+			j := job
+			j.Config = c
+			log(fmt.Sprintf("[%d/%d] %s", i+1, len(cfgs), name))
+			s, err := Run(ctx, j, nil)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = fmt.Errorf("run %s: %w", name, err)
+				}
+				return
+			}
+			runs[i] = rowOf(name, c, s)
+		}(i, c)
+	}
+	wg.Wait()
+	done := runs[:0:0]
+	for _, r := range runs {
+		if r.Name != "" {
+			done = append(done, r)
+		}
+	}
+	res := &SweepResult{Runs: done, Slopes: fitSlopes(done), Out: out}
+	if err := writeSweep(out, res, grid); err != nil {
+		return res, err
+	}
+	if firstErr == nil && ctx.Err() != nil {
+		firstErr = fmt.Errorf("sweep interrupted after %d of %d runs (rerun with the same --out to continue): %w", len(done), len(cfgs), ctx.Err())
+	}
+	return res, firstErr
+}
+
+func readSummary(dir string) (*Summary, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "summary.json"))
+	if err != nil {
+		return nil, err
+	}
+	var s Summary
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+func rowOf(name string, c Config, s *Summary) SweepRun {
+	return SweepRun{Name: name, Optimizer: OptimizerChoice{Name: s.Optimizer, Q: s.Q}.Label(), Q: s.Q, LR: c.LR, InitScale: c.Adapter.Scale,
+		Depth: c.Adapter.Depth, Init: c.Adapter.Init, EscapeStep: s.EscapeStep, EscapeNormStep: s.EscapeNormStep,
+		InitialEvalLoss: s.InitialEvalLoss, FinalEvalLoss: s.FinalEvalLoss, FinalTrainLoss: s.FinalTrainLoss,
+		WallSeconds: s.WallSeconds}
+}
+
+// fitSlopes fits log(escape step) against log(λ) per series with at least two escaped runs.
+func fitSlopes(runs []SweepRun) []SlopeFit {
+	type key struct {
+		opt   string
+		q, lr float64
+		depth int
+		init  string
+	}
+	groups := map[key][]SweepRun{}
+	var keys []key
+	for _, r := range runs {
+		k := key{r.Optimizer, r.Q, r.LR, r.Depth, r.Init}
+		if _, ok := groups[k]; !ok {
+			keys = append(keys, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	var fits []SlopeFit
+	for _, k := range keys {
+		var xs, ys []float64
+		for _, r := range groups[k] {
+			if r.EscapeStep != nil && *r.EscapeStep > 0 && r.InitScale > 0 {
+				xs = append(xs, math.Log(r.InitScale))
+				ys = append(ys, math.Log(float64(*r.EscapeStep)))
+			}
+		}
+		if len(xs) < 2 {
+			continue
+		}
+		slope, ok := leastSquaresSlope(xs, ys)
+		if !ok {
+			continue
+		}
+		f := SlopeFit{Optimizer: k.opt, LR: k.lr, Depth: k.depth, Init: k.init, Points: len(xs), Slope: slope}
+		f.Predicted = ptr(PredictedRegime(k.q, k.depth))
+		fits = append(fits, f)
+	}
+	return fits
+}
+
+// PredictedRegime states the paper's prediction for escape steps vs λ at geometry q and depth L.
+func PredictedRegime(q float64, depth int) string {
+	excess := q*float64(depth-1) - float64(depth)
+	switch {
+	case math.Abs(excess) < 1e-9:
+		return "log(1/λ)"
+	case excess > 0:
+		return fmt.Sprintf("power law, slope %.3g", -excess)
+	default:
+		return "bounded (slope 0)"
+	}
+}
+
+func leastSquaresSlope(x, y []float64) (float64, bool) {
+	n := float64(len(x))
+	var sx, sy, sxx, sxy float64
+	for i := range x {
+		sx += x[i]
+		sy += y[i]
+		sxx += x[i] * x[i]
+		sxy += x[i] * y[i]
+	}
+	den := n*sxx - sx*sx
+	if den == 0 {
+		return 0, false
+	}
+	return (n*sxy - sx*sy) / den, true
+}
+
+func writeSweep(out string, res *SweepResult, grid Grid) error {
+	if err := writeJSONAtomic(filepath.Join(out, "runs.json"), res); err != nil {
+		return err
+	}
+	var b strings.Builder
+	w := csv.NewWriter(&b)
+	_ = w.Write([]string{"name", "optimizer", "q", "lr", "init_scale", "depth", "init", "escape_step", "escape_norm_step",
+		"initial_eval_loss", "final_eval_loss", "final_train_loss", "wall_seconds"})
+	for _, r := range res.Runs {
+		_ = w.Write([]string{r.Name, r.Optimizer, fmtF(r.Q), fmtF(r.LR), fmtF(r.InitScale), strconv.Itoa(r.Depth), r.Init,
+			fmtStep(r.EscapeStep), fmtStep(r.EscapeNormStep), fmtLoss(r.InitialEvalLoss), fmtLoss(r.FinalEvalLoss),
+			fmtF(r.FinalTrainLoss), fmtF(r.WallSeconds)})
+	}
+	w.Flush()
+	if err := os.WriteFile(filepath.Join(out, "runs.csv"), []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return sweepPlots(out, res)
+}
+
+func fmtF(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
+
+func fmtStep(p *int) string {
+	if p == nil {
+		return ""
+	}
+	return strconv.Itoa(*p)
+}
+
+func fmtLoss(p *float64) string {
+	if p == nil {
+		return ""
+	}
+	return fmtF(*p)
+}
+
+// runLabel names a run in plot legends by the factors that vary.
+func runLabel(r SweepRun) string {
+	return fmt.Sprintf("%s lr=%g λ=%g L=%d", r.Optimizer, r.LR, r.InitScale, r.Depth)
+}
+
+// sweepPlots draws loss vs step and mean ‖ΔW‖/‖W‖ vs step (log) for every run, and escape step vs λ (log–log).
+func sweepPlots(out string, res *SweepResult) error {
+	var loss, norm []plots.Series
+	title := "Eval loss"
+	for _, r := range res.Runs {
+		t, err := readTrajectory(filepath.Join(out, "runs", r.Name, "metrics.jsonl"))
+		if err != nil {
+			return err
+		}
+		// The eval loss is smooth and comparable across runs; per-batch training loss is the fallback.
+		if len(t.evalSteps) > 1 {
+			loss = append(loss, plots.Series{Name: runLabel(r), X: t.evalSteps, Y: t.evalLoss})
+		} else {
+			title = "Training loss"
+			loss = append(loss, plots.Series{Name: runLabel(r), X: t.steps, Y: t.loss})
+		}
+		norm = append(norm, plots.Series{Name: runLabel(r), X: t.steps, Y: t.rel})
+	}
+	if len(loss) == 0 {
+		return nil
+	}
+	if err := plots.Lines(filepath.Join(out, "loss"), title, "step", "loss", false, false, loss); err != nil {
+		return err
+	}
+	if err := plots.Lines(filepath.Join(out, "delta_w"), "Adapter size", "step", "mean ‖ΔW‖/‖W‖", false, true, norm); err != nil {
+		return err
+	}
+	var escape []plots.Series
+	byGroup := map[string]*plots.Series{}
+	var order []string
+	for _, r := range res.Runs {
+		if r.EscapeStep == nil {
+			continue
+		}
+		g := fmt.Sprintf("%s lr=%g L=%d %s", r.Optimizer, r.LR, r.Depth, r.Init)
+		if byGroup[g] == nil {
+			byGroup[g] = &plots.Series{Name: g, Points: true}
+			order = append(order, g)
+		}
+		byGroup[g].X = append(byGroup[g].X, r.InitScale)
+		byGroup[g].Y = append(byGroup[g].Y, float64(*r.EscapeStep))
+	}
+	for i, g := range order {
+		s := byGroup[g]
+		s.Color = i + 1
+		escape = append(escape, *s)
+		if len(s.X) >= 2 {
+			xs, ys := make([]float64, len(s.X)), make([]float64, len(s.X))
+			for j := range s.X {
+				xs[j], ys[j] = math.Log(s.X[j]), math.Log(s.Y[j])
+			}
+			if slope, ok := leastSquaresSlope(xs, ys); ok {
+				// The fitted line through the points' centroid.
+				mx, my := mean(xs), mean(ys)
+				lo, hi := minMax(s.X)
+				line := plots.Series{Name: fmt.Sprintf("fit slope %.2f", slope), Color: i + 1,
+					X: []float64{lo, hi}, Y: []float64{math.Exp(my + slope*(math.Log(lo)-mx)), math.Exp(my + slope*(math.Log(hi)-mx))}}
+				escape = append(escape, line)
+			}
+		}
+	}
+	if len(escape) == 0 {
+		return nil
+	}
+	return plots.Lines(filepath.Join(out, "escape_vs_lambda"), "Escape step vs init scale", "λ", "escape step", true, true, escape)
+}
+
+func mean(x []float64) float64 {
+	s := 0.0
+	for _, v := range x {
+		s += v
+	}
+	return s / float64(len(x))
+}
+
+func minMax(x []float64) (float64, float64) {
+	s := append([]float64(nil), x...)
+	sort.Float64s(s)
+	return s[0], s[len(s)-1]
+}
+
+type trajectory struct {
+	steps, loss, rel    []float64
+	evalSteps, evalLoss []float64
+}
+
+func readTrajectory(path string) (*trajectory, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<26)
+	t := &trajectory{}
+	line := 0
+	for sc.Scan() {
+		line++
+		var row MetricsRow
+		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		if row.EvalLoss != nil {
+			t.evalSteps = append(t.evalSteps, float64(row.Step))
+			t.evalLoss = append(t.evalLoss, *row.EvalLoss)
+		}
+		if row.Loss == nil {
+			continue
+		}
+		t.steps = append(t.steps, float64(row.Step))
+		t.loss = append(t.loss, *row.Loss)
+		t.rel = append(t.rel, row.All.RelDW)
+	}
+	return t, sc.Err()
+}
