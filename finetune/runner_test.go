@@ -2,6 +2,8 @@ package finetune
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/checkpoints"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
@@ -231,4 +234,156 @@ func TestGradientAccumulationEqualsBigBatch(t *testing.T) {
 			}
 		}
 	}
+}
+
+func readRows(t *testing.T, path string) []MetricsRow {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []MetricsRow
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var r MetricsRow
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+func copyDir(t *testing.T, from, to string) {
+	t.Helper()
+	err := filepath.WalkDir(from, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(to, rel), 0o755)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(to, rel), data, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestResumeIsBitwiseIdentical: resuming from the step-10 checkpoint of a run reproduces steps 11..20 exactly
+// (Adam state, dropout random state, data order, eval and escape bookkeeping all restored).
+func TestResumeIsBitwiseIdentical(t *testing.T) {
+	f := newFixture(t)
+	cfg := testConfig(t, "adam", 3e-3, 20)
+	cfg.SaveEvery, cfg.EvalEvery, cfg.Adapter.Dropout = 5, 4, 0.1
+	cfg.Schedule, cfg.Warmup = "cosine", 3
+	data := f.batcher(t, 4, 32)
+	eval := []Batch{data.BatchAt(100)}
+	full, err := Run(context.Background(), Job{Model: f.model, Train: data, Eval: eval, Config: cfg}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resumedDir := t.TempDir()
+	copyDir(t, cfg.Out, resumedDir)
+	st, err := checkpoints.Load(filepath.Join(resumedDir, "checkpoints", "step-000010"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rcfg := cfg
+	rcfg.Out = resumedDir
+	resumed, err := Run(context.Background(), Job{Model: f.model, Train: data, Eval: eval, Config: rcfg, Resume: st}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := readRows(t, filepath.Join(cfg.Out, "metrics.jsonl")), readRows(t, filepath.Join(resumedDir, "metrics.jsonl"))
+	if len(a) != 21 || len(b) != 21 {
+		t.Fatalf("metrics rows: uninterrupted %d, resumed %d, want 21 each", len(a), len(b))
+	}
+	for i := 11; i <= 20; i++ {
+		x, y := a[i], b[i]
+		if *x.Loss != *y.Loss || x.GradNorm != y.GradNorm || x.All.NormDW != y.All.NormDW || x.All.BalanceQ != y.All.BalanceQ ||
+			(x.EvalLoss == nil) != (y.EvalLoss == nil) || (x.EvalLoss != nil && *x.EvalLoss != *y.EvalLoss) {
+			t.Fatalf("step %d differs after resume:\nuninterrupted %+v\nresumed       %+v", i, x, y)
+		}
+	}
+	if *full.FinalEvalLoss != *resumed.FinalEvalLoss || fmt.Sprint(deref(full.EscapeStep)) != fmt.Sprint(deref(resumed.EscapeStep)) ||
+		full.InitialTrainLoss != resumed.InitialTrainLoss || full.FinalTrainLoss != resumed.FinalTrainLoss {
+		t.Fatalf("summaries differ:\n%+v\n%+v", full, resumed)
+	}
+}
+
+func TestInterruptSavesACheckpointAndNonFiniteLossStops(t *testing.T) {
+	f := newFixture(t)
+	cfg := testConfig(t, "adam", 1e-3, 5)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Run(ctx, Job{Model: f.model, Train: f.batcher(t, 4, 32), Config: cfg}, nil)
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("want ErrInterrupted, got %v", err)
+	}
+	if _, err := checkpoints.Load(cfg.Out); err != nil {
+		t.Fatalf("no loadable checkpoint after an interrupt: %v", err)
+	}
+
+	cfg = testConfig(t, "adam", 1e3, 10)
+	cfg.SaveEvery, cfg.DivergeFactor = 1, 3
+	_, err = Run(context.Background(), Job{Model: f.model, Train: f.batcher(t, 4, 32), Config: cfg}, nil)
+	if err == nil || !strings.Contains(err.Error(), "diverged") || !strings.Contains(err.Error(), "learning rate") {
+		t.Fatalf("lr 1e3 should stop with a divergence message, got %v", err)
+	}
+	st, err := checkpoints.Load(cfg.Out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range st.Adapter.Adapters {
+		for _, f := range a.Factors {
+			for _, v := range f {
+				if !finite(float64(v)) {
+					t.Fatalf("the kept checkpoint (step %d) holds non-finite adapter values", st.Step)
+				}
+			}
+		}
+	}
+	t.Logf("stopped; last good checkpoint at step %d", st.Step)
+	if st.Step > 3 {
+		t.Fatalf("lr 1e3 ran %d steps before stopping", st.Step)
+	}
+}
+
+// TestNonFiniteLossStopsOrIsSkipped poisons one base weight with NaN: every step is non-finite, so the run stops at
+// once, or after skipping --skip-nonfinite steps, and the kept checkpoint holds the untouched adapters.
+func TestNonFiniteLossStopsOrIsSkipped(t *testing.T) {
+	f := newFixture(t)
+	poisoned := *f.model
+	poisoned.Params = slices.Clone(f.model.Params)
+	k := slices.Index(poisoned.Names, "model.norm.weight")
+	data := tensors.MustCopyFlatData[float32](poisoned.Params[k])
+	data[0] = float32(math.NaN())
+	poisoned.Params[k] = tensors.FromFlatDataAndDimensions(data, len(data))
+	for _, skip := range []int{0, 2} {
+		cfg := testConfig(t, "adam", 1e-3, 10)
+		cfg.SkipNonfinite = skip
+		_, err := Run(context.Background(), Job{Model: &poisoned, Train: f.batcher(t, 4, 32), Config: cfg}, nil)
+		if err == nil || !strings.Contains(err.Error(), "not finite") || !strings.Contains(err.Error(), fmt.Sprintf("step %d:", skip+1)) {
+			t.Fatalf("skip %d: want a non-finite stop at step %d, got %v", skip, skip+1, err)
+		}
+		st, err := checkpoints.Load(cfg.Out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Step != skip {
+			t.Fatalf("skip %d: kept checkpoint at step %d", skip, st.Step)
+		}
+	}
+}
+
+func deref[T any](p *T) any {
+	if p == nil {
+		return nil
+	}
+	return *p
 }

@@ -10,6 +10,7 @@ import (
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/saddle-ml/saddle/checkpoints"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
@@ -26,12 +27,20 @@ type Stepper struct {
 	Slots      [][]*tensors.Tensor // optimizer state per parameter
 	RNG        *tensors.Tensor     // dropout random state
 	Step       int                 // optimizer steps taken
+	prev       *stepState          // state before the last TrainStep, for Rollback
 	clip       float64
 	train      *Exec // fused step, one micro-batch
 	accumulate *Exec // gradient of one micro-batch added to a running sum
 	apply      *Exec // optimizer step from summed gradients
 	eval       *Exec
 	metrics    *Exec
+}
+
+type stepState struct {
+	params []*tensors.Tensor
+	slots  [][]*tensors.Tensor
+	rng    *tensors.Tensor
+	step   int
 }
 
 // StepResult is what one optimizer step reports.
@@ -192,6 +201,7 @@ func (s *Stepper) TrainStep(micro []Batch, lr float64) (StepResult, error) {
 	if len(micro) == 0 {
 		return StepResult{}, fmt.Errorf("training step %d: no batch", s.Step+1)
 	}
+	s.prev = &stepState{params: s.Params, slots: cloneSlots(s.Slots), rng: s.RNG, step: s.Step}
 	step, rate := tensors.FromScalar(float32(s.Step+1)), tensors.FromScalar(float32(lr))
 	np, ns := len(s.Params), s.Opt.NumSlots()
 	var r StepResult
@@ -236,6 +246,14 @@ func (s *Stepper) TrainStep(micro []Batch, lr float64) (StepResult, error) {
 	return r, nil
 }
 
+func cloneSlots(slots [][]*tensors.Tensor) [][]*tensors.Tensor {
+	out := make([][]*tensors.Tensor, len(slots))
+	for i, s := range slots {
+		out[i] = slices.Clone(s)
+	}
+	return out
+}
+
 func flatten(slots [][]*tensors.Tensor) []*tensors.Tensor {
 	var out []*tensors.Tensor
 	for _, s := range slots {
@@ -270,4 +288,96 @@ func scalar(t *tensors.Tensor) float64 {
 		return v
 	}
 	return 0
+}
+
+// Rollback undoes the last TrainStep (parameters, optimizer state, random state and step count).
+func (s *Stepper) Rollback() {
+	if s.prev == nil {
+		return
+	}
+	s.Params, s.Slots, s.RNG, s.Step = s.prev.params, s.prev.slots, s.prev.rng, s.prev.step
+	s.prev = nil
+}
+
+// Snapshot copies the trainable state out for a checkpoint (Base, Config and Runner are left to the caller).
+func (s *Stepper) Snapshot() (*checkpoints.State, error) {
+	if err := s.Set.SetTensors(s.Params); err != nil {
+		return nil, err
+	}
+	st := &checkpoints.State{Step: s.Step, Optimizer: s.Opt.Name(), Adapter: s.Set}
+	for _, group := range s.Slots {
+		var out []lora.NamedTensor
+		for _, t := range group {
+			data, err := tensors.CopyFlatData[float32](t)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, lora.NamedTensor{Shape: t.Shape().Dimensions, Data: data})
+		}
+		st.Slots = append(st.Slots, out)
+	}
+	rng, err := tensors.CopyFlatData[uint64](s.RNG)
+	if err != nil {
+		return nil, err
+	}
+	st.RNG = rng
+	return st, nil
+}
+
+// Restore loads a checkpoint's state, checking that it belongs to this adapter layout and optimizer.
+func (s *Stepper) Restore(st *checkpoints.State) error {
+	if st.Optimizer != s.Opt.Name() {
+		return fmt.Errorf("the checkpoint was trained with optimizer %q, this run uses %q", st.Optimizer, s.Opt.Name())
+	}
+	if err := sameLayout(st.Adapter, s.Set); err != nil {
+		return fmt.Errorf("the checkpoint's adapters do not match this run: %w", err)
+	}
+	names := s.Set.ParamNames()
+	if len(st.Slots) != len(names) {
+		return fmt.Errorf("the checkpoint has optimizer state for %d parameters, this run has %d", len(st.Slots), len(names))
+	}
+	for i := range s.Set.Adapters {
+		s.Set.Adapters[i].Factors = st.Adapter.Adapters[i].Factors
+	}
+	s.Params = s.Set.Tensors()
+	for i, group := range st.Slots {
+		if len(group) != s.Opt.NumSlots() {
+			return fmt.Errorf("%s: the checkpoint has %d optimizer slots, %s needs %d", names[i], len(group), s.Opt.Name(), s.Opt.NumSlots())
+		}
+		s.Slots[i] = s.Slots[i][:0]
+		for _, t := range group {
+			if !slices.Equal(t.Shape, s.Params[i].Shape().Dimensions) {
+				return fmt.Errorf("%s: optimizer slot shape %v, parameter shape %v", names[i], t.Shape, s.Params[i].Shape().Dimensions)
+			}
+			s.Slots[i] = append(s.Slots[i], tensors.FromFlatDataAndDimensions(slices.Clone(t.Data), t.Shape...))
+		}
+	}
+	if len(st.RNG) != s.RNG.Shape().Size() {
+		return fmt.Errorf("the checkpoint's random state has %d words, want %d", len(st.RNG), s.RNG.Shape().Size())
+	}
+	s.RNG = tensors.FromFlatDataAndDimensions(slices.Clone(st.RNG), s.RNG.Shape().Dimensions...)
+	s.Step = st.Step
+	return nil
+}
+
+// sameLayout checks that two adapter sets have the same spec shape and modules.
+func sameLayout(a, b *lora.Set) error {
+	sa, sb := a.Spec, b.Spec
+	switch {
+	case sa.Rank != sb.Rank:
+		return fmt.Errorf("rank %d vs %d", sa.Rank, sb.Rank)
+	case sa.Depth != sb.Depth:
+		return fmt.Errorf("depth %d vs %d", sa.Depth, sb.Depth)
+	case sa.Scaling() != sb.Scaling():
+		return fmt.Errorf("scale %g vs %g", sa.Scaling(), sb.Scaling())
+	case len(a.Adapters) != len(b.Adapters):
+		return fmt.Errorf("%d adapted modules vs %d", len(a.Adapters), len(b.Adapters))
+	}
+	for i := range a.Adapters {
+		x, y := a.Adapters[i], b.Adapters[i]
+		if x.Module != y.Module || x.In != y.In || x.Out != y.Out {
+			return fmt.Errorf("module %s [%d×%d] vs %s [%d×%d]", x.Module, x.Out, x.In, y.Module, y.Out, y.In)
+		}
+	}
+	return nil
 }

@@ -112,19 +112,20 @@ func Aggregate(stats []AdapterStats) AdapterStats {
 // EscapeTracker finds the escape steps in a stream of metrics: the first step whose loss is ≤ (1−δ)·initial loss,
 // and the first whose mean ‖ΔW‖/‖W‖ exceeds a threshold. It is a pure function of what it is fed.
 type EscapeTracker struct {
-	Delta, NormThreshold float64
-	initial              float64
-	haveInitial          bool
-	LossStep, NormStep   *int
+	Delta         float64  `json:"delta"`
+	NormThreshold float64  `json:"norm_threshold"`
+	Initial       *float64 `json:"initial"` // the first loss observed
+	LossStep      *int     `json:"loss_step"`
+	NormStep      *int     `json:"norm_step"`
 }
 
 // ObserveLoss feeds the reference loss (eval loss, or train loss without eval data) measured after step steps.
 func (e *EscapeTracker) ObserveLoss(step int, loss float64) {
-	if !e.haveInitial {
-		e.initial, e.haveInitial = loss, true
+	if e.Initial == nil {
+		e.Initial = &loss
 		return
 	}
-	if e.LossStep == nil && loss <= (1-e.Delta)*e.initial {
+	if e.LossStep == nil && loss <= (1-e.Delta)**e.Initial {
 		s := step
 		e.LossStep = &s
 	}

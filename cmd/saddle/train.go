@@ -2,16 +2,21 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/saddle-ml/saddle/checkpoints"
 	"github.com/saddle-ml/saddle/finetune"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
@@ -60,7 +65,11 @@ func addTrainFlags(cmd *cobra.Command) {
 	f.Int("eval-every", 10, "evaluate every N steps (0: only at the start and end)")
 	f.Float64("escape-delta", 0.05, "escape step: first step with loss ≤ (1−δ)·initial loss")
 	f.Float64("escape-norm", 0.01, "escape norm step: first step with mean ‖ΔW‖/‖W‖ above this")
-	f.String("out", "", "output folder (metrics.jsonl, summary.json, adapter)")
+	f.String("out", "", "output folder (metrics.jsonl, summary.json, adapter, checkpoints)")
+	f.Int("save-every", 0, "write a checkpoint every N steps (0: only at the end; -1: never)")
+	f.Int("keep", 3, "keep the newest K checkpoints (0: all)")
+	f.Int("skip-nonfinite", 0, "tolerate N steps with a non-finite loss or gradient by dropping their update")
+	f.Float64("diverge-factor", 4, "stop when the loss exceeds this multiple of the first step's loss (0: off)")
 }
 
 // trainConfig reads the flags (after the config file) into a run configuration; bad values are usage errors.
@@ -77,7 +86,8 @@ func trainConfig(cmd *cobra.Command, modelPath string) (finetune.Config, error) 
 		ClipNorm: getF("clip-norm"), GradAccum: getI("grad-accum"), Steps: getI("steps"),
 		BatchSize: getI("batch-size"), SeqLen: getI("seq-len"), Pack: getB("pack"), Truncate: getB("truncate"),
 		Seed: seed, EvalEvery: getI("eval-every"), EscapeDelta: getF("escape-delta"), EscapeNorm: getF("escape-norm"),
-		Out: flagString(cmd, "out"),
+		Out: flagString(cmd, "out"), SaveEvery: getI("save-every"), Keep: getI("keep"),
+		SkipNonfinite: getI("skip-nonfinite"), DivergeFactor: getF("diverge-factor"),
 	}
 	c.Opt = optimizers.Config{LR: c.LR, Momentum: getF("momentum"), Nesterov: getB("nesterov"), Beta1: getF("beta1"),
 		Beta2: getF("beta2"), Eps: getF("eps"), Q: getF("q"), WeightDecay: getF("weight-decay"), WDMode: flagString(cmd, "wd-mode")}
@@ -115,6 +125,7 @@ func newTrainCmd() *cobra.Command {
 		RunE:  runTrain,
 	}
 	addTrainFlags(cmd)
+	cmd.Flags().String("resume", "", "continue a run: its --out folder (latest checkpoint) or one checkpoint folder")
 	return cmd
 }
 
@@ -155,16 +166,99 @@ func openSession(cmd *cobra.Command) (*session, error) {
 	return &session{path: path, model: m, tok: tok, backend: name}, nil
 }
 
+// resumableFlags may differ from the saved run when resuming; every other setting comes from the checkpoint.
+var resumableFlags = map[string]bool{"resume": true, "model": true, "backend": true, "pjrt-plugin": true, "json": true,
+	"steps": true, "eval-every": true, "save-every": true, "keep": true, "skip-nonfinite": true, "diverge-factor": true}
+
+// resumeConfig loads the checkpoint named by --resume and the run configuration saved with it, with the allowed
+// flags applied on top.
+func resumeConfig(cmd *cobra.Command) (*checkpoints.State, finetune.Config, error) {
+	var cfg finetune.Config
+	var bad []string
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if !resumableFlags[f.Name] {
+			bad = append(bad, "--"+f.Name)
+		}
+	})
+	if len(bad) > 0 {
+		return nil, cfg, usagef("%s cannot change when resuming (the run's settings are in its config.json); "+
+			"only --steps, --eval-every, --save-every, --keep, --skip-nonfinite, --diverge-factor, --model and --backend may be given", strings.Join(bad, ", "))
+	}
+	st, err := checkpoints.Load(flagString(cmd, "resume"))
+	if err != nil {
+		return nil, cfg, err
+	}
+	if err := json.Unmarshal(st.Config, &cfg); err != nil {
+		return nil, cfg, fmt.Errorf("%s: run configuration: %w", flagString(cmd, "resume"), err)
+	}
+	f := cmd.Flags()
+	if f.Changed("steps") {
+		cfg.Steps, _ = f.GetInt("steps")
+	}
+	if f.Changed("eval-every") {
+		cfg.EvalEvery, _ = f.GetInt("eval-every")
+	}
+	if f.Changed("save-every") {
+		cfg.SaveEvery, _ = f.GetInt("save-every")
+	}
+	if f.Changed("keep") {
+		cfg.Keep, _ = f.GetInt("keep")
+	}
+	if f.Changed("skip-nonfinite") {
+		cfg.SkipNonfinite, _ = f.GetInt("skip-nonfinite")
+	}
+	if f.Changed("diverge-factor") {
+		cfg.DivergeFactor, _ = f.GetFloat64("diverge-factor")
+	}
+	// The run folder is the one given, or the one holding the given checkpoint folder.
+	cfg.Out = flagString(cmd, "resume")
+	if _, err := os.Stat(filepath.Join(cfg.Out, "state.json")); err == nil {
+		cfg.Out = filepath.Dir(filepath.Dir(cfg.Out))
+	}
+	if cfg.Steps < st.Step {
+		return nil, cfg, usagef("--steps %d is below the checkpoint's step %d", cfg.Steps, st.Step)
+	}
+	if !f.Changed("model") {
+		if err := f.Set("model", cfg.Model); err != nil {
+			return nil, cfg, err
+		}
+	}
+	return st, cfg, nil
+}
+
 func runTrain(cmd *cobra.Command, _ []string) error {
-	if !cmd.Flags().Changed("out") && flagString(cmd, "config") == "" {
-		return usagef("train needs --out DIR")
+	resuming := flagString(cmd, "resume") != ""
+	if !resuming && !cmd.Flags().Changed("out") && flagString(cmd, "config") == "" {
+		return usagef("train needs --out DIR (or --resume DIR)")
+	}
+	var resume *checkpoints.State
+	var saved finetune.Config
+	if resuming {
+		var err error
+		if resume, saved, err = resumeConfig(cmd); err != nil {
+			return err
+		}
 	}
 	s, err := openSession(cmd)
 	if err != nil {
 		return err
 	}
-	cfg, err := trainConfig(cmd, s.path)
+	base, err := checkpoints.HashBase(s.path)
 	if err != nil {
+		return err
+	}
+	var cfg finetune.Config
+	if resuming {
+		if base.SHA256 != resume.Base.SHA256 {
+			return fmt.Errorf("%s: this is not the base model the checkpoint was trained on (%s, sha256 %s…); pass that model with --model",
+				s.path, resume.Base.Path, resume.Base.SHA256[:12])
+		}
+		cfg = saved
+		cfg.Model = s.path
+		if err := cfg.Validate(); err != nil {
+			return usageError{err}
+		}
+	} else if cfg, err = trainConfig(cmd, s.path); err != nil {
 		return err
 	}
 	cfg.Backend = s.backend
@@ -174,12 +268,21 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 	}
 	asJSON := flagBool(cmd, "json")
 	if !asJSON {
-		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: %s on %s (%d train rows, %d eval batches), backend %s\n",
-			cfg.Optimizer, cfg.Data, data.TrainStats.Rows, len(data.Eval), s.backend)
+		verb := "training"
+		if resuming {
+			verb = fmt.Sprintf("resuming at step %d of", resume.Step)
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: %s %d steps, %s on %s (%d train rows, %d eval batches), backend %s\n",
+			verb, cfg.Steps, cfg.Optimizer, cfg.Data, data.TrainStats.Rows, len(data.Eval), s.backend)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	sum, err := finetune.Run(ctx, finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval, Config: cfg}, cmd.ErrOrStderr())
+	job := finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval, Config: cfg, Base: base, Resume: resume}
+	sum, err := finetune.Run(ctx, job, cmd.ErrOrStderr())
+	if errors.Is(err, finetune.ErrInterrupted) {
+		fmt.Fprintln(cmd.ErrOrStderr(), "saddle train:", err)
+		return nil
+	}
 	if err != nil {
 		return err
 	}
