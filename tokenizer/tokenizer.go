@@ -23,6 +23,7 @@ import (
 // Tokenizer encodes text to ids and back. It is safe for concurrent use.
 type Tokenizer struct {
 	source string
+	native nativeTokenizer // set by FromFileNative: the Rust HF tokenizers library does Encode/Decode
 
 	normalizer normalizer   // may be nil
 	preTok     preTokenizer // may be nil
@@ -57,6 +58,9 @@ type model interface {
 // special-token text inside text (e.g. "<s>") is always recognized, as in HF.
 // Invalid UTF-8 bytes are replaced by U+FFFD first.
 func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
+	if t.native != nil {
+		return t.native.Encode(text, addSpecial)
+	}
 	if !utf8.ValidString(text) {
 		text = sanitizeUTF8(text)
 	}
@@ -81,6 +85,9 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int {
 // Decode turns ids back into text; skipSpecial drops special tokens (by their content, as HF does).
 // Unknown ids are ignored.
 func (t *Tokenizer) Decode(ids []int, skipSpecial bool) string {
+	if t.native != nil {
+		return t.native.Decode(ids, skipSpecial)
+	}
 	toks := make([]string, 0, len(ids))
 	for _, id := range ids {
 		tok, ok := t.idToTokenForDecode(id)

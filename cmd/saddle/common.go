@@ -72,7 +72,11 @@ func loadTokenizer(modelPath string) (*tokenizer.Tokenizer, error) {
 		return nil, err
 	}
 	if info.IsDir() {
-		return tokenizer.FromFile(filepath.Join(modelPath, "tokenizer.json"))
+		file := filepath.Join(modelPath, "tokenizer.json")
+		if os.Getenv("SADDLE_TOKENIZER") == "rust" { // opt-in: binaries built with -tags hftokenizers
+			return tokenizer.FromFileNative(file)
+		}
+		return tokenizer.FromFile(file)
 	}
 	return tokenizer.FromGGUF(modelPath)
 }
