@@ -92,6 +92,24 @@ func testConfig(t testing.TB, optimizer string, lr float64, steps int) Config {
 		EscapeNorm: 0.01, Out: t.TempDir()}
 }
 
+// newStepper builds the training graphs for cfg's optimizer and adapters on the fixture's model.
+func newStepper(t testing.TB, f fixture, cfg Config) *Stepper {
+	t.Helper()
+	opt, err := optimizers.New(cfg.Optimizer, cfg.Opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set, err := lora.Attach(f.model.Config, cfg.Adapter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewStepper(f.model, set, opt, 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 func copyParams(t testing.TB, ts []*tensors.Tensor) [][]float32 {
 	out := make([][]float32, len(ts))
 	for i, x := range ts {
@@ -142,19 +160,8 @@ func TestBalanceLawUnderSGD(t *testing.T) {
 	f := newFixture(t)
 	cfg := testConfig(t, "sgd", 5e-4, 100)
 	cfg.Adapter.Init, cfg.Adapter.Scale = "small", 0.5
-	opt, err := optimizers.New("sgd", cfg.Opt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := lora.Attach(f.model.Config, cfg.Adapter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := NewStepper(f.model, set, opt, 0, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	norms := make([]float64, len(set.Adapters))
+	s := newStepper(t, f, cfg)
+	norms := make([]float64, len(s.Set.Adapters))
 	first, err := s.Telemetry(norms)
 	if err != nil {
 		t.Fatal(err)
@@ -204,18 +211,7 @@ func TestGradientAccumulationEqualsBigBatch(t *testing.T) {
 	cfg := testConfig(t, "sgd", 0.5, 1)
 	cfg.Adapter.Init = "small"
 	run := func(batches []Batch) ([][]float32, StepResult) {
-		opt, err := optimizers.New("sgd", cfg.Opt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		set, err := lora.Attach(f.model.Config, cfg.Adapter)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := NewStepper(f.model, set, opt, 0, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := newStepper(t, f, cfg)
 		r, err := s.TrainStep(batches, cfg.LR)
 		if err != nil {
 			t.Fatal(err)

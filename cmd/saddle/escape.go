@@ -133,20 +133,8 @@ func printSweep(w io.Writer, res *finetune.SweepResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "optimizer\tlr\tλ\tdepth\tinit\tescape step\tescape norm step\teval loss start → end\twall s")
 	for _, r := range res.Runs {
-		step := func(p *int) string {
-			if p == nil {
-				return "never"
-			}
-			return strconv.Itoa(*p)
-		}
-		loss := func(p *float64) string {
-			if p == nil {
-				return "-"
-			}
-			return fmt.Sprintf("%.4f", *p)
-		}
 		fmt.Fprintf(tw, "%s\t%g\t%g\t%d\t%s\t%s\t%s\t%s → %s\t%.1f\n", r.Optimizer, r.LR, r.InitScale, r.Depth, r.Init,
-			step(r.EscapeStep), step(r.EscapeNormStep), loss(r.InitialEvalLoss), loss(r.FinalEvalLoss), r.WallSeconds)
+			stepText(r.EscapeStep), stepText(r.EscapeNormStep), lossText(r.InitialEvalLoss), lossText(r.FinalEvalLoss), r.WallSeconds)
 	}
 	tw.Flush()
 	for _, f := range res.Slopes {

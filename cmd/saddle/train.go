@@ -293,24 +293,28 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 	return nil
 }
 
+// stepText prints an escape step, or "never".
+func stepText(p *int) string {
+	if p == nil {
+		return "never"
+	}
+	return strconv.Itoa(*p)
+}
+
+// lossText prints an optional loss, or "-".
+func lossText(p *float64) string {
+	if p == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.4f", *p)
+}
+
 func printSummary(w io.Writer, s *finetune.Summary) {
-	step := func(p *int) string {
-		if p == nil {
-			return "never"
-		}
-		return strconv.Itoa(*p)
-	}
-	loss := func(p *float64) string {
-		if p == nil {
-			return "-"
-		}
-		return fmt.Sprintf("%.4f", *p)
-	}
 	fmt.Fprintf(w, "optimizer %s (q=%g) lr %g, init %s λ=%g, depth %d rank %d, %d adapter parameters\n",
 		s.Optimizer, s.Q, s.LR, s.Init, s.InitScale, s.Depth, s.Rank, s.AdapterParams)
 	fmt.Fprintf(w, "eval loss %s → %s, train loss %.4f → %.4f over %d steps\n",
-		loss(s.InitialEvalLoss), loss(s.FinalEvalLoss), s.InitialTrainLoss, s.FinalTrainLoss, s.Steps)
+		lossText(s.InitialEvalLoss), lossText(s.FinalEvalLoss), s.InitialTrainLoss, s.FinalTrainLoss, s.Steps)
 	fmt.Fprintf(w, "escape step %s, escape norm step %s, final mean ‖ΔW‖/‖W‖ %.3g\n",
-		step(s.EscapeStep), step(s.EscapeNormStep), s.Final.RelDW)
+		stepText(s.EscapeStep), stepText(s.EscapeNormStep), s.Final.RelDW)
 	fmt.Fprintf(w, "%.0f tokens/s, %.1f s; written to %s\n", s.TokensPerSecond, s.WallSeconds, s.Out)
 }
