@@ -79,13 +79,28 @@ type renderer struct {
 	steps int
 }
 
-const maxRenderSteps = 10_000_000 // guards against runaway loops (range(10**9))
+// Limits that keep a hostile template (it comes from a model file) from exhausting time, memory or the stack.
+// Real chat templates stay far below all of them.
+const (
+	maxRenderSteps  = 2_000_000 // statements executed: guards against runaway loops (range(10**9))
+	maxRenderOutput = 64 << 20  // bytes of rendered text
+	maxStringLen    = 16 << 20  // bytes of any string a template builds (concatenation, repetition, join, replace)
+	maxListLen      = 1 << 20   // items of any list a template builds by concatenation
+	maxValueDepth   = 200       // nesting of lists/dicts that repr, tojson and == walk (Python stops near 1000 frames)
+	maxJSONIndent   = 64
+)
+
+// errTooLarge reports a value past maxStringLen.
+var errTooLarge = fmt.Errorf("string longer than %d bytes", maxStringLen)
 
 func (r *renderer) exec(nodes []tnode, f *tmplFrame) error {
 	for _, n := range nodes {
 		r.steps++
 		if r.steps > maxRenderSteps {
 			return fmt.Errorf("template too expensive to render")
+		}
+		if r.out.Len() > maxRenderOutput {
+			return fmt.Errorf("rendered text longer than %d bytes", maxRenderOutput)
 		}
 		switch n := n.(type) {
 		case *textNode:
@@ -873,6 +888,15 @@ func callStrMethod(s, name string, args []value, kw map[string]value) (value, er
 		if old == "" {
 			return nil, fmt.Errorf("unsupported: str.replace with an empty pattern")
 		}
+		if len(nw) > len(old) {
+			k := strings.Count(s, old)
+			if n >= 0 {
+				k = min(k, n)
+			}
+			if k > 0 && (len(nw)-len(old) > maxStringLen || len(s)+k*(len(nw)-len(old)) > maxStringLen) {
+				return nil, errTooLarge
+			}
+		}
 		return strings.Replace(s, old, nw, n), nil
 	case "find":
 		if err := checkArgs("str.find", args, kw, 1); err != nil {
@@ -899,12 +923,16 @@ func callStrMethod(s, name string, args []value, kw map[string]value) (value, er
 			return nil, err
 		}
 		parts := make([]string, len(items))
+		total := 0
 		for i, it := range items {
 			p, ok := it.(string)
 			if !ok {
 				return nil, fmt.Errorf("str.join: item %d is %s, not a string", i, typeName(it))
 			}
 			parts[i] = p
+			if total += len(p) + len(s); total > maxStringLen {
+				return nil, errTooLarge
+			}
 		}
 		return strings.Join(parts, s), nil
 	}
@@ -1014,10 +1042,13 @@ func applyFilter(name string, x value, args []value, kw map[string]value) (value
 			if !ok {
 				return nil, fmt.Errorf("unsupported: tojson indent of type %s", typeName(v))
 			}
+			if n > maxJSONIndent {
+				return nil, fmt.Errorf("unsupported: tojson indent %d (at most %d)", n, maxJSONIndent)
+			}
 			indent = int(n)
 		}
 		var b strings.Builder
-		if err := writeJSON(&b, x, indent, 0); err != nil {
+		if err := writeJSON(&b, x, max(indent, -1), 0); err != nil {
 			return nil, err
 		}
 		return b.String(), nil
@@ -1116,9 +1147,13 @@ func applyFilter(name string, x value, args []value, kw map[string]value) (value
 			return nil, err
 		}
 		parts := make([]string, len(items))
+		total := 0
 		for i, it := range items {
 			if parts[i], err = pyStr(it); err != nil {
 				return nil, err
+			}
+			if total += len(parts[i]) + len(sep); total > maxStringLen {
+				return nil, errTooLarge
 			}
 		}
 		return strings.Join(parts, sep), nil
@@ -1256,6 +1291,9 @@ func evalBin(e *binExpr, f *tmplFrame) (value, error) {
 		if err != nil {
 			return nil, err
 		}
+		if len(ls)+len(rs) > maxStringLen {
+			return nil, errTooLarge
+		}
 		return ls + rs, nil
 	case "<", ">", "<=", ">=":
 		c, err := pyCompare(l, r, e.op)
@@ -1344,14 +1382,23 @@ func arith(op string, l, r value) (value, error) {
 		switch lv := l.(type) {
 		case string:
 			if rv, ok := r.(string); ok {
+				if len(lv)+len(rv) > maxStringLen {
+					return nil, errTooLarge
+				}
 				return lv + rv, nil
 			}
 		case []value:
 			if rv, ok := r.([]value); ok {
+				if len(lv)+len(rv) > maxListLen {
+					return nil, fmt.Errorf("list longer than %d items", maxListLen)
+				}
 				return append(append([]value(nil), lv...), rv...), nil
 			}
 		case tuple:
 			if rv, ok := r.(tuple); ok {
+				if len(lv)+len(rv) > maxListLen {
+					return nil, fmt.Errorf("tuple longer than %d items", maxListLen)
+				}
 				return append(append(tuple(nil), lv...), rv...), nil
 			}
 		}
@@ -1361,8 +1408,8 @@ func arith(op string, l, r value) (value, error) {
 				if n < 0 {
 					n = 0
 				}
-				if n*int64(len(s)) > 1<<24 {
-					return nil, fmt.Errorf("string repetition too large")
+				if len(s) > 0 && n > int64(maxStringLen/len(s)) { // n·len(s) could overflow
+					return nil, errTooLarge
 				}
 				return strings.Repeat(s, int(n)), nil
 			}
@@ -1426,7 +1473,14 @@ func truthy(v value) bool {
 	return true
 }
 
-func pyEqual(a, b value) bool {
+// pyEqual is Python's ==. Values nested deeper than maxValueDepth compare unequal (Python would raise
+// RecursionError); the limit keeps a crafted template from overflowing the stack.
+func pyEqual(a, b value) bool { return pyEqualDepth(a, b, 0) }
+
+func pyEqualDepth(a, b value, depth int) bool {
+	if depth > maxValueDepth {
+		return false
+	}
 	if an, bn := numeric(a), numeric(b); an != nil && bn != nil {
 		ai, aInt := an.(int64)
 		bi, bInt := bn.(int64)
@@ -1446,10 +1500,10 @@ func pyEqual(a, b value) bool {
 		return ok && av == bv
 	case []value:
 		bv, ok := b.([]value)
-		return ok && listEqual(av, bv)
+		return ok && listEqual(av, bv, depth)
 	case tuple:
 		bv, ok := b.(tuple)
-		return ok && listEqual(av, bv)
+		return ok && listEqual(av, bv, depth)
 	case *dict:
 		bv, ok := b.(*dict)
 		if !ok || len(av.keys) != len(bv.keys) {
@@ -1457,7 +1511,7 @@ func pyEqual(a, b value) bool {
 		}
 		for k, v := range av.m {
 			w, ok := bv.m[k]
-			if !ok || !pyEqual(v, w) {
+			if !ok || !pyEqualDepth(v, w, depth+1) {
 				return false
 			}
 		}
@@ -1470,12 +1524,12 @@ func pyEqual(a, b value) bool {
 	return false
 }
 
-func listEqual(a, b []value) bool {
+func listEqual(a, b []value, depth int) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := range a {
-		if !pyEqual(a[i], b[i]) {
+		if !pyEqualDepth(a[i], b[i], depth+1) {
 			return false
 		}
 	}
@@ -1599,7 +1653,13 @@ func pyStr(v value) (string, error) {
 	return "", fmt.Errorf("unsupported: converting a %s to a string", typeName(v))
 }
 
-func pyRepr(v value) (string, error) {
+func pyRepr(v value) (string, error) { return pyReprDepth(v, 0) }
+
+// pyReprDepth is pyRepr for a value nested depth levels deep.
+func pyReprDepth(v value, depth int) (string, error) {
+	if depth > maxValueDepth {
+		return "", fmt.Errorf("value nested deeper than %d levels", maxValueDepth)
+	}
 	switch v := v.(type) {
 	case nil:
 		return "None", nil
@@ -1617,12 +1677,16 @@ func pyRepr(v value) (string, error) {
 	case []value, tuple:
 		items := asList(v)
 		parts := make([]string, len(items))
+		total := 0
 		for i, it := range items {
-			s, err := pyRepr(it)
+			s, err := pyReprDepth(it, depth+1)
 			if err != nil {
 				return "", err
 			}
 			parts[i] = s
+			if total += len(s) + 2; total > maxStringLen {
+				return "", errTooLarge
+			}
 		}
 		if _, ok := v.(tuple); ok {
 			if len(parts) == 1 {
@@ -1633,12 +1697,16 @@ func pyRepr(v value) (string, error) {
 		return "[" + strings.Join(parts, ", ") + "]", nil
 	case *dict:
 		parts := make([]string, len(v.keys))
+		total := 0
 		for i, k := range v.keys {
-			s, err := pyRepr(v.m[k])
+			s, err := pyReprDepth(v.m[k], depth+1)
 			if err != nil {
 				return "", err
 			}
 			parts[i] = pyReprString(k) + ": " + s
+			if total += len(parts[i]) + 2; total > maxStringLen {
+				return "", errTooLarge
+			}
 		}
 		return "{" + strings.Join(parts, ", ") + "}", nil
 	}
@@ -1713,6 +1781,12 @@ func pyReprString(s string) string {
 // writeJSON writes v as Python's json.dumps(v, ensure_ascii=False, indent=indent) would
 // (indent < 0: no indentation, separators ", " and ": ").
 func writeJSON(b *strings.Builder, v value, indent, level int) error {
+	if level > maxValueDepth {
+		return fmt.Errorf("value nested deeper than %d levels", maxValueDepth)
+	}
+	if b.Len() > maxStringLen {
+		return errTooLarge
+	}
 	nl := func(lvl int) {
 		if indent >= 0 {
 			b.WriteByte('\n')

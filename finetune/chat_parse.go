@@ -457,8 +457,23 @@ var (
 // ---- expression parser (Jinja2 precedence) ----
 
 type exprParser struct {
-	toks []etok
-	i    int
+	toks  []etok
+	i     int
+	depth int // nesting of parseExpr/parseNot/parseUnary, every cycle of the recursive descent passes one
+}
+
+// maxParseDepth bounds the nesting of expressions and of statements: a template is read from a model file, and
+// "((((…" a million deep would otherwise overflow the goroutine stack, which no recover can catch.
+const maxParseDepth = 200
+
+// enter counts one level of nesting; call the returned function when leaving it.
+func (p *exprParser) enter() (func(), error) {
+	p.depth++
+	if p.depth > maxParseDepth {
+		p.depth--
+		return nil, fmt.Errorf("expression nested deeper than %d levels", maxParseDepth)
+	}
+	return func() { p.depth-- }, nil
 }
 
 func (p *exprParser) peek() etok { return p.toks[p.i] }
@@ -504,6 +519,11 @@ func (t etok) describe() string {
 
 // parseExpr: conditional expression (a if b else c).
 func (p *exprParser) parseExpr() (expr, error) {
+	leave, err := p.enter()
+	if err != nil {
+		return nil, err
+	}
+	defer leave()
 	x, err := p.parseOr()
 	if err != nil {
 		return nil, err
@@ -548,6 +568,11 @@ func (p *exprParser) parseAnd() (expr, error) {
 
 func (p *exprParser) parseNot() (expr, error) {
 	if p.acceptName("not") {
+		leave, err := p.enter()
+		if err != nil {
+			return nil, err
+		}
+		defer leave()
 		x, err := p.parseNot()
 		if err != nil {
 			return nil, err
@@ -632,6 +657,11 @@ func (p *exprParser) parseUnary(withFilter bool) (expr, error) {
 	var x expr
 	var err error
 	if p.isOp("-") || p.isOp("+") {
+		leave, err := p.enter()
+		if err != nil {
+			return nil, err
+		}
+		defer leave()
 		op := p.next().s
 		inner, err := p.parseUnary(false)
 		if err != nil {
@@ -952,8 +982,9 @@ func parseExprString(src string) (expr, error) {
 // ---- statement parser ----
 
 type stmtParser struct {
-	segs []segment
-	i    int
+	segs  []segment
+	i     int
+	depth int // nesting of blocks (if/for/generation)
 }
 
 // parseTemplate builds the node tree.
@@ -981,6 +1012,11 @@ type endTag struct {
 
 // parseBody parses nodes until a statement whose first word is in stops (returned), or EOF.
 func (sp *stmtParser) parseBody(stops []string) ([]tnode, *endTag, error) {
+	sp.depth++
+	defer func() { sp.depth-- }()
+	if sp.depth > maxParseDepth {
+		return nil, nil, fmt.Errorf("blocks nested deeper than %d levels", maxParseDepth)
+	}
 	var nodes []tnode
 	for sp.i < len(sp.segs) {
 		seg := sp.segs[sp.i]

@@ -101,13 +101,26 @@ func NewBatcher(examples []Example, opts BatchOptions) (*Batcher, error) {
 			b.rows = append(b.rows, rowRef{0, off})
 		}
 	} else {
+		if !opts.Truncate {
+			// Refuse with the first offender and how many there are, so one run tells the whole story.
+			var first *Example
+			tooLong := 0
+			for i := range examples {
+				if len(examples[i].Tokens) > T+1 {
+					if first == nil {
+						first = &examples[i]
+					}
+					tooLong++
+				}
+			}
+			if first != nil {
+				return nil, fmt.Errorf("%s: example has %d tokens, more than sequence length + 1 = %d; %d of %d examples are too long (enable truncation or packing)",
+					first.Source, len(first.Tokens), T+1, tooLong, len(examples))
+			}
+		}
 		for i, ex := range examples {
 			toks, loss := ex.Tokens, ex.Loss
 			if len(toks) > T+1 {
-				if !opts.Truncate {
-					return nil, fmt.Errorf("%s: example has %d tokens, more than sequence length + 1 = %d (enable truncation or packing)",
-						ex.Source, len(toks), T+1)
-				}
 				toks, loss = toks[:T+1], loss[:T+1]
 				b.stats.Truncated++
 			}

@@ -172,7 +172,7 @@ func downloadHubFolder(ref hubRef, dir string) error {
 				continue
 			}
 			seen[shard] = true
-			if shard == "" || filepath.Base(shard) != shard || shard == ".." {
+			if shard == "" || filepath.Base(shard) != shard || shard == "." || shard == ".." {
 				return fmt.Errorf("%s: shard name %q is not a plain file name", ref, shard)
 			}
 			if _, err := get(shard, false); err != nil {

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/gomlx/compute/dtypes/bfloat16"
 	"github.com/gomlx/compute/dtypes/float16"
@@ -138,6 +140,7 @@ const (
 const (
 	maxConfigDim   = 1 << 24 // any single configured size (hidden, vocab, layers, ...)
 	maxTensorElems = 1 << 40
+	maxHeadDim     = 1 << 16 // real models use 64 to 256
 )
 
 // tensorSource locates one tensor's bytes in a file, already translated to HF naming and shape.
@@ -188,6 +191,23 @@ func storageBytes(dtype string, n int64) (int64, error) {
 // checkSources compares the tensors found in a file against what cfg needs. `where` names the file or folder;
 // ggufNames adds llama.cpp names to errors about missing tensors.
 func checkSources(where string, cfg *Config, srcs map[string]*tensorSource, ggufNames bool) error {
+	// The tensors present are bounded by the file size; the configured layer count is not. Find a missing layer
+	// before ExpectedShapes sizes a map from it (a crafted config with 2^24 layers would take gigabytes).
+	if perLayer := 9; cfg.NumLayers > len(srcs)/perLayer {
+		for l := range min(cfg.NumLayers, len(srcs)/perLayer+1) {
+			name := fmt.Sprintf("model.layers.%d.self_attn.q_proj.weight", l)
+			if _, ok := srcs[name]; ok {
+				continue
+			}
+			if g, ok := GGUFNameFromHF(name); ok && ggufNames {
+				return fmt.Errorf("%s: tensor %q (%s) is missing: the config has %d layers, the file %d tensors",
+					where, g, name, cfg.NumLayers, len(srcs))
+			}
+			return fmt.Errorf("%s: tensor %q is missing: the config has %d layers, the weights %d tensors",
+				where, name, cfg.NumLayers, len(srcs))
+		}
+		return fmt.Errorf("%s: the config has %d layers, but the weights hold only %d tensors", where, cfg.NumLayers, len(srcs))
+	}
 	want := cfg.ExpectedShapes()
 	names := make([]string, 0, len(want))
 	for name := range want {
@@ -272,6 +292,35 @@ func checkRange(src *tensorSource, fileSize int64) error {
 	return nil
 }
 
+// checkOverlap rejects tensors whose bytes overlap in the same file: a well-formed GGUF or safetensors file
+// stores each tensor once, and overlapping ranges are a sign of a corrupt or crafted header.
+func checkOverlap(srcs []*tensorSource) error {
+	sorted := slices.Clone(srcs)
+	slices.SortFunc(sorted, func(a, b *tensorSource) int {
+		if a.file != b.file {
+			return strings.Compare(a.file, b.file)
+		}
+		if a.offset != b.offset {
+			return cmp.Compare(a.offset, b.offset)
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	var prev *tensorSource
+	for _, s := range sorted {
+		if s.nbytes == 0 {
+			continue
+		}
+		if prev != nil && prev.file == s.file && s.offset < prev.offset+prev.nbytes {
+			return fmt.Errorf("%s: tensor %q: data [%d, %d) overlaps tensor %q [%d, %d)", s.file, s.name,
+				s.offset, s.offset+s.nbytes, prev.name, prev.offset, prev.offset+prev.nbytes)
+		}
+		if prev == nil || prev.file != s.file || s.offset+s.nbytes > prev.offset+prev.nbytes {
+			prev = s
+		}
+	}
+	return nil
+}
+
 // readTensor reads and converts one tensor, in chunks so that only the float32 result is allocated in full.
 func readTensor(f *os.File, src *tensorSource) (*Tensor, error) {
 	n, err := numElements(src.shape)
@@ -305,6 +354,19 @@ func readTensor(f *os.File, src *tensorSource) (*Tensor, error) {
 		}
 		dst = decode(src.dtype, b, dst)
 		off += int64(len(b))
+	}
+	// A NaN or an infinity in the weights poisons every activation downstream; it means a corrupt file.
+	bad, first := 0, -1
+	for i, v := range out {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			if bad == 0 {
+				first = i
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		return nil, fmt.Errorf("%s: tensor %q: %d values are NaN or infinite (the first at index %d)", src.file, src.name, bad, first)
 	}
 	return &Tensor{Shape: slices.Clone(src.shape), Data: out}, nil
 }
@@ -354,6 +416,10 @@ func checkConfig(where string, c *Config) error {
 		if v.val <= 0 || v.val > maxConfigDim {
 			return fmt.Errorf("%s: %s %d is out of range", where, v.name, v.val)
 		}
+	}
+	// RopeInverseFrequencies below allocates HeadDim/2 values: keep a crafted head_dim from sizing it.
+	if c.HeadDim > maxHeadDim {
+		return fmt.Errorf("%s: head dim %d is out of range (at most %d)", where, c.HeadDim, maxHeadDim)
 	}
 	if !(c.RMSNormEps > 0) || !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0) {
 		return fmt.Errorf("%s: rms_norm_eps %g and rope_theta %g must be positive", where, c.RMSNormEps, c.RopeTheta)

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/gomlx/go-huggingface/models/gguf"
+	"github.com/saddle-ml/saddle/internal/ggufread"
 )
 
 // ggufGlobalNames and ggufLayerNames map llama.cpp tensor names to HF names (layer names after "blk.N.").
@@ -84,34 +84,27 @@ func GGUFNameFromHF(name string) (string, bool) {
 	return "", false
 }
 
-// ggufDTypes maps the GGUF tensor types this package reads.
-var ggufDTypes = map[gguf.TensorType]string{
-	gguf.TensorTypeF32: dtF32, gguf.TensorTypeF16: dtF16, gguf.TensorTypeBF16: dtBF16, gguf.TensorTypeQ8_0: dtQ8_0,
-}
+// ggufDTypes maps the GGUF tensor types (ggml_type) this package reads.
+var ggufDTypes = map[uint32]string{0: dtF32, 1: dtF16, 30: dtBF16, 8: dtQ8_0}
 
 // ggufMeta reads typed metadata with errors that name the file and key.
 type ggufMeta struct {
 	path string
-	f    *gguf.File
+	f    *ggufread.File
 }
 
 // int reads an integer key; ok is false when absent.
 func (m ggufMeta) int(key string) (v int, ok bool, err error) {
-	kv, found := m.f.GetKeyValue(key)
+	raw, found := m.f.Get(key)
 	if !found {
 		return 0, false, nil
 	}
-	var x int64
-	switch n := kv.Raw().(type) {
-	case uint8, uint16, uint32, int8, int16, int32, int64:
-		x = kv.Int64()
-	case uint64:
-		if n > math.MaxInt64 {
+	x, isInt := ggufread.Int(raw)
+	if !isInt {
+		if n, ok := raw.(uint64); ok {
 			return 0, true, fmt.Errorf("%s: metadata %s = %d is out of range", m.path, key, n)
 		}
-		x = int64(n)
-	default:
-		return 0, true, fmt.Errorf("%s: metadata %s has type %T, want an integer", m.path, key, kv.Raw())
+		return 0, true, fmt.Errorf("%s: metadata %s has type %s, want an integer", m.path, key, ggufread.TypeName(raw))
 	}
 	if x < math.MinInt32 || x > math.MaxUint32 {
 		return 0, true, fmt.Errorf("%s: metadata %s = %d is out of range", m.path, key, x)
@@ -130,28 +123,28 @@ func (m ggufMeta) requiredInt(key string) (int, error) {
 
 // float reads a float key (float32 kept at its shortest decimal form); ok is false when absent.
 func (m ggufMeta) float(key string) (v float64, ok bool, err error) {
-	kv, found := m.f.GetKeyValue(key)
+	raw, found := m.f.Get(key)
 	if !found {
 		return 0, false, nil
 	}
-	switch x := kv.Raw().(type) {
+	switch x := raw.(type) {
 	case float32:
 		return shortFloat(x), true, nil
 	case float64:
 		return x, true, nil
 	}
-	return 0, true, fmt.Errorf("%s: metadata %s has type %T, want a float", m.path, key, kv.Raw())
+	return 0, true, fmt.Errorf("%s: metadata %s has type %s, want a float", m.path, key, ggufread.TypeName(raw))
 }
 
 // str reads a string key; "" when absent.
 func (m ggufMeta) str(key string) (string, error) {
-	kv, found := m.f.GetKeyValue(key)
+	v, found := m.f.Get(key)
 	if !found {
 		return "", nil
 	}
-	s, ok := kv.Raw().(string)
+	s, ok := v.(string)
 	if !ok {
-		return "", fmt.Errorf("%s: metadata %s has type %T, want a string", m.path, key, kv.Raw())
+		return "", fmt.Errorf("%s: metadata %s has type %s, want a string", m.path, key, ggufread.TypeName(v))
 	}
 	return s, nil
 }
@@ -166,16 +159,18 @@ func (m ggufMeta) tokenID(key string) (int, error) {
 }
 
 // ggufConfig builds a Config from GGUF metadata (tie, vocab fallback and rope_freqs are settled by the caller).
-func ggufConfig(path string, f *gguf.File) (*Config, error) {
+func ggufConfig(path string, f *ggufread.File) (*Config, error) {
 	m := ggufMeta{path: path, f: f}
-	arch := f.Architecture()
+	arch, err := m.str("general.architecture")
+	if err != nil {
+		return nil, err
+	}
 	switch arch {
 	case "llama", "qwen2", "qwen3":
 	default:
 		return nil, fmt.Errorf("%s: general.architecture %q is not supported (supported: llama, qwen2, qwen3)", path, arch)
 	}
 	c := &Config{Architecture: arch, AttentionBias: arch == "qwen2", QKNorm: arch == "qwen3"}
-	var err error
 	for _, k := range []struct {
 		key string
 		dst *int
@@ -224,10 +219,10 @@ func ggufConfig(path string, f *gguf.File) (*Config, error) {
 	if c.RopeScaling, err = ggufRopeScaling(m, arch); err != nil {
 		return nil, err
 	}
-	if kv, found := f.GetKeyValue("tokenizer.ggml.tokens"); found {
-		tokens, ok := kv.Raw().([]string)
+	if v, found := f.Get("tokenizer.ggml.tokens"); found {
+		tokens, ok := v.([]string)
 		if !ok {
-			return nil, fmt.Errorf("%s: metadata tokenizer.ggml.tokens has type %T, want a string array", path, kv.Raw())
+			return nil, fmt.Errorf("%s: metadata tokenizer.ggml.tokens has type %s, want an array of string", path, ggufread.TypeName(v))
 		}
 		c.VocabSize = len(tokens)
 	} else if c.VocabSize, _, err = m.int(arch + ".vocab_size"); err != nil {
@@ -282,13 +277,17 @@ func ggufRopeScaling(m ggufMeta, arch string) (*RopeScaling, error) {
 }
 
 // ggufSource describes one GGUF tensor as a tensorSource, with every size checked against the file.
-func ggufSource(path string, f *gguf.File, info *gguf.TensorInfo, fileSize int64) (*tensorSource, error) {
+func ggufSource(path string, f *ggufread.File, info *ggufread.TensorInfo) (*tensorSource, error) {
 	dtype, ok := ggufDTypes[info.Type]
 	if !ok {
-		return nil, fmt.Errorf("%s: tensor %q: dtype %s is not supported (supported: F32, F16, BF16, Q8_0)", path, info.Name, info.Type)
+		return nil, fmt.Errorf("%s: tensor %q: dtype %s is not supported (supported: F32, F16, BF16, Q8_0)", path, info.Name,
+			ggufread.TensorTypeName(info.Type))
 	}
-	shape := make([]int, len(info.Shape))
-	for i, d := range info.Shape {
+	if len(info.Dims) == 0 {
+		return nil, fmt.Errorf("%s: tensor %q has no dimensions", path, info.Name)
+	}
+	shape := make([]int, len(info.Dims))
+	for i, d := range info.Dims {
 		if d == 0 || d > maxTensorElems {
 			return nil, fmt.Errorf("%s: tensor %q: invalid dimension %d", path, info.Name, d)
 		}
@@ -297,13 +296,14 @@ func ggufSource(path string, f *gguf.File, info *gguf.TensorInfo, fileSize int64
 	if dtype == dtQ8_0 && shape[len(shape)-1]%q8BlockSize != 0 {
 		return nil, fmt.Errorf("%s: tensor %q: Q8_0 rows of %d elements are not whole blocks of %d", path, info.Name, shape[len(shape)-1], q8BlockSize)
 	}
-	if f.Alignment > 0 && info.Offset%f.Alignment != 0 {
+	// The reader checked alignment and range already; these checks keep this function safe on its own.
+	if info.Offset%uint64(f.Alignment) != 0 {
 		return nil, fmt.Errorf("%s: tensor %q: offset %d is not a multiple of the alignment %d", path, info.Name, info.Offset, f.Alignment)
 	}
-	if info.Offset > uint64(fileSize) {
-		return nil, fmt.Errorf("%s: tensor %q: data offset %d lies outside the file (%d bytes)", path, info.Name, info.Offset, fileSize)
+	if info.Offset > uint64(f.FileSize) {
+		return nil, fmt.Errorf("%s: tensor %q: data offset %d lies outside the file (%d bytes)", path, info.Name, info.Offset, f.FileSize)
 	}
-	src := &tensorSource{file: path, name: info.Name, dtype: dtype, shape: shape, offset: f.DataOffset() + int64(info.Offset)}
+	src := &tensorSource{file: path, name: info.Name, dtype: dtype, shape: shape, offset: f.DataOffset + int64(info.Offset)}
 	n, err := numElements(shape)
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %q: %w", path, info.Name, err)
@@ -311,7 +311,7 @@ func ggufSource(path string, f *gguf.File, info *gguf.TensorInfo, fileSize int64
 	if src.nbytes, err = storageBytes(dtype, n); err != nil {
 		return nil, fmt.Errorf("%s: tensor %q: %w", path, info.Name, err)
 	}
-	if err := checkRange(src, fileSize); err != nil {
+	if err := checkRange(src, f.FileSize); err != nil {
 		return nil, err
 	}
 	return src, nil
@@ -319,11 +319,7 @@ func ggufSource(path string, f *gguf.File, info *gguf.TensorInfo, fileSize int64
 
 // loadGGUF loads a GGUF file, undoing llama.cpp's Q/K row permutation for the llama architecture.
 func loadGGUF(path string) (*Pretrained, error) {
-	f, err := gguf.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	st, err := os.Stat(path)
+	f, err := ggufread.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -333,12 +329,14 @@ func loadGGUF(path string) (*Pretrained, error) {
 	}
 	srcs := map[string]*tensorSource{}
 	var ropeFreqs *tensorSource
-	for i := range f.TensorInfos {
-		info := &f.TensorInfos[i]
-		src, err := ggufSource(path, f, info, st.Size())
+	all := make([]*tensorSource, 0, len(f.Tensors))
+	for i := range f.Tensors {
+		info := &f.Tensors[i]
+		src, err := ggufSource(path, f, info)
 		if err != nil {
 			return nil, err
 		}
+		all = append(all, src)
 		if info.Name == ggufRopeFreqs {
 			ropeFreqs = src
 			continue
@@ -351,6 +349,9 @@ func loadGGUF(path string) (*Pretrained, error) {
 			return nil, fmt.Errorf("%s: tensor %q appears twice", path, info.Name)
 		}
 		srcs[hf] = src
+	}
+	if err := checkOverlap(all); err != nil {
+		return nil, err
 	}
 	if cfg.VocabSize == 0 { // no tokenizer.ggml.tokens nor vocab_size: trust the embedding
 		if e := srcs["model.embed_tokens.weight"]; e != nil && len(e.shape) == 2 {

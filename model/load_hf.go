@@ -348,15 +348,16 @@ func readSafetensorsHeader(path string) (map[string]*tensorSource, error) {
 	if _, err := io.ReadFull(f, hdr); err != nil {
 		return nil, fmt.Errorf("%s: reading safetensors header: %w", path, err)
 	}
-	var raw map[string]json.RawMessage
-	dec := json.NewDecoder(bytes.NewReader(hdr))
-	if err := dec.Decode(&raw); err != nil {
+	entries, err := safetensorsEntries(hdr)
+	if err != nil {
 		return nil, fmt.Errorf("%s: safetensors header: %w", path, err)
 	}
 	dataStart := int64(8 + hlen)
 	dataSize := st.Size() - dataStart
-	srcs := make(map[string]*tensorSource, len(raw))
-	for name, msg := range raw {
+	srcs := make(map[string]*tensorSource, len(entries))
+	list := make([]*tensorSource, 0, len(entries))
+	for _, ent := range entries {
+		name, msg := ent.name, ent.raw
 		if name == "__metadata__" {
 			continue
 		}
@@ -373,8 +374,57 @@ func readSafetensorsHeader(path string) (map[string]*tensorSource, error) {
 			return nil, err
 		}
 		srcs[name] = src
+		list = append(list, src)
+	}
+	if err := checkOverlap(list); err != nil {
+		return nil, err
 	}
 	return srcs, nil
+}
+
+// headerEntry is one top-level key of a safetensors header, in file order.
+type headerEntry struct {
+	name string
+	raw  json.RawMessage
+}
+
+// safetensorsEntries splits a safetensors JSON header into its top-level entries. Unlike decoding into a map,
+// it refuses a tensor name that appears twice (a map would silently keep the last one).
+func safetensorsEntries(hdr []byte) ([]headerEntry, error) {
+	dec := json.NewDecoder(bytes.NewReader(hdr))
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return nil, errors.New("not a JSON object")
+	}
+	var out []headerEntry
+	seen := map[string]bool{}
+	for dec.More() {
+		kt, err := dec.Token()
+		if err != nil {
+			return nil, err
+		}
+		name, _ := kt.(string)
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return nil, fmt.Errorf("entry %q: %w", name, err)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("tensor %q appears twice", name)
+		}
+		seen[name] = true
+		out = append(out, headerEntry{name, raw})
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, err
+	}
+	// The writer pads the header with spaces; anything else after the object is corruption.
+	if rest := bytes.TrimRight(hdr[dec.InputOffset():], " \t\r\n\x00"); len(rest) > 0 {
+		return nil, fmt.Errorf("%d unexpected bytes after the JSON object", len(rest))
+	}
+	return out, nil
 }
 
 // checkSourceSize checks dtype support and that the byte count matches shape × dtype size.
@@ -463,7 +513,9 @@ func hfSources(dir string) (map[string]*tensorSource, error) {
 		}
 		entries, ok := shards[shard]
 		if !ok {
-			if entries, err = readSafetensorsHeader(filepath.Join(dir, shard)); err != nil {
+			if entries, err = readSafetensorsHeader(filepath.Join(dir, shard)); errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("%s: tensor %q: shard %s named by the index is missing: %w", indexPath, name, shard, err)
+			} else if err != nil {
 				return nil, err
 			}
 			shards[shard] = entries

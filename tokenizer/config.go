@@ -59,14 +59,18 @@ func (t *Tokenizer) applyGenerationConfig(data []byte, path string) error {
 	if isNull(cfg.EOS) {
 		return nil
 	}
+	var many []int
 	var one int
 	if err := json.Unmarshal(cfg.EOS, &one); err == nil {
-		t.addEOS(one)
-		return nil
-	}
-	var many []int
-	if err := json.Unmarshal(cfg.EOS, &many); err != nil {
+		many = []int{one}
+	} else if err := json.Unmarshal(cfg.EOS, &many); err != nil {
 		return fmt.Errorf("%s: eos_token_id: %w", path, err)
+	}
+	// An id outside the vocabulary would reach the model's embedding lookup.
+	for _, id := range many {
+		if id < 0 || id >= t.VocabSize() {
+			return fmt.Errorf("%s: eos_token_id %d is outside the vocabulary (%d tokens)", path, id, t.VocabSize())
+		}
 	}
 	for _, id := range many {
 		t.addEOS(id)

@@ -1,13 +1,10 @@
 package tokenizer
 
 import (
-	"bufio"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"math"
-	"os"
+
+	"github.com/saddle-ml/saddle/internal/ggufread"
 )
 
 // FromGGUF builds a tokenizer from the tokenizer.ggml.* metadata of a GGUF file. Supported
@@ -197,239 +194,55 @@ func ggufByteLevel(md ggufMetadata, tokens []string, types []int) (*Tokenizer, e
 	return t, nil
 }
 
-// ggufMetadata holds the key/value section of a GGUF file.
-type ggufMetadata map[string]any
-
+// GGUF value type tags, as the tests' GGUF writer needs them.
 const (
-	ggufUint8 = iota
-	ggufInt8
-	ggufUint16
-	ggufInt16
-	ggufUint32
-	ggufInt32
-	ggufFloat32
-	ggufBool
-	ggufString
-	ggufArray
-	ggufUint64
-	ggufInt64
-	ggufFloat64
+	ggufUint32  = ggufread.TypeUint32
+	ggufInt32   = ggufread.TypeInt32
+	ggufFloat32 = ggufread.TypeFloat32
+	ggufBool    = ggufread.TypeBool
+	ggufString  = ggufread.TypeString
+	ggufArray   = ggufread.TypeArray
 )
 
-type ggufReader struct {
-	r    *bufio.Reader
-	off  int64
-	path string
-	v1   bool // GGUF v1 uses 32-bit lengths and counts
-}
-
-func (g *ggufReader) read(buf []byte) error {
-	n, err := io.ReadFull(g.r, buf)
-	g.off += int64(n)
-	if err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return fmt.Errorf("%s: offset %d: unexpected end of file", g.path, g.off)
-		}
-		return fmt.Errorf("%s: offset %d: %w", g.path, g.off, err)
-	}
-	return nil
-}
-
-func (g *ggufReader) u32() (uint32, error) {
-	var b [4]byte
-	err := g.read(b[:])
-	return binary.LittleEndian.Uint32(b[:]), err
-}
-
-func (g *ggufReader) u64() (uint64, error) {
-	var b [8]byte
-	err := g.read(b[:])
-	return binary.LittleEndian.Uint64(b[:]), err
-}
-
-func (g *ggufReader) count() (uint64, error) {
-	if g.v1 {
-		v, err := g.u32()
-		return uint64(v), err
-	}
-	return g.u64()
-}
-
-func (g *ggufReader) str() (string, error) {
-	n, err := g.count()
-	if err != nil {
-		return "", err
-	}
-	if n > 1<<28 {
-		return "", fmt.Errorf("%s: offset %d: string length %d is implausible", g.path, g.off, n)
-	}
-	buf := make([]byte, n)
-	if err := g.read(buf); err != nil {
-		return "", err
-	}
-	return string(buf), nil
-}
-
-func (g *ggufReader) value(typ uint32, key string) (any, error) {
-	var b [8]byte
-	switch typ {
-	case ggufUint8, ggufInt8, ggufBool:
-		if err := g.read(b[:1]); err != nil {
-			return nil, err
-		}
-		switch typ {
-		case ggufUint8:
-			return int64(b[0]), nil
-		case ggufInt8:
-			return int64(int8(b[0])), nil
-		}
-		return b[0] != 0, nil
-	case ggufUint16, ggufInt16:
-		if err := g.read(b[:2]); err != nil {
-			return nil, err
-		}
-		v := binary.LittleEndian.Uint16(b[:])
-		if typ == ggufInt16 {
-			return int64(int16(v)), nil
-		}
-		return int64(v), nil
-	case ggufUint32, ggufInt32, ggufFloat32:
-		v, err := g.u32()
-		if err != nil {
-			return nil, err
-		}
-		switch typ {
-		case ggufUint32:
-			return int64(v), nil
-		case ggufInt32:
-			return int64(int32(v)), nil
-		}
-		return float64(math.Float32frombits(v)), nil
-	case ggufUint64, ggufInt64, ggufFloat64:
-		v, err := g.u64()
-		if err != nil {
-			return nil, err
-		}
-		switch typ {
-		case ggufUint64, ggufInt64:
-			return int64(v), nil
-		}
-		return math.Float64frombits(v), nil
-	case ggufString:
-		return g.str()
-	case ggufArray:
-		et, err := g.u32()
-		if err != nil {
-			return nil, err
-		}
-		n, err := g.count()
-		if err != nil {
-			return nil, err
-		}
-		if n > 1<<26 {
-			return nil, fmt.Errorf("%s: key %q: array length %d is implausible", g.path, key, n)
-		}
-		if et == ggufArray {
-			return nil, fmt.Errorf("%s: key %q: nested arrays are not supported", g.path, key)
-		}
-		out := make([]any, n)
-		for i := range out {
-			if out[i], err = g.value(et, key); err != nil {
-				return nil, err
-			}
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("%s: offset %d: key %q: unknown value type %d", g.path, g.off, key, typ)
-}
+// ggufMetadata is the key/value section of a GGUF file, read by the shared bounded GGUF reader.
+type ggufMetadata struct{ f *ggufread.File }
 
 // readGGUFMetadata reads the header and key/value section (not the tensors) of a GGUF file.
 func readGGUFMetadata(path string) (ggufMetadata, error) {
-	f, err := os.Open(path)
+	f, err := ggufread.ReadMetadata(path)
 	if err != nil {
-		return nil, fmt.Errorf("tokenizer: %w", err)
+		return ggufMetadata{}, fmt.Errorf("tokenizer: %w", err)
 	}
-	defer f.Close()
-	g := &ggufReader{r: bufio.NewReaderSize(f, 1<<20), path: path}
-	var magic [4]byte
-	if err := g.read(magic[:]); err != nil {
-		return nil, err
-	}
-	if string(magic[:]) != "GGUF" {
-		return nil, fmt.Errorf("%s: not a GGUF file (magic %q)", path, magic[:])
-	}
-	version, err := g.u32()
-	if err != nil {
-		return nil, err
-	}
-	if version < 1 || version > 3 {
-		return nil, fmt.Errorf("%s: unsupported GGUF version %d", path, version)
-	}
-	g.v1 = version == 1
-	if _, err := g.count(); err != nil { // tensor count
-		return nil, err
-	}
-	nkv, err := g.count()
-	if err != nil {
-		return nil, err
-	}
-	if nkv > 1<<20 {
-		return nil, fmt.Errorf("%s: %d metadata entries is implausible", path, nkv)
-	}
-	md := ggufMetadata{}
-	for i := uint64(0); i < nkv; i++ {
-		key, err := g.str()
-		if err != nil {
-			return nil, err
-		}
-		typ, err := g.u32()
-		if err != nil {
-			return nil, err
-		}
-		v, err := g.value(typ, key)
-		if err != nil {
-			return nil, err
-		}
-		md[key] = v
-	}
-	return md, nil
+	return ggufMetadata{f}, nil
 }
 
 func (md ggufMetadata) str(key string) (string, error) {
-	v, ok := md[key]
+	v, ok := md.f.Get(key)
 	if !ok {
 		return "", fmt.Errorf("metadata %q missing", key)
 	}
 	s, ok := v.(string)
 	if !ok {
-		return "", fmt.Errorf("metadata %q is %T, want string", key, v)
+		return "", fmt.Errorf("metadata %q is %s, want string", key, ggufread.TypeName(v))
 	}
 	return s, nil
 }
 
 func (md ggufMetadata) strs(key string) ([]string, error) {
-	v, ok := md[key]
+	v, ok := md.f.Get(key)
 	if !ok {
 		return nil, fmt.Errorf("metadata %q missing", key)
 	}
-	arr, ok := v.([]any)
+	out, ok := v.([]string)
 	if !ok {
-		return nil, fmt.Errorf("metadata %q is %T, want array", key, v)
-	}
-	out := make([]string, len(arr))
-	for i, e := range arr {
-		s, ok := e.(string)
-		if !ok {
-			return nil, fmt.Errorf("metadata %q[%d] is %T, want string", key, i, e)
-		}
-		out[i] = s
+		return nil, fmt.Errorf("metadata %q is %s, want array of string", key, ggufread.TypeName(v))
 	}
 	return out, nil
 }
 
 // ints reads an integer array of length n; a missing key gives all-normal types (1).
 func (md ggufMetadata) ints(key string, n int) ([]int, error) {
-	v, ok := md[key]
+	v, ok := md.f.Get(key)
 	if !ok {
 		out := make([]int, n)
 		for i := range out {
@@ -437,15 +250,15 @@ func (md ggufMetadata) ints(key string, n int) ([]int, error) {
 		}
 		return out, nil
 	}
-	arr, ok := v.([]any)
+	arr, ok := ggufread.Ints(v)
 	if !ok || len(arr) != n {
-		return nil, fmt.Errorf("metadata %q: want an array of %d integers", key, n)
+		return nil, fmt.Errorf("metadata %q: want an array of %d integers, got %s of length %d", key, n,
+			ggufread.TypeName(v), len(arr))
 	}
 	out := make([]int, n)
-	for i, e := range arr {
-		x, ok := e.(int64)
-		if !ok {
-			return nil, fmt.Errorf("metadata %q[%d] is %T, want integer", key, i, e)
+	for i, x := range arr {
+		if x < math.MinInt32 || x > math.MaxInt32 {
+			return nil, fmt.Errorf("metadata %q[%d] = %d is out of range", key, i, x)
 		}
 		out[i] = int(x)
 	}
@@ -453,35 +266,44 @@ func (md ggufMetadata) ints(key string, n int) ([]int, error) {
 }
 
 func (md ggufMetadata) floats(key string, n int) ([]float32, error) {
-	v, ok := md[key]
+	v, ok := md.f.Get(key)
 	if !ok {
 		return nil, fmt.Errorf("metadata %q missing", key)
 	}
-	arr, ok := v.([]any)
+	arr, ok := ggufread.Floats(v)
+	if !ok {
+		if ints, isInt := ggufread.Ints(v); isInt {
+			arr = make([]float64, len(ints))
+			for i, x := range ints {
+				arr[i] = float64(x)
+			}
+			ok = true
+		}
+	}
 	if !ok || len(arr) != n {
-		return nil, fmt.Errorf("metadata %q: want an array of %d numbers", key, n)
+		return nil, fmt.Errorf("metadata %q: want an array of %d numbers, got %s of length %d", key, n,
+			ggufread.TypeName(v), len(arr))
 	}
 	out := make([]float32, n)
-	for i, e := range arr {
-		switch x := e.(type) {
-		case float64:
-			out[i] = float32(x)
-		case int64:
-			out[i] = float32(x)
-		default:
-			return nil, fmt.Errorf("metadata %q[%d] is %T, want number", key, i, e)
-		}
+	for i, x := range arr {
+		out[i] = float32(x)
 	}
 	return out, nil
 }
 
+// optInt reads an integer scalar; ok is false when absent, of another type or out of the int32 range.
 func (md ggufMetadata) optInt(key string) (int, bool) {
-	x, ok := md[key].(int64)
-	return int(x), ok
+	v, _ := md.f.Get(key)
+	x, ok := ggufread.Int(v)
+	if !ok || x < math.MinInt32 || x > math.MaxUint32 {
+		return 0, false
+	}
+	return int(x), true
 }
 
 func (md ggufMetadata) optBool(key string, def bool) bool {
-	if b, ok := md[key].(bool); ok {
+	v, _ := md.f.Get(key)
+	if b, ok := v.(bool); ok {
 		return b
 	}
 	return def

@@ -81,9 +81,45 @@ func FromJSON(data []byte, source string) (*Tokenizer, error) {
 		return nil, fmt.Errorf("%s: %w", source, err)
 	}
 	if t.post != nil {
+		if err := checkSpecialIDs(t.post, t.VocabSize()); err != nil {
+			return nil, fmt.Errorf("%s: post_processor: %w", source, err)
+		}
 		t.bos = leadingSpecial(t.post)
 	}
 	return t, nil
+}
+
+// checkSpecialIDs rejects post-processor token ids outside the vocabulary: they come from the file and would
+// otherwise reach a model's embedding lookup.
+func checkSpecialIDs(p postProcessor, vocab int) error {
+	check := func(id int) error {
+		if id < 0 || id >= vocab {
+			return fmt.Errorf("special token id %d is outside the vocabulary (%d tokens)", id, vocab)
+		}
+		return nil
+	}
+	switch v := p.(type) {
+	case *templateProcessor:
+		for _, piece := range v.single {
+			for _, id := range piece.special {
+				if err := check(id); err != nil {
+					return err
+				}
+			}
+		}
+	case wrapProcessor:
+		if err := check(v.first); err != nil {
+			return err
+		}
+		return check(v.last)
+	case seqPostProcessor:
+		for _, q := range v {
+			if err := checkSpecialIDs(q, vocab); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // isNull reports an absent or JSON-null component.

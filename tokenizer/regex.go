@@ -734,7 +734,20 @@ type matcher struct {
 	runes  []rune
 	end    int // end of the last accepted match
 	frames []cont
+	// Backtracking can take exponential time ("(a*)*b") and a general repetition recurses once per
+	// iteration. Patterns come from tokenizer files, so a search has a step budget and a depth limit
+	// (Oniguruma has retry limits for the same reason); past either, the search stops and the rest of
+	// the text counts as unmatched. Real pre-tokenizer patterns use a few steps per character.
+	budget    int
+	depth     int
+	exhausted bool
 }
+
+const (
+	matchBaseBudget    = 1 << 20 // steps per search, plus matchBudgetPerRune per character of text
+	matchBudgetPerRune = 256
+	maxMatchDepth      = 10_000 // nested run calls (about 1 KB of stack each)
+)
 
 // cont is what remains to match after the current node list: more nodes, or (rep != nil) the
 // next iteration of a general repetition.
@@ -775,6 +788,18 @@ func (m *matcher) resume(i int, c int) bool {
 
 // run matches nodes in sequence at i, then continues with frame c.
 func (m *matcher) run(nodes []*reNode, i int, c int) bool {
+	m.budget--
+	if m.exhausted || m.budget < 0 || m.depth >= maxMatchDepth {
+		m.exhausted = true
+		return false
+	}
+	m.depth++
+	ok := m.runNodes(nodes, i, c)
+	m.depth--
+	return ok
+}
+
+func (m *matcher) runNodes(nodes []*reNode, i int, c int) bool {
 	for len(nodes) > 0 && nodes[0].op == opSet {
 		if i >= len(m.runes) || !nodes[0].set.has(m.runes[i]) {
 			return false
@@ -881,7 +906,7 @@ func (m *matcher) repeatSet(n *reNode, i int, c int) bool {
 			if m.resume(i+cnt, c) {
 				return true
 			}
-			if cnt >= limit || !set.has(m.runes[i+cnt]) {
+			if m.exhausted || cnt >= limit || !set.has(m.runes[i+cnt]) {
 				return false
 			}
 			cnt++
@@ -896,7 +921,7 @@ func (m *matcher) repeatSet(n *reNode, i int, c int) bool {
 	if n.possessive {
 		return m.resume(i+cnt, c)
 	}
-	for k := cnt; k >= n.min; k-- {
+	for k := cnt; k >= n.min && !m.exhausted; k-- {
 		if m.resume(i+k, c) {
 			return true
 		}
@@ -940,14 +965,14 @@ func (re *regex) findAll(s string) [][2]int {
 		offs = append(offs, i)
 	}
 	offs = append(offs, len(s))
-	m := &matcher{runes: runes}
+	m := &matcher{runes: runes, budget: matchBaseBudget + matchBudgetPerRune*len(runes)}
 	var out [][2]int
 	lastMatchEnd := -1
 	pos := 0
 	for pos <= len(runes) {
 		start, end := -1, -1
 		root := []*reNode{re.root}
-		for st := pos; st <= len(runes); st++ {
+		for st := pos; st <= len(runes) && !m.exhausted; st++ {
 			if m.run(root, st, accept) {
 				start, end = st, m.end
 				break

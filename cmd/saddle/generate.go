@@ -148,17 +148,15 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	return nil
 }
 
-// loadAdapter reads a trained adapter for m; an empty dir means none.
+// loadAdapter reads an adapter for m: saddle's (a run's --out folder, or its latest checkpoint) or a PEFT LoRA
+// adapter folder; an empty dir means none.
 func loadAdapter(dir string, m *model.Model) (func([]*graph.Node) model.LinearHook, []*tensors.Tensor, error) {
 	if dir == "" {
 		return nil, nil, nil
 	}
-	set, _, err := lora.Load(dir)
+	set, err := lora.LoadAny(dir, m.Config)
 	if err != nil {
 		return nil, nil, err
-	}
-	if err := set.CheckFits(m.Config); err != nil {
-		return nil, nil, fmt.Errorf("adapter %s: %w", dir, err)
 	}
 	return func(params []*graph.Node) model.LinearHook { return set.Hook(params, nil) }, set.Tensors(), nil
 }

@@ -1,0 +1,686 @@
+// Package ggufread parses the header of a GGUF file: the metadata key/values and the tensor descriptions.
+//
+// GGUF headers are full of counts and lengths (strings, arrays, tensors, dimensions). Every one of them is
+// checked against the bytes left in the file before anything is allocated from it, so a crafted file of a few
+// bytes cannot make the reader allocate more than about twice the file's size. Nothing here panics on bad
+// input; errors name the file and the byte offset, key or tensor.
+//
+// Both the model loader and the tokenizer read GGUF through this package, so there is one parser to harden.
+package ggufread
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/bits"
+	"os"
+	"strconv"
+)
+
+// Value types (ggml's gguf_type).
+const (
+	TypeUint8 uint32 = iota
+	TypeInt8
+	TypeUint16
+	TypeInt16
+	TypeUint32
+	TypeInt32
+	TypeFloat32
+	TypeBool
+	TypeString
+	TypeArray
+	TypeUint64
+	TypeInt64
+	TypeFloat64
+	numTypes
+)
+
+var typeNames = [numTypes]string{"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "bool", "string",
+	"array", "uint64", "int64", "float64"}
+
+// scalarSize is the encoded size of a fixed-size value type (0 for string and array).
+var scalarSize = [numTypes]int64{1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8}
+
+// DefaultAlignment is the spec's general.alignment when the key is absent.
+const DefaultAlignment = 32
+
+// MaxDims is ggml's GGML_MAX_DIMS: a tensor has at most this many dimensions.
+const MaxDims = 4
+
+// KV is one metadata entry. Value holds a scalar as its Go type (uint8, int8, uint16, int16, uint32, int32,
+// uint64, int64, float32, float64, bool, string) and an array as a slice of one of these ([]uint32, []string, ...).
+type KV struct {
+	Key   string
+	Value any
+}
+
+// TensorInfo describes one tensor of the file.
+type TensorInfo struct {
+	Name   string
+	Dims   []uint64 // GGUF order: ne[0], the innermost (fastest-varying) dimension, first
+	Type   uint32   // ggml_type
+	Offset uint64   // relative to File.DataOffset
+	// Size is the tensor's byte size when its type's layout is known to this package (see TensorTypeSize),
+	// else -1. Tensors of known size are checked to lie inside the file.
+	Size int64
+}
+
+// File is a parsed GGUF header.
+type File struct {
+	Path       string
+	Version    uint32
+	FileSize   int64
+	KVs        []KV // in file order; keys are unique
+	Tensors    []TensorInfo
+	Alignment  int64
+	DataOffset int64 // absolute offset of the tensor data section (aligned); 0 with ReadMetadata
+	index      map[string]int
+}
+
+// Get returns the value of a metadata key.
+func (f *File) Get(key string) (any, bool) {
+	i, ok := f.index[key]
+	if !ok {
+		return nil, false
+	}
+	return f.KVs[i].Value, true
+}
+
+// Open reads the whole header of a GGUF file (metadata and tensor descriptions).
+func Open(path string) (*File, error) { return open(path, false) }
+
+// ReadMetadata reads only the magic, version and metadata of a GGUF file (the tensor descriptions are left
+// unread and File.Tensors is empty).
+func ReadMetadata(path string) (*File, error) { return open(path, true) }
+
+func open(path string, metadataOnly bool) (*File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	return Parse(bufio.NewReaderSize(f, 1<<16), st.Size(), path, metadataOnly)
+}
+
+// Parse reads a GGUF header from r, which holds size bytes in all; name is used in errors.
+func Parse(r io.Reader, size int64, name string, metadataOnly bool) (*File, error) {
+	p := &parser{r: r, size: size, name: name}
+	f, err := p.file(metadataOnly)
+	if err != nil {
+		return nil, err
+	}
+	f.Path = name
+	return f, nil
+}
+
+type parser struct {
+	r    io.Reader
+	off  int64 // bytes consumed
+	size int64 // total bytes
+	name string
+	v1   bool // GGUF v1 uses 32-bit counts and lengths
+	buf  [8]byte
+}
+
+func (p *parser) errf(format string, args ...any) error {
+	return fmt.Errorf("%s: offset %d: %s", p.name, p.off, fmt.Sprintf(format, args...))
+}
+
+// left is the number of bytes not yet consumed.
+func (p *parser) left() int64 { return max(p.size-p.off, 0) }
+
+func (p *parser) read(b []byte) error {
+	n, err := io.ReadFull(p.r, b)
+	p.off += int64(n)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return p.errf("unexpected end of file (the file has %d bytes)", p.size)
+		}
+		return p.errf("%v", err)
+	}
+	return nil
+}
+
+func (p *parser) u32() (uint32, error) {
+	err := p.read(p.buf[:4])
+	return binary.LittleEndian.Uint32(p.buf[:4]), err
+}
+
+func (p *parser) u64() (uint64, error) {
+	err := p.read(p.buf[:8])
+	return binary.LittleEndian.Uint64(p.buf[:8]), err
+}
+
+// count reads a count or length: 64-bit, or 32-bit in GGUF v1.
+func (p *parser) count() (uint64, error) {
+	if p.v1 {
+		v, err := p.u32()
+		return uint64(v), err
+	}
+	return p.u64()
+}
+
+// countSize is the encoded size of a count, the least a string can take.
+func (p *parser) countSize() int64 {
+	if p.v1 {
+		return 4
+	}
+	return 8
+}
+
+// fits checks that n items of at least itemSize bytes each can be in the rest of the file.
+func (p *parser) fits(what string, n uint64, itemSize int64) error {
+	if left := uint64(p.left()); n > left/uint64(itemSize) {
+		return p.errf("%s %d does not fit in the %d bytes left in the file", what, n, left)
+	}
+	return nil
+}
+
+func (p *parser) str(what string) (string, error) {
+	n, err := p.count()
+	if err != nil {
+		return "", err
+	}
+	if err := p.fits(what+" length", n, 1); err != nil {
+		return "", err
+	}
+	b := make([]byte, n)
+	if err := p.read(b); err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+func (p *parser) file(metadataOnly bool) (*File, error) {
+	var magic [4]byte
+	if err := p.read(magic[:]); err != nil {
+		return nil, err
+	}
+	if string(magic[:]) != "GGUF" {
+		return nil, fmt.Errorf("%s: not a GGUF file (magic %q)", p.name, magic[:])
+	}
+	version, err := p.u32()
+	if err != nil {
+		return nil, err
+	}
+	if version < 1 || version > 3 {
+		return nil, p.errf("GGUF version %d is not supported (1 to 3)", version)
+	}
+	p.v1 = version == 1
+	nTensors, err := p.count()
+	if err != nil {
+		return nil, err
+	}
+	nKV, err := p.count()
+	if err != nil {
+		return nil, err
+	}
+	// The smallest key/value: an empty key, its type and a 1-byte value.
+	if err := p.fits("metadata count", nKV, p.countSize()+4+1); err != nil {
+		return nil, err
+	}
+	f := &File{Version: version, FileSize: p.size, Alignment: DefaultAlignment, index: map[string]int{}}
+	f.KVs = make([]KV, 0, min(nKV, 1024))
+	for range nKV {
+		key, err := p.str("key")
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := f.index[key]; dup {
+			return nil, p.errf("metadata key %q appears twice", key)
+		}
+		typ, err := p.u32()
+		if err != nil {
+			return nil, err
+		}
+		v, err := p.value(typ, key, true)
+		if err != nil {
+			return nil, err
+		}
+		f.index[key] = len(f.KVs)
+		f.KVs = append(f.KVs, KV{Key: key, Value: v})
+	}
+	if v, ok := f.Get("general.alignment"); ok {
+		a, isU32 := v.(uint32)
+		if !isU32 || a == 0 || a&(a-1) != 0 {
+			return nil, fmt.Errorf("%s: general.alignment must be a uint32 power of two, got %v (%s)", p.name, v, TypeName(v))
+		}
+		f.Alignment = int64(a)
+	}
+	if metadataOnly {
+		return f, nil
+	}
+	// The smallest tensor description: an empty name, the dimension count, the type and the offset.
+	if err := p.fits("tensor count", nTensors, p.countSize()+4+4+8); err != nil {
+		return nil, err
+	}
+	f.Tensors = make([]TensorInfo, 0, min(nTensors, 4096))
+	names := make(map[string]bool, min(nTensors, 4096))
+	for range nTensors {
+		t, err := p.tensorInfo()
+		if err != nil {
+			return nil, err
+		}
+		if names[t.Name] {
+			return nil, p.errf("tensor %q appears twice", t.Name)
+		}
+		names[t.Name] = true
+		f.Tensors = append(f.Tensors, t)
+	}
+	// The data section starts at the next multiple of the alignment.
+	f.DataOffset = p.off
+	if rem := p.off % f.Alignment; rem != 0 {
+		f.DataOffset += f.Alignment - rem
+	}
+	if len(f.Tensors) > 0 && f.DataOffset > p.size {
+		return nil, fmt.Errorf("%s: the tensor data would start at offset %d, past the end of the file (%d bytes)", p.name, f.DataOffset, p.size)
+	}
+	dataSize := uint64(max(p.size-f.DataOffset, 0))
+	for i := range f.Tensors {
+		t := &f.Tensors[i]
+		if t.Offset%uint64(f.Alignment) != 0 {
+			return nil, fmt.Errorf("%s: tensor %q: offset %d is not a multiple of the alignment %d", p.name, t.Name, t.Offset, f.Alignment)
+		}
+		if t.Offset > dataSize || (t.Size >= 0 && uint64(t.Size) > dataSize-t.Offset) {
+			return nil, fmt.Errorf("%s: tensor %q: data [%d, +%d) lies outside the data section (%d bytes from offset %d)",
+				p.name, t.Name, t.Offset, t.Size, dataSize, f.DataOffset)
+		}
+	}
+	return f, nil
+}
+
+func (p *parser) tensorInfo() (TensorInfo, error) {
+	var t TensorInfo
+	var err error
+	if t.Name, err = p.str("tensor name"); err != nil {
+		return t, err
+	}
+	nDims, err := p.u32()
+	if err != nil {
+		return t, err
+	}
+	if nDims > MaxDims {
+		return t, p.errf("tensor %q: %d dimensions (at most %d)", t.Name, nDims, MaxDims)
+	}
+	t.Dims = make([]uint64, nDims)
+	elems := uint64(1)
+	for i := range t.Dims {
+		var d uint64
+		if p.v1 {
+			var d32 uint32
+			d32, err = p.u32()
+			d = uint64(d32)
+		} else {
+			d, err = p.u64()
+		}
+		if err != nil {
+			return t, err
+		}
+		hi, lo := bits.Mul64(elems, d)
+		if hi != 0 || lo > math.MaxInt64 {
+			return t, p.errf("tensor %q: dimensions %v... overflow", t.Name, append(t.Dims[:i:i], d))
+		}
+		t.Dims[i], elems = d, lo
+	}
+	if t.Type, err = p.u32(); err != nil {
+		return t, err
+	}
+	if t.Offset, err = p.u64(); err != nil {
+		return t, err
+	}
+	t.Size = -1
+	if l, known := tensorLayouts[t.Type]; known && l.blockSize > 0 {
+		n, ok := TensorTypeSize(t.Type, elems)
+		if !ok {
+			return t, p.errf("tensor %q: %d elements (dims %v) are not whole %s blocks of %d", t.Name, elems, t.Dims,
+				l.name, l.blockSize)
+		}
+		t.Size = n
+	}
+	return t, nil
+}
+
+// value reads one value of type typ; arrays are allowed only at the top level.
+func (p *parser) value(typ uint32, key string, top bool) (any, error) {
+	b := p.buf[:]
+	switch typ {
+	case TypeUint8, TypeInt8, TypeBool:
+		if err := p.read(b[:1]); err != nil {
+			return nil, err
+		}
+		switch typ {
+		case TypeUint8:
+			return b[0], nil
+		case TypeInt8:
+			return int8(b[0]), nil
+		}
+		return b[0] != 0, nil
+	case TypeUint16, TypeInt16:
+		if err := p.read(b[:2]); err != nil {
+			return nil, err
+		}
+		v := binary.LittleEndian.Uint16(b)
+		if typ == TypeInt16 {
+			return int16(v), nil
+		}
+		return v, nil
+	case TypeUint32, TypeInt32, TypeFloat32:
+		v, err := p.u32()
+		if err != nil {
+			return nil, err
+		}
+		switch typ {
+		case TypeUint32:
+			return v, nil
+		case TypeInt32:
+			return int32(v), nil
+		}
+		return math.Float32frombits(v), nil
+	case TypeUint64, TypeInt64, TypeFloat64:
+		v, err := p.u64()
+		if err != nil {
+			return nil, err
+		}
+		switch typ {
+		case TypeUint64:
+			return v, nil
+		case TypeInt64:
+			return int64(v), nil
+		}
+		return math.Float64frombits(v), nil
+	case TypeString:
+		return p.str("key " + strconv.Quote(key) + ": string")
+	case TypeArray:
+		if !top {
+			return nil, p.errf("key %q: nested arrays are not supported", key)
+		}
+		et, err := p.u32()
+		if err != nil {
+			return nil, err
+		}
+		if et >= numTypes || et == TypeArray {
+			return nil, p.errf("key %q: array element type %d is not supported", key, et)
+		}
+		n, err := p.count()
+		if err != nil {
+			return nil, err
+		}
+		minSize := scalarSize[et]
+		if et == TypeString {
+			minSize = p.countSize()
+		}
+		if err := p.fits(fmt.Sprintf("key %q: array count", key), n, minSize); err != nil {
+			return nil, err
+		}
+		return p.array(et, int(n), key)
+	}
+	return nil, p.errf("key %q: unknown value type %d", key, typ)
+}
+
+// array reads n elements of type et (n already checked against the file size).
+func (p *parser) array(et uint32, n int, key string) (any, error) {
+	if et == TypeString {
+		out := make([]string, n)
+		for i := range out {
+			s, err := p.str(fmt.Sprintf("key %q: element %d", key, i))
+			if err != nil {
+				return nil, err
+			}
+			out[i] = s
+		}
+		return out, nil
+	}
+	raw := make([]byte, int64(n)*scalarSize[et])
+	if err := p.read(raw); err != nil {
+		return nil, err
+	}
+	le := binary.LittleEndian
+	switch et {
+	case TypeUint8:
+		return raw, nil
+	case TypeInt8:
+		out := make([]int8, n)
+		for i := range out {
+			out[i] = int8(raw[i])
+		}
+		return out, nil
+	case TypeBool:
+		out := make([]bool, n)
+		for i := range out {
+			out[i] = raw[i] != 0
+		}
+		return out, nil
+	case TypeUint16:
+		out := make([]uint16, n)
+		for i := range out {
+			out[i] = le.Uint16(raw[2*i:])
+		}
+		return out, nil
+	case TypeInt16:
+		out := make([]int16, n)
+		for i := range out {
+			out[i] = int16(le.Uint16(raw[2*i:]))
+		}
+		return out, nil
+	case TypeUint32:
+		out := make([]uint32, n)
+		for i := range out {
+			out[i] = le.Uint32(raw[4*i:])
+		}
+		return out, nil
+	case TypeInt32:
+		out := make([]int32, n)
+		for i := range out {
+			out[i] = int32(le.Uint32(raw[4*i:]))
+		}
+		return out, nil
+	case TypeFloat32:
+		out := make([]float32, n)
+		for i := range out {
+			out[i] = math.Float32frombits(le.Uint32(raw[4*i:]))
+		}
+		return out, nil
+	case TypeUint64:
+		out := make([]uint64, n)
+		for i := range out {
+			out[i] = le.Uint64(raw[8*i:])
+		}
+		return out, nil
+	case TypeInt64:
+		out := make([]int64, n)
+		for i := range out {
+			out[i] = int64(le.Uint64(raw[8*i:]))
+		}
+		return out, nil
+	case TypeFloat64:
+		out := make([]float64, n)
+		for i := range out {
+			out[i] = math.Float64frombits(le.Uint64(raw[8*i:]))
+		}
+		return out, nil
+	}
+	return nil, p.errf("key %q: array element type %d is not supported", key, et)
+}
+
+// TypeName names the GGUF type of a value as returned in KV.Value ("uint32", "string", "array of float32").
+func TypeName(v any) string {
+	switch v.(type) {
+	case uint8:
+		return "uint8"
+	case int8:
+		return "int8"
+	case uint16:
+		return "uint16"
+	case int16:
+		return "int16"
+	case uint32:
+		return "uint32"
+	case int32:
+		return "int32"
+	case uint64:
+		return "uint64"
+	case int64:
+		return "int64"
+	case float32:
+		return "float32"
+	case float64:
+		return "float64"
+	case bool:
+		return "bool"
+	case string:
+		return "string"
+	case []uint8:
+		return "array of uint8"
+	case []int8:
+		return "array of int8"
+	case []uint16:
+		return "array of uint16"
+	case []int16:
+		return "array of int16"
+	case []uint32:
+		return "array of uint32"
+	case []int32:
+		return "array of int32"
+	case []uint64:
+		return "array of uint64"
+	case []int64:
+		return "array of int64"
+	case []float32:
+		return "array of float32"
+	case []float64:
+		return "array of float64"
+	case []bool:
+		return "array of bool"
+	case []string:
+		return "array of string"
+	case nil:
+		return "nothing"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// Int returns an integer scalar as an int64. ok is false for other types and for uint64 values past MaxInt64.
+func Int(v any) (x int64, ok bool) {
+	switch n := v.(type) {
+	case uint8:
+		return int64(n), true
+	case int8:
+		return int64(n), true
+	case uint16:
+		return int64(n), true
+	case int16:
+		return int64(n), true
+	case uint32:
+		return int64(n), true
+	case int32:
+		return int64(n), true
+	case int64:
+		return n, true
+	case uint64:
+		if n > math.MaxInt64 {
+			return 0, false
+		}
+		return int64(n), true
+	}
+	return 0, false
+}
+
+// Ints returns an integer array as int64s; ok is false for other types and for uint64 values past MaxInt64.
+func Ints(v any) ([]int64, bool) {
+	conv := func(n int, at func(int) int64) []int64 {
+		out := make([]int64, n)
+		for i := range out {
+			out[i] = at(i)
+		}
+		return out
+	}
+	switch a := v.(type) {
+	case []uint8:
+		return conv(len(a), func(i int) int64 { return int64(a[i]) }), true
+	case []int8:
+		return conv(len(a), func(i int) int64 { return int64(a[i]) }), true
+	case []uint16:
+		return conv(len(a), func(i int) int64 { return int64(a[i]) }), true
+	case []int16:
+		return conv(len(a), func(i int) int64 { return int64(a[i]) }), true
+	case []uint32:
+		return conv(len(a), func(i int) int64 { return int64(a[i]) }), true
+	case []int32:
+		return conv(len(a), func(i int) int64 { return int64(a[i]) }), true
+	case []int64:
+		return a, true
+	case []uint64:
+		for _, x := range a {
+			if x > math.MaxInt64 {
+				return nil, false
+			}
+		}
+		return conv(len(a), func(i int) int64 { return int64(a[i]) }), true
+	}
+	return nil, false
+}
+
+// Floats returns a float32 or float64 array as float64s.
+func Floats(v any) ([]float64, bool) {
+	switch a := v.(type) {
+	case []float32:
+		out := make([]float64, len(a))
+		for i, x := range a {
+			out[i] = float64(x)
+		}
+		return out, true
+	case []float64:
+		return a, true
+	}
+	return nil, false
+}
+
+// tensorLayout is a ggml type's block: blockSize elements take blockBytes bytes.
+type tensorLayout struct {
+	name                  string
+	blockSize, blockBytes int64 // 0 when this package does not know the layout
+}
+
+// tensorLayouts lists ggml_type values by name; the sizes are given for the plain types and Q8_0, which are
+// the ones whose data this project reads. The other names only make error messages readable.
+var tensorLayouts = map[uint32]tensorLayout{
+	0: {"F32", 1, 4}, 1: {"F16", 1, 2}, 2: {"Q4_0", 0, 0}, 3: {"Q4_1", 0, 0}, 6: {"Q5_0", 0, 0}, 7: {"Q5_1", 0, 0},
+	8: {"Q8_0", 32, 34}, 9: {"Q8_1", 0, 0}, 10: {"Q2_K", 0, 0}, 11: {"Q3_K", 0, 0}, 12: {"Q4_K", 0, 0},
+	13: {"Q5_K", 0, 0}, 14: {"Q6_K", 0, 0}, 15: {"Q8_K", 0, 0}, 16: {"IQ2_XXS", 0, 0}, 17: {"IQ2_XS", 0, 0},
+	18: {"IQ3_XXS", 0, 0}, 19: {"IQ1_S", 0, 0}, 20: {"IQ4_NL", 0, 0}, 21: {"IQ3_S", 0, 0}, 22: {"IQ2_S", 0, 0},
+	23: {"IQ4_XS", 0, 0}, 24: {"I8", 1, 1}, 25: {"I16", 1, 2}, 26: {"I32", 1, 4}, 27: {"I64", 1, 8},
+	28: {"F64", 1, 8}, 29: {"IQ1_M", 0, 0}, 30: {"BF16", 1, 2}, 34: {"TQ1_0", 0, 0}, 35: {"TQ2_0", 0, 0},
+	39: {"MXFP4", 0, 0},
+}
+
+// TensorTypeName names a ggml_type ("Q8_0"), or "type N" for one this package does not know.
+func TensorTypeName(t uint32) string {
+	if l, ok := tensorLayouts[t]; ok {
+		return l.name
+	}
+	return "type " + strconv.FormatUint(uint64(t), 10)
+}
+
+// TensorTypeSize is the byte size of elems elements of ggml type t; ok is false when the layout is not known
+// here, when elems is not a whole number of blocks, or when the size would overflow an int64.
+func TensorTypeSize(t uint32, elems uint64) (int64, bool) {
+	l, ok := tensorLayouts[t]
+	if !ok || l.blockSize == 0 || elems%uint64(l.blockSize) != 0 {
+		return 0, false
+	}
+	hi, lo := bits.Mul64(elems/uint64(l.blockSize), uint64(l.blockBytes))
+	if hi != 0 || lo > math.MaxInt64 {
+		return 0, false
+	}
+	return int64(lo), true
+}

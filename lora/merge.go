@@ -1,0 +1,475 @@
+package lora
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/gomlx/compute/dtypes/bfloat16"
+	"github.com/gomlx/compute/dtypes/float16"
+
+	"github.com/saddle-ml/saddle/internal/ggufread"
+	"github.com/saddle-ml/saddle/model"
+	"github.com/saddle-ml/saddle/tokenizer"
+)
+
+// MergeOptions tune the merged exports.
+type MergeOptions struct {
+	// DType stores the weights: "" keeps each tensor's storage type from the base (Q8_0 becomes F32 in
+	// safetensors, and stays Q8_0 in a merged GGUF); "F32", "F16" or "BF16" stores every tensor of a merged HF
+	// folder, and the adapted tensors of a merged GGUF, that way.
+	DType string
+}
+
+func (o MergeOptions) check() error {
+	switch o.DType {
+	case "", "F32", "F16", "BF16":
+		return nil
+	}
+	return fmt.Errorf("merged weights dtype %q is not supported (F32, F16, BF16, or empty for the base's)", o.DType)
+}
+
+// MergeWeights returns the base weights with every adapted W replaced by W + s·B⋯A, computed in float64 and
+// rounded once to float32. Other tensors are shared with p, not copied.
+func MergeWeights(p *model.Pretrained, set *Set) (map[string]*model.Tensor, error) {
+	if err := set.CheckFits(p.Config); err != nil {
+		return nil, fmt.Errorf("adapter on %s: %w", p.Path, err)
+	}
+	out := maps.Clone(p.Weights)
+	for _, a := range set.Adapters {
+		name := a.Module + ".weight"
+		w := p.Weights[name]
+		if w == nil || len(w.Data) != a.Out*a.In {
+			return nil, fmt.Errorf("%s: tensor %q is missing or not [%d, %d]", p.Path, name, a.Out, a.In)
+		}
+		out[name] = &model.Tensor{Shape: slices.Clone(w.Shape), Data: addDelta(w.Data, set.DeltaW(a))}
+	}
+	return out, nil
+}
+
+func addDelta(w []float32, dw []float64) []float32 {
+	out := make([]float32, len(w))
+	for i, v := range w {
+		out[i] = float32(float64(v) + dw[i])
+	}
+	return out
+}
+
+// hfTokenizerFiles are the files of an HF folder that describe its tokenizer and generation defaults.
+var hfTokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+	"added_tokens.json", "chat_template.jinja", "chat_template.json", "vocab.json", "merges.txt", "generation_config.json"}
+
+// WriteMergedHF writes the base model with the adapter folded in as a plain Hugging Face folder in dir:
+// config.json, model.safetensors and the tokenizer. An HF base's config and tokenizer files are copied; a GGUF
+// base gets a config.json built from its configuration and a tokenizer.json generated from its vocabulary
+// (tokenizer.HFFilesFromGGUF).
+func WriteMergedHF(dir string, p *model.Pretrained, set *Set, opts MergeOptions) error {
+	if err := opts.check(); err != nil {
+		return err
+	}
+	weights, err := MergeWeights(p, set)
+	if err != nil {
+		return err
+	}
+	dtypes, err := baseDTypes(p)
+	if err != nil {
+		return err
+	}
+	named := make(map[string]NamedTensor, len(weights))
+	perDType := map[string]int{}
+	for name, w := range weights {
+		dt := opts.DType
+		if dt == "" {
+			dt = dtypes[name]
+			if _, ok := safetensorsDTypeSize[dt]; !ok {
+				dt = "F32" // Q8_0 and anything safetensors cannot hold: F32 keeps the values exactly
+			}
+		}
+		named[name] = NamedTensor{Shape: w.Shape, Data: w.Data, DType: dt}
+		perDType[dt] += len(w.Data)
+	}
+	torchDType := map[string]string{"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[dominant(perDType)]
+
+	// Everything that can fail on the base's metadata comes before the first file is written.
+	var files = map[string][]byte{}
+	switch p.Format {
+	case "gguf":
+		cfg, err := HFConfigJSON(p.Config, torchDType)
+		if err != nil {
+			return fmt.Errorf("%s: %w", p.Path, err)
+		}
+		files["config.json"] = cfg
+		gen := map[string]any{"bos_token_id": nullableID(p.Config.BOSTokenID), "eos_token_id": eosValue(p.Config.EOSTokenIDs)}
+		if files["generation_config.json"], err = json.MarshalIndent(gen, "", "  "); err != nil {
+			return err
+		}
+		tj, tc, err := tokenizer.HFFilesFromGGUF(p.Path)
+		if err != nil {
+			return fmt.Errorf("merged model: generating the tokenizer: %w", err)
+		}
+		files["tokenizer.json"], files["tokenizer_config.json"] = tj, tc
+	case "hf":
+		cfg, err := os.ReadFile(filepath.Join(p.Path, "config.json"))
+		if err != nil {
+			return err
+		}
+		if opts.DType != "" { // say what the file now holds; transformers uses it for torch_dtype="auto"
+			var m map[string]any
+			dec := json.NewDecoder(bytes.NewReader(cfg))
+			dec.UseNumber()
+			if err := dec.Decode(&m); err != nil {
+				return fmt.Errorf("%s: %w", filepath.Join(p.Path, "config.json"), err)
+			}
+			m["torch_dtype"] = torchDType
+			if cfg, err = json.MarshalIndent(m, "", "  "); err != nil {
+				return err
+			}
+		}
+		files["config.json"] = cfg
+		for _, name := range hfTokenizerFiles {
+			data, err := os.ReadFile(filepath.Join(p.Path, name))
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			} else if err != nil {
+				return err
+			}
+			files[name] = data
+		}
+	default:
+		return fmt.Errorf("%s: unknown base format %q", p.Path, p.Format)
+	}
+	if samePath(dir, p.Path) {
+		return fmt.Errorf("%s: the merged model would overwrite its base; choose another output folder", dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := WriteSafetensors(filepath.Join(dir, "model.safetensors"), named, map[string]string{"format": "pt"}); err != nil {
+		return err
+	}
+	names := slices.Sorted(maps.Keys(files))
+	for _, name := range names {
+		data := files[name]
+		if !bytes.HasSuffix(data, []byte("\n")) && strings.HasSuffix(name, ".json") {
+			data = append(data, '\n')
+		}
+		if err := writeFileAtomic(filepath.Join(dir, name), data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func dominant(count map[string]int) string {
+	best := "F32"
+	for _, dt := range []string{"F32", "BF16", "F16"} {
+		if count[dt] > count[best] {
+			best = dt
+		}
+	}
+	return best
+}
+
+// baseDTypes maps each HF tensor name of the base to its storage dtype on disk.
+func baseDTypes(p *model.Pretrained) (map[string]string, error) {
+	out := map[string]string{}
+	switch p.Format {
+	case "gguf":
+		f, err := ggufread.Open(p.Path)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range f.Tensors {
+			if hf, ok := model.HFNameFromGGUF(t.Name); ok {
+				out[hf] = ggufread.TensorTypeName(t.Type)
+			}
+		}
+	case "hf":
+		shards := []string{"model.safetensors"}
+		data, err := os.ReadFile(filepath.Join(p.Path, "model.safetensors.index.json"))
+		if err == nil {
+			var index struct {
+				WeightMap map[string]string `json:"weight_map"`
+			}
+			if err := json.Unmarshal(data, &index); err != nil {
+				return nil, fmt.Errorf("%s: %w", filepath.Join(p.Path, "model.safetensors.index.json"), err)
+			}
+			shards = nil
+			for _, s := range index.WeightMap {
+				if !slices.Contains(shards, s) && filepath.Base(s) == s {
+					shards = append(shards, s)
+				}
+			}
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		for _, s := range shards {
+			dts, err := safetensorsDTypes(filepath.Join(p.Path, s))
+			if err != nil {
+				return nil, err
+			}
+			maps.Copy(out, dts)
+		}
+	}
+	return out, nil
+}
+
+// samePath reports whether a and b name the same file or folder (both existing), or the same cleaned path.
+func samePath(a, b string) bool {
+	sa, errA := os.Stat(a)
+	sb, errB := os.Stat(b)
+	if errA == nil && errB == nil {
+		return os.SameFile(sa, sb)
+	}
+	absA, errA := filepath.Abs(a)
+	absB, errB := filepath.Abs(b)
+	return errA == nil && errB == nil && absA == absB
+}
+
+func nullableID(id int) any {
+	if id < 0 {
+		return nil
+	}
+	return id
+}
+
+func eosValue(ids []int) any {
+	switch len(ids) {
+	case 0:
+		return nil
+	case 1:
+		return ids[0]
+	}
+	return ids
+}
+
+// HFConfigJSON writes a transformers config.json for cfg (llama, mistral, qwen2 or qwen3) that saddle and
+// transformers read back as the same model. torchDType is "float32", "float16" or "bfloat16".
+func HFConfigJSON(cfg model.Config, torchDType string) ([]byte, error) {
+	class := map[string]string{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
+		"qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}[cfg.Architecture]
+	if class == "" {
+		return nil, fmt.Errorf("architecture %q has no config.json form here (llama, mistral, qwen2, qwen3)", cfg.Architecture)
+	}
+	var kv orderedJSON
+	kv.add("architectures", []string{class})
+	kv.add("model_type", cfg.Architecture)
+	kv.add("hidden_size", cfg.HiddenSize)
+	kv.add("intermediate_size", cfg.IntermediateSize)
+	kv.add("num_hidden_layers", cfg.NumLayers)
+	kv.add("num_attention_heads", cfg.NumHeads)
+	kv.add("num_key_value_heads", cfg.NumKVHeads)
+	kv.add("head_dim", cfg.HeadDim)
+	kv.add("vocab_size", cfg.VocabSize)
+	kv.add("max_position_embeddings", cfg.MaxPositions)
+	kv.add("rms_norm_eps", cfg.RMSNormEps)
+	kv.add("rope_theta", cfg.RopeTheta)
+	if s := cfg.RopeScaling; s != nil {
+		switch s.Type {
+		case "linear":
+			kv.add("rope_scaling", map[string]any{"rope_type": "linear", "factor": s.Factor})
+		case "llama3":
+			kv.add("rope_scaling", map[string]any{"rope_type": "llama3", "factor": s.Factor, "low_freq_factor": s.LowFreqFactor,
+				"high_freq_factor": s.HighFreqFactor, "original_max_position_embeddings": s.OriginalMaxPositions})
+		default:
+			return nil, fmt.Errorf("rope scaling %q (GGUF rope_freqs) has no exact config.json form; export merged-gguf instead", s.Type)
+		}
+	}
+	kv.add("hidden_act", "silu")
+	kv.add("tie_word_embeddings", cfg.TieEmbeddings)
+	switch cfg.Architecture {
+	case "llama":
+		kv.add("attention_bias", false)
+		kv.add("mlp_bias", false)
+	case "mistral":
+		if cfg.SlidingWindow > 0 {
+			kv.add("sliding_window", cfg.SlidingWindow)
+		} else {
+			kv.add("sliding_window", nil) // null disables it; absent would mean Mistral's default 4096
+		}
+	case "qwen2", "qwen3":
+		kv.add("use_sliding_window", false)
+		if cfg.Architecture == "qwen3" {
+			kv.add("attention_bias", false)
+		}
+	}
+	kv.add("bos_token_id", nullableID(cfg.BOSTokenID))
+	kv.add("eos_token_id", eosValue(cfg.EOSTokenIDs))
+	kv.add("torch_dtype", torchDType)
+	return kv.marshal()
+}
+
+// orderedJSON is a JSON object that keeps insertion order (config.json reads better in the usual order).
+type orderedJSON struct {
+	keys []string
+	vals []any
+}
+
+func (o *orderedJSON) add(k string, v any) { o.keys, o.vals = append(o.keys, k), append(o.vals, v) }
+
+func (o *orderedJSON) marshal() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteString("{\n")
+	for i, k := range o.keys {
+		v, err := json.Marshal(o.vals[i])
+		if err != nil {
+			return nil, fmt.Errorf("config.json %s: %w", k, err)
+		}
+		fmt.Fprintf(&b, "  %q: %s", k, v)
+		if i < len(o.keys)-1 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('\n')
+	}
+	b.WriteString("}\n")
+	return b.Bytes(), nil
+}
+
+// WriteMergedGGUF writes a GGUF base with the adapter folded in to path: every metadata key and tensor of the
+// base in its order and storage type, with each adapted W replaced by W + s·B⋯A (llama.cpp's Q/K row order
+// restored for the llama architecture). A Q8_0 tensor that is adapted is quantized again unless opts.DType
+// asks for another type.
+func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptions) error {
+	if err := opts.check(); err != nil {
+		return err
+	}
+	if p.Format != "gguf" {
+		return fmt.Errorf("%s: merged-gguf needs a GGUF base model (this one is %s); use the merged format", p.Path, p.Format)
+	}
+	if err := set.CheckFits(p.Config); err != nil {
+		return fmt.Errorf("adapter on %s: %w", p.Path, err)
+	}
+	if samePath(path, p.Path) {
+		return fmt.Errorf("%s: the merged model would overwrite its base; choose another output file", path)
+	}
+	f, err := ggufread.Open(p.Path)
+	if err != nil {
+		return err
+	}
+	byModule := map[string]*Adapter{}
+	for _, a := range set.Adapters {
+		byModule[a.Module+".weight"] = a
+	}
+	fh, err := os.Open(p.Path)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	var out []model.GGUFTensor
+	used := 0
+	for _, info := range f.Tensors {
+		shape := make([]int, len(info.Dims))
+		for i, d := range info.Dims {
+			shape[len(shape)-1-i] = int(d)
+		}
+		typeName := ggufread.TensorTypeName(info.Type)
+		data, err := readGGMLTensor(fh, f, info)
+		if err != nil {
+			return err
+		}
+		t := model.GGUFTensor{Name: info.Name, Shape: shape, Data: data, Type: typeName}
+		hf, _ := model.HFNameFromGGUF(info.Name)
+		if a := byModule[hf]; a != nil {
+			if t.Data, err = mergeGGUFWeight(p, set, a, hf, shape, data); err != nil {
+				return fmt.Errorf("%s: tensor %q: %w", p.Path, info.Name, err)
+			}
+			if opts.DType != "" {
+				t.Type = opts.DType
+			}
+			used++
+		}
+		out = append(out, t)
+	}
+	if used != len(set.Adapters) {
+		return fmt.Errorf("%s: only %d of the adapter's %d modules have a tensor in the file", p.Path, used, len(set.Adapters))
+	}
+	meta := make([]model.GGUFKeyValue, len(f.KVs))
+	for i, kv := range f.KVs {
+		meta[i] = model.GGUFKeyValue{Key: kv.Key, Value: kv.Value}
+	}
+	return writeGGUFShared(path, meta, out)
+}
+
+// mergeGGUFWeight adds ΔW (HF row order) to a GGUF weight, going through HF order for llama's permuted Q/K.
+func mergeGGUFWeight(p *model.Pretrained, set *Set, a *Adapter, hf string, shape []int, data []float32) ([]float32, error) {
+	if len(shape) != 2 || shape[0] != a.Out || shape[1] != a.In {
+		return nil, fmt.Errorf("shape %v, adapter made for [%d, %d]", shape, a.Out, a.In)
+	}
+	heads := permutedHeads(p.Config, a.Module)
+	w := &model.Tensor{Shape: shape, Data: data}
+	var err error
+	if heads > 0 {
+		if w, err = model.LlamaCppUnpermute(w, heads); err != nil {
+			return nil, err
+		}
+	}
+	merged := &model.Tensor{Shape: shape, Data: addDelta(w.Data, set.DeltaW(a))}
+	if heads > 0 {
+		if merged, err = model.LlamaCppPermute(merged, heads); err != nil {
+			return nil, err
+		}
+	}
+	return merged.Data, nil
+}
+
+// permutedHeads is the head count llama.cpp's converter permuted module's rows with, 0 when it did not.
+func permutedHeads(cfg model.Config, module string) int {
+	if cfg.Architecture != "llama" && cfg.Architecture != "mistral" {
+		return 0
+	}
+	switch {
+	case strings.HasSuffix(module, ".self_attn.q_proj"):
+		return cfg.NumHeads
+	case strings.HasSuffix(module, ".self_attn.k_proj"):
+		return cfg.NumKVHeads
+	}
+	return 0
+}
+
+// readGGMLTensor reads one tensor of a GGUF file as float32 (F32, F16, BF16, Q8_0).
+func readGGMLTensor(fh *os.File, f *ggufread.File, info ggufread.TensorInfo) ([]float32, error) {
+	n := uint64(1)
+	for _, d := range info.Dims {
+		n *= d
+	}
+	size, ok := ggufread.TensorTypeSize(info.Type, n)
+	if !ok || size != info.Size || (info.Type != 0 && info.Type != 1 && info.Type != 30 && info.Type != 8) {
+		return nil, fmt.Errorf("%s: tensor %q: type %s cannot be re-encoded (F32, F16, BF16, Q8_0)", f.Path, info.Name, ggufread.TensorTypeName(info.Type))
+	}
+	buf := make([]byte, size)
+	if got, err := fh.ReadAt(buf, f.DataOffset+int64(info.Offset)); got != len(buf) {
+		return nil, fmt.Errorf("%s: tensor %q: reading %d bytes at offset %d: %w", f.Path, info.Name, size, f.DataOffset+int64(info.Offset), err)
+	}
+	out := make([]float32, n)
+	switch info.Type {
+	case 0:
+		for i := range out {
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*i:]))
+		}
+	case 1:
+		for i := range out {
+			out[i] = float16.FromBits(binary.LittleEndian.Uint16(buf[2*i:])).Float32()
+		}
+	case 30:
+		for i := range out {
+			out[i] = bfloat16.FromBits(binary.LittleEndian.Uint16(buf[2*i:])).Float32()
+		}
+	case 8:
+		for k := range int(n / 32) {
+			blk := buf[k*34:]
+			d := float16.FromBits(binary.LittleEndian.Uint16(blk)).Float32()
+			for j := range 32 {
+				out[k*32+j] = d * float32(int8(blk[2+j]))
+			}
+		}
+	}
+	return out, nil
+}
