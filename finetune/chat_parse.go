@@ -255,7 +255,9 @@ func lexExpr(src string) ([]etok, error) {
 			}
 			toks = append(toks, etok{kind, strings.ReplaceAll(src[i:j], "_", "")})
 			i = j
-		case c == '_' || unicode.IsLetter(rune(c)):
+		case c == '_' || c < utf8.RuneSelf && unicode.IsLetter(rune(c)):
+			// Names are ASCII here: a non-ASCII byte such as 0xdb is not the letter U+00DB, and the loop below
+			// must consume at least the first byte.
 			j := i
 			for j < len(src) && (src[j] == '_' || src[j] < utf8.RuneSelf && (unicode.IsLetter(rune(src[j])) || unicode.IsDigit(rune(src[j])))) {
 				j++
