@@ -3,6 +3,7 @@
 package backend
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -11,6 +12,9 @@ import (
 	"github.com/gomlx/compute"
 	_ "github.com/gomlx/compute/gobackend" // registers "go"
 )
+
+// ErrUnknown marks a backend name saddle does not know (a usage error, unlike a known backend that fails to start).
+var ErrUnknown = errors.New("unknown backend")
 
 // EnvVar is GoMLX's own variable for the backend configuration; --backend overrides it.
 const EnvVar = "GOMLX_BACKEND"
@@ -54,7 +58,7 @@ func New(flagValue string) (compute.Backend, string, error) {
 			return nil, cfg, fmt.Errorf("backend %q: name the PJRT plugin, e.g. --backend xla:cuda, xla:cpu or xla:/path/to/pjrt_c_api_plugin.so", cfg)
 		}
 	default:
-		return nil, cfg, fmt.Errorf("unknown backend %q: use go, xla:cuda, xla:tpu, xla:cpu or xla:/path/to/plugin.so", cfg)
+		return nil, cfg, fmt.Errorf("%w %q: use go, xla:cuda, xla:tpu, xla:cpu or xla:/path/to/plugin.so", ErrUnknown, cfg)
 	}
 	b, err := newBackend(cfg)
 	if err != nil {

@@ -68,6 +68,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--seq-len %d must be >= 2", c.SeqLen)
 	case c.LR < 0 || math.IsNaN(c.LR) || math.IsInf(c.LR, 0):
 		return fmt.Errorf("--lr %g must be a finite number >= 0", c.LR)
+	case c.Warmup < 0 || c.Warmup > c.Steps:
+		return fmt.Errorf("--warmup %d must be between 0 and --steps %d", c.Warmup, c.Steps)
 	case c.GradAccum < 1:
 		return fmt.Errorf("--grad-accum %d must be >= 1", c.GradAccum)
 	case c.EvalEvery < 0:

@@ -51,32 +51,55 @@ func FactorName(i, depth int) string {
 	}
 }
 
+// CheckModel reports whether spec fits the model cfg: its layers exist, its targets match modules, and the rank
+// does not exceed any adapted matrix's dimensions. Errors here are the user's settings, not the model's fault.
+func (s Spec) CheckModel(cfg model.Config) error {
+	_, err := s.modules(cfg)
+	return err
+}
+
+// modules lists the adapters spec puts on cfg (without factors), sorted by module name.
+func (s Spec) modules(cfg model.Config) ([]*Adapter, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	for _, l := range s.Layers {
+		if l >= cfg.NumLayers {
+			return nil, fmt.Errorf("adapter layer %d does not exist: the model has layers 0..%d", l, cfg.NumLayers-1)
+		}
+	}
+	if s.Init == "orthogonal" && s.Rank%2 != 0 {
+		return nil, fmt.Errorf("the orthogonal init needs an even rank, got %d", s.Rank)
+	}
+	var adapters []*Adapter
+	for name, shape := range cfg.ExpectedShapes() {
+		module, ok := strings.CutSuffix(name, ".weight")
+		if !ok || len(shape) != 2 || !s.Matches(module) {
+			continue
+		}
+		if s.Rank > min(shape[0], shape[1]) {
+			return nil, fmt.Errorf("adapter rank %d exceeds the dimensions of %s [%d×%d]", s.Rank, module, shape[0], shape[1])
+		}
+		adapters = append(adapters, &Adapter{Module: module, Out: shape[0], In: shape[1]})
+	}
+	if len(adapters) == 0 {
+		return nil, fmt.Errorf("adapter targets %v match no module of this model (modules are %v)", s.Targets, AllLinear)
+	}
+	slices.SortFunc(adapters, func(a, b *Adapter) int { return strings.Compare(a.Module, b.Module) })
+	return adapters, nil
+}
+
 // Attach creates adapters on every module of cfg that spec matches and initializes them with spec.Init.
 func Attach(cfg model.Config, spec Spec) (*Set, error) {
-	if err := spec.Validate(); err != nil {
+	adapters, err := spec.modules(cfg)
+	if err != nil {
 		return nil, err
 	}
 	init, err := lookupInit(spec.Init)
 	if err != nil {
 		return nil, err
 	}
-	for _, l := range spec.Layers {
-		if l >= cfg.NumLayers {
-			return nil, fmt.Errorf("adapter layer %d does not exist: the model has layers 0..%d", l, cfg.NumLayers-1)
-		}
-	}
-	set := &Set{Spec: spec}
-	for name, shape := range cfg.ExpectedShapes() {
-		module, ok := strings.CutSuffix(name, ".weight")
-		if !ok || len(shape) != 2 || !spec.Matches(module) {
-			continue
-		}
-		set.Adapters = append(set.Adapters, &Adapter{Module: module, Out: shape[0], In: shape[1]})
-	}
-	if len(set.Adapters) == 0 {
-		return nil, fmt.Errorf("adapter targets %v match no module of this model (modules are %v)", spec.Targets, AllLinear)
-	}
-	slices.SortFunc(set.Adapters, func(a, b *Adapter) int { return strings.Compare(a.Module, b.Module) })
+	set := &Set{Spec: spec, Adapters: adapters}
 	rng := rand.New(rand.NewPCG(spec.Seed, 0x10a))
 	for _, a := range set.Adapters {
 		a.Factors = make([][]float32, spec.Depth)

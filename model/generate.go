@@ -19,8 +19,8 @@ type Sampling struct {
 // Validate rejects settings that have no meaning.
 func (s Sampling) Validate() error {
 	switch {
-	case s.Temperature < 0 || math.IsNaN(s.Temperature):
-		return fmt.Errorf("temperature %g must be >= 0", s.Temperature)
+	case s.Temperature < 0 || math.IsNaN(s.Temperature) || math.IsInf(s.Temperature, 0):
+		return fmt.Errorf("temperature %g must be a finite number >= 0", s.Temperature)
 	case s.TopK < 0:
 		return fmt.Errorf("top-k %d must be >= 0", s.TopK)
 	case s.TopP < 0 || s.TopP > 1 || math.IsNaN(s.TopP):

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -62,7 +63,11 @@ func newBackend(cmd *cobra.Command) (compute.Backend, string, error) {
 		}
 		cfg = "xla:" + abs
 	}
-	return backend.New(cfg)
+	b, name, err := backend.New(cfg)
+	if errors.Is(err, backend.ErrUnknown) {
+		return nil, name, usageError{err}
+	}
+	return b, name, err
 }
 
 // loadTokenizer finds the tokenizer that ships with a model: tokenizer.json in an HF folder, or GGUF metadata.

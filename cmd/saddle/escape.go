@@ -92,6 +92,9 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 		if err := c.Validate(); err != nil {
 			return usagef("run %s: %v", c.Out, err)
 		}
+		if err := checkAgainstModel(c, s); err != nil {
+			return err
+		}
 	}
 	data, err := finetune.PrepareData(base, s.tok, readExamples)
 	if err != nil {

@@ -93,6 +93,11 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 		}
 		ids = append([]int{tok.BOS()}, ids...)
 	}
+	for _, id := range extraStops {
+		if id < 0 || id >= m.Config.VocabSize {
+			return usagef("--stop-token %d is outside the vocabulary (0..%d)", id, m.Config.VocabSize-1)
+		}
+	}
 	stops := slices.Concat(tok.EOS(), m.Config.EOSTokenIDs, extraStops)
 	if tok.BOS() >= 0 {
 		stops = append(stops, tok.BOS())

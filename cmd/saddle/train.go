@@ -134,6 +134,7 @@ type session struct {
 	path    string
 	model   *model.Model
 	tok     finetune.DataTokenizer
+	vocab   int
 	backend string
 }
 
@@ -163,7 +164,22 @@ func openSession(cmd *cobra.Command) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &session{path: path, model: m, tok: tok, backend: name}, nil
+	return &session{path: path, model: m, tok: tok, vocab: tok.VocabSize(), backend: name}, nil
+}
+
+// checkAgainstModel turns settings that do not fit the loaded model into usage errors before anything trains.
+func checkAgainstModel(cfg finetune.Config, s *session) error {
+	c := s.model.Config
+	if cfg.SeqLen > c.MaxPositions {
+		return usagef("--seq-len %d exceeds the model's context of %d positions", cfg.SeqLen, c.MaxPositions)
+	}
+	if err := cfg.Adapter.CheckModel(c); err != nil {
+		return usageError{err}
+	}
+	if v := s.vocab; v > c.VocabSize {
+		return fmt.Errorf("%s: the tokenizer has %d tokens but the model's vocabulary only %d", s.path, v, c.VocabSize)
+	}
+	return nil
 }
 
 // resumableFlags may differ from the saved run when resuming; every other setting comes from the checkpoint.
@@ -262,11 +278,17 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	cfg.Backend = s.backend
+	if err := checkAgainstModel(cfg, s); err != nil {
+		return err
+	}
 	data, err := finetune.PrepareData(cfg, s.tok, readExamples)
 	if err != nil {
 		return err
 	}
 	asJSON := flagBool(cmd, "json")
+	if n := data.TrainStats.Truncated + data.EvalStats.Truncated; n > 0 {
+		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: %d examples longer than --seq-len %d were truncated (--truncate=false refuses them)\n", n, cfg.SeqLen)
+	}
 	if !asJSON {
 		verb := "training"
 		if resuming {
