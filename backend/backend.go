@@ -63,7 +63,12 @@ func New(flagValue string) (compute.Backend, string, error) {
 	b, err := newBackend(cfg)
 	if err != nil {
 		if name != "go" {
-			return nil, cfg, fmt.Errorf("backend %q is not available: %v (install a PJRT plugin and set PJRT_PLUGIN_LIBRARY_PATH or pass --pjrt-plugin, or use --backend go)", cfg, firstLine(err))
+			msg := firstLine(err)
+			if strings.Contains(msg, "no plugins found") || strings.Contains(msg, "not found") {
+				return nil, cfg, fmt.Errorf("backend %q: no PJRT plugin %q found in PJRT_PLUGIN_LIBRARY_PATH or the standard locations; "+
+					"install one (e.g. xla_cuda_plugin.so from jax-cuda13-pjrt) and set PJRT_PLUGIN_LIBRARY_PATH or pass --pjrt-plugin PATH, or use --backend go", cfg, opts)
+			}
+			return nil, cfg, fmt.Errorf("backend %q could not start: %s (or use --backend go)", cfg, msg)
 		}
 		return nil, cfg, fmt.Errorf("backend %q: %v", cfg, err)
 	}
