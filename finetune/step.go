@@ -71,17 +71,33 @@ func NewStepper(m *model.Model, set *lora.Set, opt optimizers.Optimizer, clipNor
 }
 
 // batchLoss is the mean cross entropy of the weighted targets, and the sum of the weights.
+//
+// Each row's loss is logsumexp(logits) − logit[target], with a hand-written gradient (softmax − one-hot)·upstream.
+// The probabilities come from the backend's fused softmax (one parallel pass); log-sum-exp follows from them
+// without another exp pass: a row's largest probability is exp(0)/Σ, so logsumexp = max − log(max probability).
+// Autodiff of LogSoftmax + Gather would run about three times as many single-threaded passes over the
+// [tokens, vocab] logits, which dominate this function with a 32k vocabulary.
 func batchLoss(logits, targets, weights *Node) (mean, weightSum *Node) {
 	vocab := logits.Shape().Dimensions[2]
 	flat := Reshape(logits, -1, vocab)
 	n := flat.Shape().Dimensions[0]
-	logProbs := LogSoftmax(flat, -1)
 	rows := Iota(logits.Graph(), shapes.Make(dtypes.Int32, n, 1), 0)
 	idx := Concatenate([]*Node{rows, Reshape(ConvertDType(targets, dtypes.Int32), n, 1)}, 1)
-	picked := Gather(logProbs, idx) // [n]
+	var probs, upstream *Node // upstream: d(result)/d(row loss), stored when autodiff passes the row losses
+	flat = IdentityWithCustomGradient(flat, func(_, _ *Node) *Node {
+		u := Reshape(upstream, n, 1)
+		return ScatterSum(Mul(probs, u), idx, Neg(upstream), true, true)
+	})
+	probs = Softmax(flat, -1)
+	logSumExp := Sub(ReduceMax(flat, -1), Log(ReduceMax(probs, -1)))
+	rowLoss := Sub(logSumExp, Gather(flat, idx))
+	rowLoss = IdentityWithCustomGradient(rowLoss, func(_, v *Node) *Node {
+		upstream = v
+		return v
+	})
 	w := Reshape(weights, n)
 	weightSum = ReduceAllSum(w)
-	sum := Neg(ReduceAllSum(Mul(picked, w)))
+	sum := ReduceAllSum(Mul(rowLoss, w))
 	return Div(sum, Max(weightSum, ScalarOne(w.Graph(), w.DType()))), weightSum
 }
 

@@ -1,0 +1,345 @@
+// Command bench measures saddle's training and generation speed on the workloads, using the packages
+// directly (model.New, lora.Attach, finetune.NewStepper + TrainStep; model.NewDecoder + model.Generate). Its PyTorch
+// peer is peer.py beside it; scripts/bench.sh runs both in one go and prints the comparison.
+//
+//	bench -mode train -model DIR [-batch 16 -seq 256 -steps 5 -warmup 1]
+//	bench -mode generate -model DIR [-prompt 8 -new-tokens 128 -steps 3]
+//	bench -write-synth DIR [-hidden 512 -layers 8 -heads 8 -kv-heads 4 -ffn 1408 -vocab 32000]
+//
+// DIR is an HF folder (config.json + model.safetensors). -write-synth creates one with random weights so that both
+// sides load the very same model. Tokens come from a 64-bit LCG shared with peer.py, so the first step's loss (the
+// adapters start at B = 0, i.e. at the base model) must agree between the two sides. Prints one JSON object.
+//
+// Build with GOEXPERIMENT=simd: without it the Go backend's SIMD kernels are missing (10-30× slower).
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/finetune"
+	"github.com/saddle-ml/saddle/lora"
+	"github.com/saddle-ml/saddle/model"
+	"github.com/saddle-ml/saddle/optimizers"
+)
+
+type options struct {
+	mode, modelDir, backend, cpuProfile string
+	batch, seq, steps, warmup           int
+	prompt, newTokens                   int
+	seed                                uint64
+}
+
+func main() {
+	var o options
+	var synth synthConfig
+	var writeSynth string
+	flag.StringVar(&o.mode, "mode", "train", "train or generate")
+	flag.StringVar(&o.modelDir, "model", "", "HF model folder (config.json + model.safetensors)")
+	flag.StringVar(&o.backend, "backend", "go", "compute backend (go, xla:cuda, ...)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the timed steps to this file")
+	flag.IntVar(&o.batch, "batch", 16, "training batch size")
+	flag.IntVar(&o.seq, "seq", 256, "training sequence length")
+	flag.IntVar(&o.steps, "steps", 5, "timed training steps, or timed generations")
+	flag.IntVar(&o.warmup, "warmup", 1, "untimed steps first (graph compilation)")
+	flag.IntVar(&o.prompt, "prompt", 8, "generation: prompt tokens")
+	flag.IntVar(&o.newTokens, "new-tokens", 128, "generation: tokens to generate")
+	flag.Uint64Var(&o.seed, "seed", 1, "token LCG seed")
+	flag.StringVar(&writeSynth, "write-synth", "", "write a random-weight Llama HF folder here and exit")
+	flag.IntVar(&synth.Hidden, "hidden", 512, "synthetic model: hidden size")
+	flag.IntVar(&synth.Layers, "layers", 8, "synthetic model: layers")
+	flag.IntVar(&synth.Heads, "heads", 8, "synthetic model: attention heads")
+	flag.IntVar(&synth.KVHeads, "kv-heads", 4, "synthetic model: key/value heads")
+	flag.IntVar(&synth.FFN, "ffn", 1408, "synthetic model: MLP intermediate size")
+	flag.IntVar(&synth.Vocab, "vocab", 32000, "synthetic model: vocabulary size")
+	flag.Parse()
+
+	var err error
+	var res map[string]any
+	switch {
+	case writeSynth != "":
+		err = writeSynthetic(writeSynth, synth)
+	case o.modelDir == "":
+		err = fmt.Errorf("-model is required (or -write-synth)")
+	case o.mode == "train":
+		res, err = benchTrain(o)
+	case o.mode == "generate":
+		res, err = benchGenerate(o)
+	default:
+		err = fmt.Errorf("-mode %q: use train or generate", o.mode)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	if res == nil {
+		return
+	}
+	res["side"] = "saddle"
+	res["go"] = runtime.Version()
+	res["gomaxprocs"] = runtime.GOMAXPROCS(0)
+	res["simd"] = backend.SIMDBuilt
+	res["peak_rss_mib"] = peakRSSMiB()
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func loadModel(o options) (*model.Model, string, error) {
+	b, cfg, err := backend.New(o.backend)
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := model.Load(o.modelDir)
+	if err != nil {
+		return nil, "", err
+	}
+	m, err := model.New(b, p)
+	return m, cfg, err
+}
+
+// lcg is Knuth's MMIX generator; peer.py draws the same ids as (state >> 33) % n.
+type lcg struct{ s uint64 }
+
+func (l *lcg) next(n int) int32 {
+	l.s = l.s*6364136223846793005 + 1442695040888963407
+	return int32((l.s >> 33) % uint64(n))
+}
+
+// tokenBatch draws batch rows of seq+1 ids and splits them into inputs and next-token targets (all weighted 1).
+func tokenBatch(r *lcg, batch, seq, vocab int) finetune.Batch {
+	b := finetune.Batch{B: batch, T: seq}
+	for range batch {
+		row := make([]int32, seq+1)
+		for i := range row {
+			row[i] = r.next(vocab)
+		}
+		b.Inputs = append(b.Inputs, row[:seq]...)
+		b.Targets = append(b.Targets, row[1:]...)
+	}
+	b.Weights = make([]float32, batch*seq)
+	for i := range b.Weights {
+		b.Weights[i] = 1
+	}
+	return b
+}
+
+func benchTrain(o options) (map[string]any, error) {
+	m, backendCfg, err := loadModel(o)
+	if err != nil {
+		return nil, err
+	}
+	spec := lora.DefaultSpec() // LoRA r=8, α=16 on q,k,v,o, PEFT's init
+	set, err := lora.Attach(m.Config, spec)
+	if err != nil {
+		return nil, err
+	}
+	opt, err := optimizers.New("adam", optimizers.Config{})
+	if err != nil {
+		return nil, err
+	}
+	s, err := finetune.NewStepper(m, set, opt, 0, 0)
+	if err != nil {
+		return nil, err
+	}
+	r := &lcg{s: o.seed}
+	var times, cpu, losses []float64
+	stop := func() {}
+	for i := range o.warmup + o.steps {
+		b := tokenBatch(r, o.batch, o.seq, m.Config.VocabSize)
+		if i == o.warmup {
+			stop, err = startProfile(o.cpuProfile)
+			if err != nil {
+				return nil, err
+			}
+		}
+		t0, c0 := time.Now(), cpuSeconds()
+		res, err := s.TrainStep([]finetune.Batch{b}, 1e-3)
+		if err != nil {
+			return nil, err
+		}
+		dt, dc := time.Since(t0).Seconds(), cpuSeconds()-c0
+		losses = append(losses, res.Loss)
+		if i >= o.warmup {
+			times, cpu = append(times, dt), append(cpu, dc)
+		}
+	}
+	stop()
+	tokens := o.batch * o.seq
+	fl := trainFLOPs(m.Config, spec, o.batch, o.seq)
+	return map[string]any{
+		"mode": "train", "backend": backendCfg, "batch": o.batch, "seq": o.seq, "tokens_per_step": tokens,
+		"step_s": times, "step_cpu_s": cpu, "first_loss": losses[0], "last_loss": losses[len(losses)-1],
+		"median_step_s": median(times), "tokens_per_s": float64(tokens) / median(times),
+		"flops": fl, "gflops_per_s": fl["total"] / median(times) / 1e9,
+		"params": m.Config.NumParameters(), "adapter_params": set.NumParams(),
+	}, nil
+}
+
+func benchGenerate(o options) (map[string]any, error) {
+	m, backendCfg, err := loadModel(o)
+	if err != nil {
+		return nil, err
+	}
+	r := &lcg{s: o.seed}
+	prompt := make([]int, o.prompt)
+	for i := range prompt {
+		prompt[i] = int(r.next(m.Config.VocabSize))
+	}
+	d, err := m.NewDecoder(o.prompt+o.newTokens, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	var times, cpu []float64
+	var out []int
+	stop := func() {}
+	for i := range o.warmup + o.steps {
+		if i == o.warmup {
+			if stop, err = startProfile(o.cpuProfile); err != nil {
+				return nil, err
+			}
+		}
+		d.Reset()
+		t0, c0 := time.Now(), cpuSeconds()
+		out, err = model.Generate(d, prompt, o.newTokens, model.NewSampler(model.Sampling{}), nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		if i >= o.warmup {
+			times, cpu = append(times, time.Since(t0).Seconds()), append(cpu, cpuSeconds()-c0)
+		}
+	}
+	stop()
+	return map[string]any{
+		"mode": "generate", "backend": backendCfg, "prompt": o.prompt, "new_tokens": o.newTokens, "gen_s": times, "gen_cpu_s": cpu,
+		"median_gen_s": median(times), "tokens_per_s": float64(len(out)) / median(times), "tokens": out[:min(16, len(out))],
+	}, nil
+}
+
+// trainFLOPs counts the matmul FLOPs of one LoRA training step (a multiply-add is 2 FLOPs; T = batch·seq tokens):
+//   - dense: the frozen linear layers and the LM head, forward 2·N·T plus the backward's input gradient 2·N·T. Their
+//     weight gradients are never needed (frozen), so the dense part is 4·N·T, not the 6·N·T of full training.
+//   - lora: per adapted module, r·(in+out) weights: forward, input gradient and factor gradients, 6·r·(in+out)·T.
+//   - attention: Q·Kᵀ and P·V over the full seq×seq square (masked half included, as both sides compute it):
+//     4·B·heads·seq²·headDim forward, twice that backward.
+//
+// Embedding gathers, norms, softmax and the optimizer are elementwise and not counted.
+func trainFLOPs(c model.Config, spec lora.Spec, batch, seq int) map[string]float64 {
+	T := float64(batch * seq)
+	h, q, kv := c.HiddenSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
+	perLayer := h*q + 2*h*kv + q*h + 3*h*c.IntermediateSize
+	dense := float64(c.NumLayers*perLayer+c.VocabSize*h) * 4 * T
+	adapted := 0
+	for _, io := range [][2]int{{h, q}, {h, kv}, {h, kv}, {q, h}} { // q, k, v, o: in, out
+		adapted += spec.Rank * (io[0] + io[1])
+	}
+	loraF := float64(c.NumLayers*adapted) * 6 * T
+	attn := 12 * float64(batch*c.NumHeads*seq*seq*c.HeadDim*c.NumLayers)
+	return map[string]float64{"dense": dense, "lora": loraF, "attention": attn, "total": dense + loraF + attn}
+}
+
+func startProfile(path string) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+func median(x []float64) float64 {
+	if len(x) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), x...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// cpuSeconds is the user + system CPU time of the process so far: on a machine shared with other jobs it moves
+// less than wall time does.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return math.NaN()
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+// peakRSSMiB is the process's peak resident set (ru_maxrss, KiB on Linux).
+func peakRSSMiB() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return math.NaN()
+	}
+	return float64(ru.Maxrss) / 1024
+}
+
+type synthConfig struct{ Hidden, Layers, Heads, KVHeads, FFN, Vocab int }
+
+// writeSynthetic writes an untied Llama with N(0, 0.02²) weights (norms at 1) as an HF folder.
+func writeSynthetic(dir string, s synthConfig) error {
+	if s.Hidden%s.Heads != 0 {
+		return fmt.Errorf("hidden %d is not a multiple of heads %d", s.Hidden, s.Heads)
+	}
+	cfg := map[string]any{
+		"architectures": []string{"LlamaForCausalLM"}, "model_type": "llama",
+		"hidden_size": s.Hidden, "intermediate_size": s.FFN, "num_hidden_layers": s.Layers,
+		"num_attention_heads": s.Heads, "num_key_value_heads": s.KVHeads, "head_dim": s.Hidden / s.Heads,
+		"vocab_size": s.Vocab, "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+		"hidden_act": "silu", "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2,
+		"torch_dtype": "float32",
+	}
+	pc := model.Config{HiddenSize: s.Hidden, IntermediateSize: s.FFN, NumLayers: s.Layers, NumHeads: s.Heads,
+		NumKVHeads: s.KVHeads, HeadDim: s.Hidden / s.Heads, VocabSize: s.Vocab}
+	rng := rand.New(rand.NewPCG(42, 7))
+	named := map[string]lora.NamedTensor{}
+	for name, shape := range pc.ExpectedShapes() {
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		data := make([]float32, n)
+		for i := range data {
+			if len(shape) == 1 {
+				data[i] = 1
+			} else {
+				data[i] = float32(rng.NormFloat64() * 0.02)
+			}
+		}
+		named[name] = lora.NamedTensor{Shape: shape, Data: data}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.json"), js, 0o644); err != nil {
+		return err
+	}
+	return lora.WriteSafetensors(filepath.Join(dir, "model.safetensors"), named, map[string]string{"format": "pt"})
+}
