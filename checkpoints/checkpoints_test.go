@@ -14,8 +14,8 @@ import (
 
 func testState(t *testing.T, step int) *State {
 	t.Helper()
-	cfg := model.Config{Architecture: "llama", HiddenSize: 8, IntermediateSize: 12, NumLayers: 1, NumHeads: 2,
-		NumKVHeads: 1, HeadDim: 4, VocabSize: 16, MaxPositions: 32, RMSNormEps: 1e-5, RopeTheta: 10000, TieEmbeddings: true}
+	cfg := model.Config{Architecture: "llama", HiddenSize: 16, IntermediateSize: 24, NumLayers: 1, NumHeads: 2,
+		NumKVHeads: 1, HeadDim: 8, VocabSize: 16, MaxPositions: 32, RMSNormEps: 1e-5, RopeTheta: 10000, TieEmbeddings: true}
 	spec := lora.DefaultSpec()
 	spec.Init, spec.Scale, spec.Seed = "small", 0.1, uint64(step)
 	set, err := lora.Attach(cfg, spec)
