@@ -210,3 +210,30 @@ func generateText(t *testing.T, model, adapter string) string {
 	}
 	return out
 }
+
+// TestConfigFileWithFlagOverride: a YAML file holds train settings; flags given on the command line win.
+func TestConfigFileWithFlagOverride(t *testing.T) {
+	gguf, _ := shared(t)
+	dir := t.TempDir()
+	cfgFile := filepath.Join(dir, "run.yaml")
+	yaml := "model: " + gguf + "\nsteps: 2\nbatch_size: 2\nseq-len: 32\nlr: 1e-3\noptimizer: sign\neval-every: 0\nout: " + filepath.Join(dir, "out") + "\n"
+	if err := os.WriteFile(cfgFile, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		extra []string
+		steps float64
+	}{{nil, 2}, {[]string{"--steps", "3"}, 3}} {
+		code, out, errs := saddle(t, append([]string{"train", "--config", cfgFile, "--json"}, tc.extra...)...)
+		if code != 0 {
+			t.Fatalf("train --config: exit %d\n%s", code, errs)
+		}
+		var s map[string]any
+		if err := json.Unmarshal([]byte(out), &s); err != nil {
+			t.Fatal(err)
+		}
+		if s["steps"] != tc.steps || s["optimizer"] != "sign" || s["lr"] != 1e-3 {
+			t.Fatalf("with %v: summary %v, want %v steps of sign at lr 1e-3", tc.extra, s, tc.steps)
+		}
+	}
+}
