@@ -176,67 +176,25 @@ type mergeCand struct {
 	newID int32
 }
 
-// mergeHeap is a min-heap on (rank, pos), the order of HF's Word::merge_all queue.
-type mergeHeap []mergeCand
-
-func (h mergeHeap) less(i, j int) bool {
-	if h[i].rank != h[j].rank {
-		return h[i].rank < h[j].rank
+// mergeBefore orders merge candidates by (rank, pos), the order of HF's Word::merge_all queue.
+func mergeBefore(a, b mergeCand) bool {
+	if a.rank != b.rank {
+		return a.rank < b.rank
 	}
-	return h[i].pos < h[j].pos
-}
-
-func (h *mergeHeap) push(c mergeCand) {
-	*h = append(*h, c)
-	a := *h
-	i := len(a) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if !a.less(i, p) {
-			break
-		}
-		a[i], a[p] = a[p], a[i]
-		i = p
-	}
-}
-
-func (h *mergeHeap) pop() mergeCand {
-	a := *h
-	top := a[0]
-	last := len(a) - 1
-	a[0] = a[last]
-	a = a[:last]
-	i := 0
-	for {
-		l := 2*i + 1
-		if l >= len(a) {
-			break
-		}
-		m := l
-		if r := l + 1; r < len(a) && a.less(r, l) {
-			m = r
-		}
-		if !a.less(m, i) {
-			break
-		}
-		a[i], a[m] = a[m], a[i]
-		i = m
-	}
-	*h = a
-	return top
+	return a.pos < b.pos
 }
 
 func (m *bpeModel) mergeAll(syms []bpeSymbol) {
 	if len(syms) < 2 {
 		return
 	}
-	h := make(mergeHeap, 0, len(syms))
+	h := &priorityQueue[mergeCand]{items: make([]mergeCand, 0, len(syms)), before: mergeBefore}
 	for i := 0; i+1 < len(syms); i++ {
 		if mi, ok := m.merges[pairKey(int(syms[i].c), int(syms[i+1].c))]; ok {
 			h.push(mergeCand{pos: int32(i), rank: mi.rank, newID: mi.newID})
 		}
 	}
-	for len(h) > 0 {
+	for h.len() > 0 {
 		top := h.pop()
 		cur := &syms[top.pos]
 		if cur.len == 0 || cur.next == -1 {

@@ -66,54 +66,12 @@ type spmCand struct {
 	size        int // byte length of the merged text, to detect stale entries
 }
 
-// spmHeap: highest score first, then smallest left index.
-type spmHeap []spmCand
-
-func (h spmHeap) less(i, j int) bool {
-	if h[i].score != h[j].score {
-		return h[i].score > h[j].score
+// spmBefore orders candidates by highest score first, then smallest left index.
+func spmBefore(a, b spmCand) bool {
+	if a.score != b.score {
+		return a.score > b.score
 	}
-	return h[i].left < h[j].left
-}
-
-func (h *spmHeap) push(c spmCand) {
-	*h = append(*h, c)
-	a := *h
-	i := len(a) - 1
-	for i > 0 {
-		p := (i - 1) / 2
-		if !a.less(i, p) {
-			break
-		}
-		a[i], a[p] = a[p], a[i]
-		i = p
-	}
-}
-
-func (h *spmHeap) pop() spmCand {
-	a := *h
-	top := a[0]
-	last := len(a) - 1
-	a[0] = a[last]
-	a = a[:last]
-	i := 0
-	for {
-		l := 2*i + 1
-		if l >= len(a) {
-			break
-		}
-		k := l
-		if r := l + 1; r < len(a) && a.less(r, l) {
-			k = r
-		}
-		if !a.less(k, i) {
-			break
-		}
-		a[i], a[k] = a[k], a[i]
-		i = k
-	}
-	*h = a
-	return top
+	return a.left < b.left
 }
 
 func (m *spmModel) encode(w string) []int {
@@ -124,7 +82,7 @@ func (m *spmModel) encode(w string) []int {
 		i += size
 	}
 	syms[len(syms)-1].next = -1
-	h := make(spmHeap, 0, len(syms))
+	h := &priorityQueue[spmCand]{items: make([]spmCand, 0, len(syms)), before: spmBefore}
 	tryAdd := func(left, right int) {
 		if left < 0 || right < 0 {
 			return
@@ -139,7 +97,7 @@ func (m *spmModel) encode(w string) []int {
 	for i := 1; i < len(syms); i++ {
 		tryAdd(i-1, i)
 	}
-	for len(h) > 0 {
+	for h.len() > 0 {
 		c := h.pop()
 		l, r := &syms[c.left], &syms[c.right]
 		// Skip pairs whose symbols were merged since the pair was queued.
