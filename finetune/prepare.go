@@ -15,18 +15,19 @@ type Data struct {
 
 // ExampleSource reads the examples of a data argument: a JSONL path, or a name the caller resolves (e.g. the
 // embedded demo data).
-type ExampleSource func(name string, tok DataTokenizer) ([]Example, TokenizeStats, error)
+type ExampleSource func(name string, tok DataTokenizer, opts TokenizeOptions) ([]Example, TokenizeStats, error)
 
 // PrepareData tokenizes cfg.Data (and cfg.EvalData, or an eval split of cfg.Data) and builds the batches.
 func PrepareData(cfg Config, tok DataTokenizer, read ExampleSource) (*Data, error) {
-	train, stats, err := read(cfg.Data, tok)
+	topts := TokenizeOptions{NoEOS: cfg.NoEOS}
+	train, stats, err := read(cfg.Data, tok, topts)
 	if err != nil {
 		return nil, err
 	}
 	var eval []Example
 	switch {
 	case cfg.EvalData != "":
-		if eval, _, err = read(cfg.EvalData, tok); err != nil {
+		if eval, _, err = read(cfg.EvalData, tok, topts); err != nil {
 			return nil, err
 		}
 	case cfg.EvalSplit > 0:

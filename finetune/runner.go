@@ -40,6 +40,7 @@ type Config struct {
 	SeqLen     int               `json:"seq_len"`
 	Pack       bool              `json:"pack"`
 	Truncate   bool              `json:"truncate"`
+	NoEOS      bool              `json:"no_eos"` // do not append EOS to text and prompt/completion examples
 	Seed       uint64            `json:"seed"`
 	EvalEvery  int               `json:"eval_every"`
 	// EscapeDelta δ: escape when the loss reaches (1−δ)·initial. EscapeNorm: escape when mean ‖ΔW‖/‖W‖ exceeds it.

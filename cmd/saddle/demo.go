@@ -16,7 +16,7 @@ const (
 var demoFiles = map[string]string{demoData: data.DemoTrain, demoEvalData: data.DemoEval, "demo-qa": data.DemoQA}
 
 // readExamples reads a JSONL file, or one of the embedded demo sets by name.
-func readExamples(name string, tok finetune.DataTokenizer) ([]finetune.Example, finetune.TokenizeStats, error) {
+func readExamples(name string, tok finetune.DataTokenizer, opts finetune.TokenizeOptions) ([]finetune.Example, finetune.TokenizeStats, error) {
 	if file, ok := demoFiles[name]; ok {
 		content, err := data.FS.ReadFile(file)
 		if err != nil {
@@ -26,7 +26,7 @@ func readExamples(name string, tok finetune.DataTokenizer) ([]finetune.Example, 
 		if err != nil {
 			return nil, finetune.TokenizeStats{}, err
 		}
-		return finetune.TokenizeRecords(recs, tok, finetune.TokenizeOptions{})
+		return finetune.TokenizeRecords(recs, tok, opts)
 	}
-	return finetune.LoadExamples(name, tok, finetune.TokenizeOptions{})
+	return finetune.LoadExamples(name, tok, opts)
 }

@@ -61,6 +61,7 @@ func addTrainFlags(cmd *cobra.Command) {
 	f.Int("seq-len", 128, "tokens per sequence")
 	f.Bool("pack", true, "pack examples into full sequences (false: one padded example per row)")
 	f.Bool("truncate", true, "with --pack=false, cut examples longer than --seq-len (false: refuse them)")
+	f.Bool("no-eos", false, "do not append the tokenizer's EOS to text and prompt/completion examples (for models that never saw it)")
 	f.Uint64("seed", 0, "seed for adapter init, data order and dropout")
 	f.Int("eval-every", 10, "evaluate every N steps (0: only at the start and end)")
 	f.Float64("escape-delta", 0.05, "escape step: first step with loss ≤ (1−δ)·initial loss")
@@ -84,7 +85,7 @@ func trainConfig(cmd *cobra.Command, modelPath string) (finetune.Config, error) 
 		EvalSplit: getF("eval-split"), Optimizer: flagString(cmd, "optimizer"), LR: getF("lr"),
 		Schedule: flagString(cmd, "schedule"), Warmup: getI("warmup"), MinLRRatio: getF("min-lr-ratio"),
 		ClipNorm: getF("clip-norm"), GradAccum: getI("grad-accum"), Steps: getI("steps"),
-		BatchSize: getI("batch-size"), SeqLen: getI("seq-len"), Pack: getB("pack"), Truncate: getB("truncate"),
+		BatchSize: getI("batch-size"), SeqLen: getI("seq-len"), Pack: getB("pack"), Truncate: getB("truncate"), NoEOS: getB("no-eos"),
 		Seed: seed, EvalEvery: getI("eval-every"), EscapeDelta: getF("escape-delta"), EscapeNorm: getF("escape-norm"),
 		Out: flagString(cmd, "out"), SaveEvery: getI("save-every"), Keep: getI("keep"),
 		SkipNonfinite: getI("skip-nonfinite"), DivergeFactor: getF("diverge-factor"),
