@@ -10,11 +10,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
+	"github.com/saddle-ml/saddle/internal/fit"
 	"github.com/saddle-ml/saddle/optimizers"
 	"github.com/saddle-ml/saddle/plots"
 )
@@ -246,8 +247,8 @@ func fitSlopes(runs []SweepRun) []SlopeFit {
 		if len(xs) < 2 {
 			continue
 		}
-		slope, ok := leastSquaresSlope(xs, ys)
-		if !ok {
+		slope := fit.Line(xs, ys).Slope
+		if math.IsNaN(slope) {
 			continue
 		}
 		f := SlopeFit{Optimizer: k.opt, LR: k.lr, Depth: k.depth, Init: k.init, Points: len(xs), Slope: slope}
@@ -268,22 +269,6 @@ func PredictedRegime(q float64, depth int) string {
 	default:
 		return "bounded (slope 0)"
 	}
-}
-
-func leastSquaresSlope(x, y []float64) (float64, bool) {
-	n := float64(len(x))
-	var sx, sy, sxx, sxy float64
-	for i := range x {
-		sx += x[i]
-		sy += y[i]
-		sxx += x[i] * x[i]
-		sxy += x[i] * y[i]
-	}
-	den := n*sxx - sx*sx
-	if den == 0 {
-		return 0, false
-	}
-	return (n*sxy - sx*sy) / den, true
 }
 
 func writeSweep(out string, res *SweepResult, grid Grid) error {
@@ -378,12 +363,10 @@ func sweepPlots(out string, res *SweepResult) error {
 			for j := range s.X {
 				xs[j], ys[j] = math.Log(s.X[j]), math.Log(s.Y[j])
 			}
-			if slope, ok := leastSquaresSlope(xs, ys); ok {
-				// The fitted line through the points' centroid.
-				mx, my := mean(xs), mean(ys)
-				lo, hi := minMax(s.X)
-				line := plots.Series{Name: fmt.Sprintf("fit slope %.2f", slope), Color: i + 1,
-					X: []float64{lo, hi}, Y: []float64{math.Exp(my + slope*(math.Log(lo)-mx)), math.Exp(my + slope*(math.Log(hi)-mx))}}
+			if f := fit.Line(xs, ys); !math.IsNaN(f.Slope) {
+				lo, hi := slices.Min(s.X), slices.Max(s.X)
+				line := plots.Series{Name: fmt.Sprintf("fit slope %.2f", f.Slope), Color: i + 1, X: []float64{lo, hi},
+					Y: []float64{math.Exp(f.Intercept + f.Slope*math.Log(lo)), math.Exp(f.Intercept + f.Slope*math.Log(hi))}}
 				escape = append(escape, line)
 			}
 		}
@@ -392,20 +375,6 @@ func sweepPlots(out string, res *SweepResult) error {
 		return nil
 	}
 	return plots.Lines(filepath.Join(out, "escape_vs_lambda"), "Escape step vs init scale", "λ", "escape step", true, true, escape)
-}
-
-func mean(x []float64) float64 {
-	s := 0.0
-	for _, v := range x {
-		s += v
-	}
-	return s / float64(len(x))
-}
-
-func minMax(x []float64) (float64, float64) {
-	s := append([]float64(nil), x...)
-	sort.Float64s(s)
-	return s[0], s[len(s)-1]
 }
 
 type trajectory struct {

@@ -91,11 +91,11 @@ func (r *runner) balance(bs BalanceRun) (Balance, error) {
 	}
 	f := fitLine(xs, ys)
 	pred := q * bs.Alpha * bs.LR
-	out.FittedRate, out.PredictedRate, out.RateR2 = num(-f.slope), num(pred), num(f.r2)
-	rel := math.Abs(-f.slope-pred) / pred
+	out.FittedRate, out.PredictedRate, out.RateR2 = num(-f.Slope), num(pred), num(f.R2)
+	rel := math.Abs(-f.Slope-pred) / pred
 	out.RateRelErr = num(rel)
 	out.OK = rel <= RateTolerance
 	fmt.Fprintf(r.progress, "  %s in %.1fs: decay rate %.4g per step (predicted q·α·lr = %.4g, %.2g%% off), R² %.6f\n",
-		label, time.Since(start).Seconds(), -f.slope, pred, 100*rel, f.r2)
+		label, time.Since(start).Seconds(), -f.Slope, pred, 100*rel, f.R2)
 	return out, nil
 }

@@ -132,9 +132,9 @@ func (r *runner) sweep(s Sweep) (Exponent, error) {
 	}
 	ex.Escaped = len(fitSteps)
 	ll := fitLine(fitL, logs(fitSteps))
-	ex.Slope, ex.R2, ex.Intercept = num(ll.slope), num(ll.r2), num(ll.intercept)
+	ex.Slope, ex.R2, ex.Intercept = num(ll.Slope), num(ll.R2), num(ll.Intercept)
 	lin := fitLine(fitLogInv, fitSteps)
-	ex.LogSlope, ex.LogR2, ex.LogIntercept = num(lin.slope), num(lin.r2), num(lin.intercept)
+	ex.LogSlope, ex.LogR2, ex.LogIntercept = num(lin.Slope), num(lin.R2), num(lin.Intercept)
 	if regime == RegimeLog {
 		// Near the saddle x grows like exp(L·|g|^(q−1)·t) once the factors are balanced, starting from ~λ^L, so
 		// t ≈ ln(1/λ)/|g|^(q−1) for the coordinate with the largest gradient; in steps that is divided by lr.
@@ -205,8 +205,8 @@ func (r *runner) firstStep(ex *Exponent, opt optimizers.Optimizer, cfg optimizer
 	}
 	ex.FirstStepDelta = dx
 	f := fitLine(logs(lambdas), logs(dx))
-	ex.FirstStepExponent = num(f.slope)
-	ex.FirstStepMaxResidual = num(f.maxResidual)
+	ex.FirstStepExponent = num(f.Slope)
+	ex.FirstStepMaxResidual = num(f.MaxResidual)
 	if haveClosedForm {
 		ex.FirstStepMaxRelErr = num(maxRel)
 	}
