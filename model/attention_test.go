@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	"github.com/gomlx/compute/dtypes"
-	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
-	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/saddle-ml/saddle/model"
 )
@@ -106,48 +104,5 @@ func TestChunkedAttentionGradientFiniteDifferences(t *testing.T) {
 	for i := range tokens {
 		tokens[i] = int32(rng.IntN(cfg.VocabSize))
 	}
-	probe := make([]float64, len(tokens)*cfg.HiddenSize)
-	for i := range probe {
-		probe[i] = rng.NormFloat64()
-	}
-	lossOf := func(inputs []*Node) *Node {
-		w := model.Weights{}
-		for i, n := range names {
-			w[n] = inputs[i]
-		}
-		tok := inputs[len(names)]
-		h := cfg.Hidden(w, tok, ScalarZero(tok.Graph(), dtypes.Int32), nil, nil)
-		return ReduceAllSum(Mul(h, Reshape(Const(tok.Graph(), probe), 1, len(tokens), cfg.HiddenSize)))
-	}
-	args := func() []any {
-		a := make([]any, 0, len(names)+1)
-		for i, n := range names {
-			a = append(a, tensors.FromFlatDataAndDimensions(slices.Clone(values[i]), cfg.ExpectedShapes()[n]...))
-		}
-		return append(a, tensors.FromFlatDataAndDimensions(tokens, 1, len(tokens)))
-	}
-	b := newBackend(t)
-	lossExec := MustNewExec(b, func(inputs []*Node) *Node { return lossOf(inputs) })
-	gradExec := MustNewExec(b, func(inputs []*Node) []*Node { return Gradient(lossOf(inputs), inputs[:len(names)]...) })
-	grads := gradExec.MustExec(args()...)
-	loss := func() float64 { return lossExec.MustExec(args()...)[0].Value().(float64) }
-	const eps = 1e-6
-	checked := 0
-	for i, n := range names {
-		analytic := tensors.MustCopyFlatData[float64](grads[i])
-		for _, j := range []int{0, len(values[i]) / 3, len(values[i]) - 1} {
-			orig := values[i][j]
-			values[i][j] = orig + eps
-			up := loss()
-			values[i][j] = orig - eps
-			down := loss()
-			values[i][j] = orig
-			numeric := (up - down) / (2 * eps)
-			if diff := math.Abs(numeric - analytic[j]); diff > 1e-6*max(1, math.Abs(numeric)) {
-				t.Errorf("%s[%d]: autodiff %.9g, finite differences %.9g", n, j, analytic[j], numeric)
-			}
-			checked++
-		}
-	}
-	t.Logf("checked %d gradient entries over %d tensors", checked, len(names))
+	checkHiddenGradient(t, cfg, names, values, tokens, 3)
 }
