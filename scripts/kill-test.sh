@@ -19,7 +19,8 @@ run="$work/killed"
 kills=0 resumes=0
 while :; do
   if [[ -f "$run/summary.json" ]]; then break; fi
-  if [[ -d "$run/checkpoints" ]]; then
+  # A kill during the first save leaves checkpoints/ without "latest": nothing to resume, start again.
+  if [[ -f "$run/checkpoints/latest" ]]; then
     cmd=("$work/saddle" train --resume "$run" --json); resumes=$((resumes+1))
   else
     rm -rf "$run"; cmd=("$work/saddle" train "${args[@]}" --out "$run" --json)
