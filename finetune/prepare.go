@@ -17,8 +17,9 @@ type Data struct {
 // embedded demo data).
 type ExampleSource func(name string, tok DataTokenizer, opts TokenizeOptions) ([]Example, TokenizeStats, error)
 
-// PrepareData tokenizes cfg.Data (and cfg.EvalData, or an eval split of cfg.Data) and builds the batches.
-func PrepareData(cfg Config, tok DataTokenizer, read ExampleSource) (*Data, error) {
+// PrepareData tokenizes the plan's data (and its eval data, or an eval split of the data) and builds the batches.
+func PrepareData(p *Plan, tok DataTokenizer, read ExampleSource) (*Data, error) {
+	cfg := p.Config
 	topts := TokenizeOptions{NoEOS: cfg.NoEOS}
 	train, stats, err := read(cfg.Data, tok, topts)
 	if err != nil {

@@ -16,7 +16,7 @@ func TestPrepareDataHonoursNoEOS(t *testing.T) {
 		cfg := testConfig(t, "adam", 1e-3, 1)
 		cfg.Data, cfg.NoEOS, cfg.BatchSize, cfg.SeqLen = file, noEOS, 1, 4
 		var last int32
-		d, err := PrepareData(cfg, f.tok, func(name string, tok DataTokenizer, opts TokenizeOptions) ([]Example, TokenizeStats, error) {
+		d, err := PrepareData(testPlan(t, f, cfg), f.tok, func(name string, tok DataTokenizer, opts TokenizeOptions) ([]Example, TokenizeStats, error) {
 			ex, st, err := LoadExamples(name, tok, opts)
 			if err == nil {
 				last = ex[0].Tokens[len(ex[0].Tokens)-1]

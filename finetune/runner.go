@@ -1,7 +1,6 @@
 package finetune
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,94 +16,7 @@ import (
 	"github.com/saddle-ml/saddle/checkpoints"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
-	"github.com/saddle-ml/saddle/optimizers"
 )
-
-// Config is everything that defines a training run; it is saved as OUT/config.json.
-type Config struct {
-	Model      string            `json:"model"`
-	Data       string            `json:"data"`
-	EvalData   string            `json:"eval_data,omitempty"`
-	EvalSplit  float64           `json:"eval_split,omitempty"`
-	Optimizer  string            `json:"optimizer"`
-	Opt        optimizers.Config `json:"optimizer_config"`
-	LR         float64           `json:"lr"`
-	Schedule   string            `json:"schedule"`
-	Warmup     int               `json:"warmup"`
-	MinLRRatio float64           `json:"min_lr_ratio"`
-	ClipNorm   float64           `json:"clip_norm"`
-	GradAccum  int               `json:"grad_accum"`
-	Adapter    lora.Spec         `json:"adapter"`
-	Steps      int               `json:"steps"`
-	BatchSize  int               `json:"batch_size"`
-	SeqLen     int               `json:"seq_len"`
-	Pack       bool              `json:"pack"`
-	Truncate   bool              `json:"truncate"`
-	NoEOS      bool              `json:"no_eos"` // do not append EOS to text and prompt/completion examples
-	Seed       uint64            `json:"seed"`
-	EvalEvery  int               `json:"eval_every"`
-	// EscapeDelta δ: escape when the loss reaches (1−δ)·initial. EscapeNorm: escape when mean ‖ΔW‖/‖W‖ exceeds it.
-	EscapeDelta float64 `json:"escape_delta"`
-	EscapeNorm  float64 `json:"escape_norm"`
-	Out         string  `json:"out"`
-	Backend     string  `json:"backend"`
-	// SaveEvery N writes a checkpoint every N steps (0: only at the end, -1: never); Keep keeps the newest K (0: all).
-	SaveEvery int `json:"save_every"`
-	Keep      int `json:"keep"`
-	// SkipNonfinite tolerates this many steps with a non-finite loss or gradient (their update is dropped).
-	SkipNonfinite int `json:"skip_nonfinite"`
-	// DivergeFactor stops the run when the training loss exceeds this multiple of the first step's loss (0: off).
-	// Normalized models rarely overflow: a too-high learning rate shows as an exploding but finite loss.
-	DivergeFactor float64 `json:"diverge_factor"`
-}
-
-// Validate rejects contradictory or out-of-range settings (usage errors).
-func (c *Config) Validate() error {
-	switch {
-	case c.Steps < 1:
-		return fmt.Errorf("--steps %d must be >= 1", c.Steps)
-	case c.BatchSize < 1:
-		return fmt.Errorf("--batch-size %d must be >= 1", c.BatchSize)
-	case c.SeqLen < 2:
-		return fmt.Errorf("--seq-len %d must be >= 2", c.SeqLen)
-	case c.LR < 0 || math.IsNaN(c.LR) || math.IsInf(c.LR, 0):
-		return fmt.Errorf("--lr %g must be a finite number >= 0", c.LR)
-	case c.Warmup < 0 || c.Warmup > c.Steps:
-		return fmt.Errorf("--warmup %d must be between 0 and --steps %d", c.Warmup, c.Steps)
-	case c.GradAccum < 1:
-		return fmt.Errorf("--grad-accum %d must be >= 1", c.GradAccum)
-	case c.EvalEvery < 0:
-		return fmt.Errorf("--eval-every %d must be >= 0", c.EvalEvery)
-	case c.EscapeDelta <= 0 || c.EscapeDelta >= 1:
-		return fmt.Errorf("--escape-delta %g must be in (0, 1)", c.EscapeDelta)
-	case c.EscapeNorm < 0:
-		return fmt.Errorf("--escape-norm %g must be >= 0", c.EscapeNorm)
-	case c.ClipNorm < 0:
-		return fmt.Errorf("--clip-norm %g must be >= 0", c.ClipNorm)
-	case c.EvalSplit < 0 || c.EvalSplit >= 1:
-		return fmt.Errorf("--eval-split %g must be in [0, 1)", c.EvalSplit)
-	case c.EvalSplit > 0 && c.EvalData != "":
-		return fmt.Errorf("give --eval-data or --eval-split, not both")
-	case c.Out == "":
-		return fmt.Errorf("--out is required")
-	case c.SaveEvery < -1:
-		return fmt.Errorf("--save-every %d must be >= -1", c.SaveEvery)
-	case c.Keep < 0:
-		return fmt.Errorf("--keep %d must be >= 0", c.Keep)
-	case c.SkipNonfinite < 0:
-		return fmt.Errorf("--skip-nonfinite %d must be >= 0", c.SkipNonfinite)
-	case c.DivergeFactor < 0 || (c.DivergeFactor > 0 && c.DivergeFactor <= 1):
-		return fmt.Errorf("--diverge-factor %g must be 0 (off) or > 1", c.DivergeFactor)
-	}
-	if err := c.Adapter.Validate(); err != nil {
-		return err
-	}
-	if _, err := optimizers.NewSchedule(c.Schedule, c.LR, c.Warmup, c.Steps, c.MinLRRatio); err != nil {
-		return err
-	}
-	_, err := optimizers.New(c.Optimizer, c.Opt)
-	return err
-}
 
 // Summary is what a run reports at the end (and `saddle train --json` prints).
 type Summary struct {
@@ -146,12 +58,12 @@ type Batches interface {
 	BatchAt(step int) Batch
 }
 
-// Job is a run ready to go: a loaded model, its data and the configuration; Resume continues a checkpoint.
+// Job is a run ready to go: a loaded model, its data and the checked plan; Resume continues a checkpoint.
 type Job struct {
 	Model  *model.Model
 	Train  Batches
 	Eval   []Batch // nil: escape is judged on the training loss
-	Config Config
+	Plan   *Plan
 	Base   checkpoints.BaseIdentity // pins the base model in checkpoints
 	Resume *checkpoints.State
 }
@@ -173,23 +85,46 @@ type runnerState struct {
 // SaveEvery steps and at the end, and the final adapter. progress receives a progress bar (terminal) or plain
 // lines; it may be nil. When ctx ends it finishes the current step, saves a checkpoint and returns ErrInterrupted.
 func Run(ctx context.Context, job Job, progress io.Writer) (*Summary, error) {
-	cfg := job.Config
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	opt, err := optimizers.New(cfg.Optimizer, cfg.Opt)
+	r, err := startRun(job, progress)
 	if err != nil {
 		return nil, err
 	}
-	schedule, err := optimizers.NewSchedule(cfg.Schedule, cfg.LR, cfg.Warmup, cfg.Steps, cfg.MinLRRatio)
+	defer r.metrics.close()
+	for step := r.stepper.Step() + 1; step <= r.cfg.Steps; step++ {
+		if ctx.Err() != nil {
+			return &r.st.Summary, r.interrupt(step - 1)
+		}
+		if err := r.trainStep(step); err != nil {
+			return &r.st.Summary, err
+		}
+	}
+	return r.finish()
+}
+
+// run is one training run in progress.
+type run struct {
+	job       Job
+	cfg       Config
+	stepper   *Stepper
+	baseNorms []float64      // ‖W‖_F of each adapted module
+	st        runnerState    // the bookkeeping a checkpoint carries
+	stats     []AdapterStats // telemetry after the latest step
+	metrics   *metricsLog
+	bar       *progress
+	log       io.Writer // notices about skipped steps
+	start     time.Time // wall-clock origin, moved back by the time spent before a resume
+}
+
+// startRun builds the run's graphs and output folder, restores a checkpoint, and on a fresh run records step 0
+// (the adapters as initialized).
+func startRun(job Job, progress io.Writer) (*run, error) {
+	plan := job.Plan
+	cfg := plan.Config
+	set, err := plan.Adapters.Attach()
 	if err != nil {
 		return nil, err
 	}
-	set, err := lora.Attach(job.Model.Config, cfg.Adapter)
-	if err != nil {
-		return nil, err
-	}
-	stepper, err := NewStepper(job.Model, set, opt, cfg.ClipNorm, cfg.Seed)
+	stepper, err := NewStepper(job.Model, set, plan.Opt, cfg.ClipNorm, cfg.Seed)
 	if err != nil {
 		return nil, err
 	}
@@ -203,193 +138,224 @@ func Run(ctx context.Context, job Job, progress io.Writer) (*Summary, error) {
 	if err := writeJSONAtomic(filepath.Join(cfg.Out, "config.json"), cfg); err != nil {
 		return nil, err
 	}
-	st := runnerState{
-		Escape: EscapeTracker{Delta: cfg.EscapeDelta, NormThreshold: cfg.EscapeNorm},
-		Summary: Summary{Optimizer: opt.Name(), Q: opt.Q(), Init: cfg.Adapter.Init, InitScale: cfg.Adapter.Scale,
-			Depth: cfg.Adapter.Depth, Rank: cfg.Adapter.Rank, AdapterParams: set.NumParams()},
-	}
-	metricsPath := filepath.Join(cfg.Out, "metrics.jsonl")
+	r := &run{job: job, cfg: cfg, stepper: stepper, baseNorms: baseNorms, log: orDiscard(progress),
+		st: runnerState{
+			Escape: EscapeTracker{Delta: cfg.EscapeDelta, NormThreshold: cfg.EscapeNorm},
+			Summary: Summary{Optimizer: plan.Opt.Name(), Q: plan.Opt.Q(), Init: cfg.Adapter.Init, InitScale: cfg.Adapter.Scale,
+				Depth: cfg.Adapter.Depth, Rank: cfg.Adapter.Rank, AdapterParams: set.NumParams()},
+		}}
+	keepRows := -1
 	if job.Resume != nil {
 		if err := stepper.Restore(job.Resume); err != nil {
 			return nil, err
 		}
-		if err := json.Unmarshal(job.Resume.Runner, &st); err != nil {
+		if err := json.Unmarshal(job.Resume.Runner, &r.st); err != nil {
 			return nil, fmt.Errorf("checkpoint at step %d: runner state: %w", job.Resume.Step, err)
 		}
-		// Rows written after the checkpoint by the run that stopped are dropped: they are about to be redone.
-		if err := truncateMetrics(metricsPath, job.Resume.Step); err != nil {
-			return nil, err
-		}
+		keepRows = job.Resume.Step
 	}
-	sum := &st.Summary
-	sum.LR, sum.Out = cfg.LR, cfg.Out
-	metricsFile, err := os.OpenFile(metricsPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
+	r.st.Summary.LR, r.st.Summary.Out = cfg.LR, cfg.Out
+	if r.metrics, err = openMetricsLog(filepath.Join(cfg.Out, "metrics.jsonl"), keepRows); err != nil {
 		return nil, err
 	}
-	defer metricsFile.Close()
-	enc := json.NewEncoder(metricsFile)
-	escape := &st.Escape
-	bar := newProgress(progress, cfg.Steps)
-
-	var evalLoss *float64
-	evaluate := func() error {
-		if job.Eval == nil {
-			return nil
-		}
-		l, err := stepper.Eval(job.Eval)
-		if err != nil {
-			return err
-		}
-		evalLoss = &l
-		return nil
-	}
-	save := func() error {
-		if cfg.SaveEvery < 0 {
-			return nil
-		}
-		ck, err := stepper.Snapshot()
-		if err != nil {
-			return err
-		}
-		ck.Base = job.Base
-		if ck.Config, err = json.Marshal(cfg); err != nil {
-			return err
-		}
-		if ck.Runner, err = json.Marshal(st); err != nil {
-			return err
-		}
-		_, err = checkpoints.Save(cfg.Out, ck, cfg.Keep)
-		return err
-	}
-	var stats []AdapterStats
-	if stats, err = stepper.Telemetry(baseNorms); err != nil {
+	r.bar = newProgress(progress, cfg.Steps)
+	if r.stats, err = stepper.Telemetry(baseNorms); err != nil {
+		r.metrics.close()
 		return nil, err
 	}
 	if job.Resume == nil {
-		if err := evaluate(); err != nil {
-			return nil, err
-		}
-		if evalLoss != nil {
-			sum.InitialEvalLoss = ptr(*evalLoss)
-			escape.ObserveLoss(0, *evalLoss)
-		}
-		// Step 0 row: the adapters as initialized.
-		if err := enc.Encode(MetricsRow{Step: 0, EvalLoss: evalLoss, All: Aggregate(stats), PerAdapter: stats}); err != nil {
+		if err := r.recordStart(); err != nil {
+			r.metrics.close()
 			return nil, err
 		}
 	}
+	r.start = time.Now().Add(-time.Duration(r.st.Wall * float64(time.Second)))
+	return r, nil
+}
 
-	start := time.Now().Add(-time.Duration(st.Wall * float64(time.Second)))
-	for step := stepper.Step + 1; step <= cfg.Steps; step++ {
-		if ctx.Err() != nil {
-			st.Wall = time.Since(start).Seconds()
-			if err := save(); err != nil {
-				return sum, fmt.Errorf("interrupted after step %d, and saving a checkpoint failed: %w", step-1, err)
-			}
-			bar.done()
-			sum.Steps = stepper.Step
-			return sum, fmt.Errorf("%w after step %d; a checkpoint was saved: continue with saddle train --resume %s",
-				ErrInterrupted, step-1, cfg.Out)
+// recordStart evaluates the initial adapters and writes the step-0 metrics row.
+func (r *run) recordStart() error {
+	evalLoss, err := r.evaluate()
+	if err != nil {
+		return err
+	}
+	if evalLoss != nil {
+		r.st.Summary.InitialEvalLoss = ptr(*evalLoss)
+		r.st.Escape.ObserveLoss(0, *evalLoss)
+	}
+	return r.metrics.write(MetricsRow{Step: 0, EvalLoss: evalLoss, All: Aggregate(r.stats), PerAdapter: r.stats})
+}
+
+// trainStep runs optimizer step `step` and records it, unless the guard skips it or stops the run.
+func (r *run) trainStep(step int) error {
+	micro := make([]Batch, r.cfg.GradAccum)
+	for i := range micro {
+		micro[i] = r.job.Train.BatchAt((step-1)*r.cfg.GradAccum + i)
+	}
+	lr := r.job.Plan.Schedule(step)
+	began := time.Now()
+	res, err := r.stepper.TrainStep(micro, lr)
+	if err != nil {
+		return err
+	}
+	if skip, err := r.guard(step, res, lr); skip || err != nil {
+		return err
+	}
+	tokens := 0
+	for _, b := range micro {
+		tokens += b.B * b.T
+	}
+	r.st.Tokens += tokens
+	sum, escape := &r.st.Summary, &r.st.Escape
+	if step == 1 {
+		sum.InitialTrainLoss = res.Loss
+	}
+	if r.job.Eval == nil {
+		escape.ObserveLoss(step-1, res.Loss)
+	}
+	sum.FinalTrainLoss = res.Loss
+	row := MetricsRow{Step: step, Loss: ptr(res.Loss), LR: lr, GradNorm: res.GradNorm,
+		TokensPerSecond: float64(tokens) / time.Since(began).Seconds()}
+	if r.evalDue(step) {
+		if row.EvalLoss, err = r.evaluate(); err != nil {
+			return err
 		}
-		micro := make([]Batch, cfg.GradAccum)
-		for i := range micro {
-			micro[i] = job.Train.BatchAt((step-1)*cfg.GradAccum + i)
-		}
-		lr := schedule(step)
-		stepStart := time.Now()
-		r, err := stepper.TrainStep(micro, lr)
-		if err != nil {
-			return sum, err
-		}
-		if !finite(r.Loss) || !finite(r.GradNorm) {
-			stepper.Rollback()
-			if st.Skipped < cfg.SkipNonfinite {
-				st.Skipped++
-				stepper.Step++ // the batch is used up; the adapters and optimizer state stay as they were
-				fmt.Fprintf(orDiscard(progress), "step %d: loss %g, gradient norm %g: skipped (%d of %d allowed)\n",
-					step, r.Loss, r.GradNorm, st.Skipped, cfg.SkipNonfinite)
-				continue
-			}
-			st.Wall = time.Since(start).Seconds()
-			saveErr := save() // the state before this step is the last good one
-			msg := fmt.Sprintf("step %d: the loss is %g and the gradient norm %g (not finite); the learning rate %g is "+
-				"probably too high (or use --clip-norm, or --skip-nonfinite N to tolerate a few bad batches)", step, r.Loss, r.GradNorm, lr)
-			if saveErr != nil {
-				return sum, fmt.Errorf("%s; saving the last good checkpoint failed: %w", msg, saveErr)
-			}
-			return sum, fmt.Errorf("%s; the last good state (step %d) is saved: resume with saddle train --resume %s",
-				msg, step-1, cfg.Out)
-		}
-		if cfg.DivergeFactor > 0 && step > 1 && r.Loss > cfg.DivergeFactor*sum.InitialTrainLoss {
-			stepper.Rollback()
-			st.Wall = time.Since(start).Seconds()
-			msg := fmt.Sprintf("step %d: the loss diverged (%.4g > %g × the first step's %.4g); the learning rate %g is "+
-				"probably too high (or raise --diverge-factor, 0 turns this check off)", step, r.Loss, cfg.DivergeFactor, sum.InitialTrainLoss, lr)
-			if err := save(); err != nil {
-				return sum, fmt.Errorf("%s; saving the last good checkpoint failed: %w", msg, err)
-			}
-			return sum, fmt.Errorf("%s; the last good state (step %d) is saved: resume with saddle train --resume %s", msg, step-1, cfg.Out)
-		}
-		for _, b := range micro {
-			st.Tokens += b.B * b.T
-		}
-		if step == 1 {
-			sum.InitialTrainLoss = r.Loss
-		}
-		if job.Eval == nil {
-			escape.ObserveLoss(step-1, r.Loss)
-		}
-		sum.FinalTrainLoss = r.Loss
-		row := MetricsRow{Step: step, Loss: ptr(r.Loss), LR: lr, GradNorm: r.GradNorm,
-			TokensPerSecond: float64(len(micro)*micro[0].B*micro[0].T) / time.Since(stepStart).Seconds()}
-		evalLoss = nil
-		if step == cfg.Steps || (cfg.EvalEvery > 0 && step%cfg.EvalEvery == 0) {
-			if err := evaluate(); err != nil {
-				return sum, err
-			}
-			if evalLoss != nil {
-				escape.ObserveLoss(step, *evalLoss)
-				sum.FinalEvalLoss = ptr(*evalLoss)
-			}
-		}
-		row.EvalLoss = evalLoss
-		if stats, err = stepper.Telemetry(baseNorms); err != nil {
-			return sum, err
-		}
-		row.All, row.PerAdapter = Aggregate(stats), stats
-		escape.ObserveNorm(step, row.All.RelDW)
-		if err := enc.Encode(row); err != nil {
-			return sum, fmt.Errorf("%s: %w", metricsPath, err)
-		}
-		bar.update(step, row)
-		if cfg.SaveEvery > 0 && step%cfg.SaveEvery == 0 && step < cfg.Steps {
-			st.Wall = time.Since(start).Seconds()
-			if err := save(); err != nil {
-				return sum, fmt.Errorf("saving the checkpoint at step %d: %w", step, err)
-			}
+		if row.EvalLoss != nil {
+			escape.ObserveLoss(step, *row.EvalLoss)
+			sum.FinalEvalLoss = ptr(*row.EvalLoss)
 		}
 	}
-	bar.done()
-	st.Wall = time.Since(start).Seconds()
-	sum.Steps = stepper.Step
-	sum.WallSeconds = st.Wall
-	sum.TokensPerSecond = float64(st.Tokens) / math.Max(sum.WallSeconds, 1e-9)
-	sum.EscapeStep, sum.EscapeNormStep = escape.LossStep, escape.NormStep
-	sum.Final = Aggregate(stats)
-	if err := save(); err != nil {
+	if r.stats, err = r.stepper.Telemetry(r.baseNorms); err != nil {
+		return err
+	}
+	row.All, row.PerAdapter = Aggregate(r.stats), r.stats
+	escape.ObserveNorm(step, row.All.RelDW)
+	if err := r.metrics.write(row); err != nil {
+		return err
+	}
+	r.bar.update(step, row)
+	if r.checkpointDue(step) {
+		r.st.Wall = r.elapsed()
+		if err := r.save(); err != nil {
+			return fmt.Errorf("saving the checkpoint at step %d: %w", step, err)
+		}
+	}
+	return nil
+}
+
+// guard looks at a step's result before it counts. A non-finite loss or gradient drops the update: the step is
+// skipped while --skip-nonfinite allows, else the run stops. A loss above DivergeFactor × the first step's stops
+// the run. A stopped run keeps the state before the step, saved as a checkpoint.
+func (r *run) guard(step int, res StepResult, lr float64) (skip bool, err error) {
+	cfg := r.cfg
+	if !finite(res.Loss) || !finite(res.GradNorm) {
+		if r.st.Skipped < cfg.SkipNonfinite {
+			r.stepper.DiscardUpdate()
+			r.st.Skipped++
+			fmt.Fprintf(r.log, "step %d: loss %g, gradient norm %g: skipped (%d of %d allowed)\n",
+				step, res.Loss, res.GradNorm, r.st.Skipped, cfg.SkipNonfinite)
+			return true, nil
+		}
+		return false, r.stop(step, fmt.Sprintf("step %d: the loss is %g and the gradient norm %g (not finite); the learning rate %g is "+
+			"probably too high (or use --clip-norm, or --skip-nonfinite N to tolerate a few bad batches)", step, res.Loss, res.GradNorm, lr))
+	}
+	if first := r.st.Summary.InitialTrainLoss; cfg.DivergeFactor > 0 && step > 1 && res.Loss > cfg.DivergeFactor*first {
+		return false, r.stop(step, fmt.Sprintf("step %d: the loss diverged (%.4g > %g × the first step's %.4g); the learning rate %g is "+
+			"probably too high (or raise --diverge-factor, 0 turns this check off)", step, res.Loss, cfg.DivergeFactor, first, lr))
+	}
+	return false, nil
+}
+
+// stop ends the run at a bad step: the step is undone and the state before it saved.
+func (r *run) stop(step int, msg string) error {
+	r.stepper.Rollback()
+	r.st.Wall = r.elapsed()
+	if err := r.save(); err != nil {
+		return fmt.Errorf("%s; saving the last good checkpoint failed: %w", msg, err)
+	}
+	return fmt.Errorf("%s; the last good state (step %d) is saved: resume with saddle train --resume %s", msg, step-1, r.cfg.Out)
+}
+
+// interrupt saves a checkpoint after the last finished step and reports ErrInterrupted.
+func (r *run) interrupt(last int) error {
+	r.st.Wall = r.elapsed()
+	if err := r.save(); err != nil {
+		return fmt.Errorf("interrupted after step %d, and saving a checkpoint failed: %w", last, err)
+	}
+	r.bar.done()
+	r.st.Summary.Steps = r.stepper.Step()
+	return fmt.Errorf("%w after step %d; a checkpoint was saved: continue with saddle train --resume %s",
+		ErrInterrupted, last, r.cfg.Out)
+}
+
+// finish completes the summary, saves the final checkpoint and writes the adapter and summary.json.
+func (r *run) finish() (*Summary, error) {
+	r.bar.done()
+	r.st.Wall = r.elapsed()
+	sum := &r.st.Summary
+	sum.Steps = r.stepper.Step()
+	sum.WallSeconds = r.st.Wall
+	sum.TokensPerSecond = float64(r.st.Tokens) / math.Max(sum.WallSeconds, 1e-9)
+	sum.EscapeStep, sum.EscapeNormStep = r.st.Escape.LossStep, r.st.Escape.NormStep
+	sum.Final = Aggregate(r.stats)
+	if err := r.save(); err != nil {
 		return sum, fmt.Errorf("saving the final checkpoint: %w", err)
 	}
-	if err := set.SetTensors(stepper.Params); err != nil {
+	set, err := r.stepper.Adapters()
+	if err != nil {
 		return sum, err
 	}
-	if err := lora.Save(cfg.Out, set, cfg.Model); err != nil {
+	if err := lora.Save(r.cfg.Out, set, r.cfg.Model); err != nil {
 		return sum, err
 	}
-	if err := writeJSONAtomic(filepath.Join(cfg.Out, "summary.json"), sum); err != nil {
+	if err := writeJSONAtomic(filepath.Join(r.cfg.Out, "summary.json"), sum); err != nil {
 		return sum, err
 	}
 	return sum, nil
+}
+
+func (r *run) elapsed() float64 { return time.Since(r.start).Seconds() }
+
+// evalDue: the eval loss is measured every EvalEvery steps and after the last one.
+func (r *run) evalDue(step int) bool {
+	return step == r.cfg.Steps || (r.cfg.EvalEvery > 0 && step%r.cfg.EvalEvery == 0)
+}
+
+// evaluate returns the eval loss, or nil without eval data.
+func (r *run) evaluate() (*float64, error) {
+	if r.job.Eval == nil {
+		return nil, nil
+	}
+	l, err := r.stepper.Eval(r.job.Eval)
+	if err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+// checkpointDue: a checkpoint every SaveEvery steps; the final one is written by finish.
+func (r *run) checkpointDue(step int) bool {
+	return r.cfg.SaveEvery > 0 && step%r.cfg.SaveEvery == 0 && step < r.cfg.Steps
+}
+
+// save writes a checkpoint of the current state (unless SaveEvery is -1).
+func (r *run) save() error {
+	if r.cfg.SaveEvery < 0 {
+		return nil
+	}
+	ck, err := r.stepper.Snapshot()
+	if err != nil {
+		return err
+	}
+	ck.Base = r.job.Base
+	if ck.Config, err = json.Marshal(r.cfg); err != nil {
+		return err
+	}
+	if ck.Runner, err = json.Marshal(r.st); err != nil {
+		return err
+	}
+	_, err = checkpoints.Save(r.cfg.Out, ck, r.cfg.Keep)
+	return err
 }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
@@ -399,41 +365,6 @@ func orDiscard(w io.Writer) io.Writer {
 		return io.Discard
 	}
 	return w
-}
-
-// truncateMetrics keeps the rows of metrics.jsonl up to and including step (rewriting the file atomically).
-func truncateMetrics(path string, step int) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil
-		}
-		return err
-	}
-	var kept []byte
-	for i, line := range bytes.Split(data, []byte("\n")) {
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		var row struct {
-			Step int `json:"step"`
-		}
-		if err := json.Unmarshal(line, &row); err != nil {
-			// A line cut short by a kill can only be the last one.
-			if i == bytes.Count(data, []byte("\n")) {
-				break
-			}
-			return fmt.Errorf("%s:%d: %w", path, i+1, err)
-		}
-		if row.Step <= step {
-			kept = append(append(kept, line...), '\n')
-		}
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, kept, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -461,16 +392,4 @@ func moduleNorms(m *model.Model, set *lora.Set) ([]float64, error) {
 		norms[i] = math.Sqrt(s)
 	}
 	return norms, nil
-}
-
-func writeJSONAtomic(path string, v any) error {
-	data, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -87,9 +87,19 @@ func (f fixture) batcher(t testing.TB, batch, seq int) *Batcher {
 
 func testConfig(t testing.TB, optimizer string, lr float64, steps int) Config {
 	spec := lora.DefaultSpec()
-	return Config{Optimizer: optimizer, Opt: optimizers.Config{LR: lr}, LR: lr, Schedule: "constant",
+	return Config{Optimizer: optimizer, LR: lr, Schedule: "constant",
 		GradAccum: 1, Adapter: spec, Steps: steps, BatchSize: 4, SeqLen: 32, Pack: true, EscapeDelta: 0.05,
 		EscapeNorm: 0.01, Out: t.TempDir()}
+}
+
+// testPlan checks cfg against the fixture's model.
+func testPlan(t testing.TB, f fixture, cfg Config) *Plan {
+	t.Helper()
+	p, err := NewPlan(cfg, f.model.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // newStepper builds the training graphs for cfg's optimizer and adapters on the fixture's model.
@@ -122,7 +132,7 @@ func TestTrainingLowersLossAndLeavesBaseWeightsBitwiseUnchanged(t *testing.T) {
 	f := newFixture(t)
 	before := copyParams(t, f.model.Params)
 	cfg := testConfig(t, "adam", 1e-2, 15)
-	sum, err := Run(context.Background(), Job{Model: f.model, Train: f.batcher(t, 4, 32), Config: cfg}, nil)
+	sum, err := Run(context.Background(), Job{Model: f.model, Train: f.batcher(t, 4, 32), Plan: testPlan(t, f, cfg)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,12 +171,12 @@ func TestBalanceLawUnderSGD(t *testing.T) {
 	cfg := testConfig(t, "sgd", 5e-4, 100)
 	cfg.Adapter.Init, cfg.Adapter.Scale = "small", 0.5
 	s := newStepper(t, f, cfg)
-	norms := make([]float64, len(s.Set.Adapters))
+	norms := make([]float64, len(s.set.Adapters))
 	first, err := s.Telemetry(norms)
 	if err != nil {
 		t.Fatal(err)
 	}
-	startParams := copyParams(t, s.Params)
+	startParams := copyParams(t, s.params)
 	data := f.batcher(t, 4, 32)
 	for step := range cfg.Steps {
 		if _, err := s.TrainStep([]Batch{data.BatchAt(step)}, cfg.LR); err != nil {
@@ -182,7 +192,7 @@ func TestBalanceLawUnderSGD(t *testing.T) {
 		worstDrift = max(worstDrift, math.Abs(last[i].BalanceG-first[i].BalanceG)/first[i].BalanceG)
 	}
 	// How far the factors travelled: max over factors of ‖X_end − X_start‖/‖X_start‖.
-	endParams, moved := copyParams(t, s.Params), 0.0
+	endParams, moved := copyParams(t, s.params), 0.0
 	for i := range startParams {
 		var diff, norm float64
 		for j := range startParams[i] {
@@ -216,7 +226,7 @@ func TestGradientAccumulationEqualsBigBatch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return copyParams(t, s.Params), r
+		return copyParams(t, s.params), r
 	}
 	accumulated, ra := run([]Batch{b1, b2})
 	whole, rw := run([]Batch{big})
@@ -279,7 +289,7 @@ func TestResumeIsBitwiseIdentical(t *testing.T) {
 	cfg.Schedule, cfg.Warmup = "cosine", 3
 	data := f.batcher(t, 4, 32)
 	eval := []Batch{data.BatchAt(100)}
-	full, err := Run(context.Background(), Job{Model: f.model, Train: data, Eval: eval, Config: cfg}, nil)
+	full, err := Run(context.Background(), Job{Model: f.model, Train: data, Eval: eval, Plan: testPlan(t, f, cfg)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +301,7 @@ func TestResumeIsBitwiseIdentical(t *testing.T) {
 	}
 	rcfg := cfg
 	rcfg.Out = resumedDir
-	resumed, err := Run(context.Background(), Job{Model: f.model, Train: data, Eval: eval, Config: rcfg, Resume: st}, nil)
+	resumed, err := Run(context.Background(), Job{Model: f.model, Train: data, Eval: eval, Plan: testPlan(t, f, rcfg), Resume: st}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +327,7 @@ func TestInterruptSavesACheckpointAndNonFiniteLossStops(t *testing.T) {
 	cfg := testConfig(t, "adam", 1e-3, 5)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := Run(ctx, Job{Model: f.model, Train: f.batcher(t, 4, 32), Config: cfg}, nil)
+	_, err := Run(ctx, Job{Model: f.model, Train: f.batcher(t, 4, 32), Plan: testPlan(t, f, cfg)}, nil)
 	if !errors.Is(err, ErrInterrupted) {
 		t.Fatalf("want ErrInterrupted, got %v", err)
 	}
@@ -327,7 +337,7 @@ func TestInterruptSavesACheckpointAndNonFiniteLossStops(t *testing.T) {
 
 	cfg = testConfig(t, "adam", 1e3, 10)
 	cfg.SaveEvery, cfg.DivergeFactor = 1, 3
-	_, err = Run(context.Background(), Job{Model: f.model, Train: f.batcher(t, 4, 32), Config: cfg}, nil)
+	_, err = Run(context.Background(), Job{Model: f.model, Train: f.batcher(t, 4, 32), Plan: testPlan(t, f, cfg)}, nil)
 	if err == nil || !strings.Contains(err.Error(), "diverged") || !strings.Contains(err.Error(), "learning rate") {
 		t.Fatalf("lr 1e3 should stop with a divergence message, got %v", err)
 	}
@@ -363,7 +373,7 @@ func TestNonFiniteLossStopsOrIsSkipped(t *testing.T) {
 	for _, skip := range []int{0, 2} {
 		cfg := testConfig(t, "adam", 1e-3, 10)
 		cfg.SkipNonfinite = skip
-		_, err := Run(context.Background(), Job{Model: &poisoned, Train: f.batcher(t, 4, 32), Config: cfg}, nil)
+		_, err := Run(context.Background(), Job{Model: &poisoned, Train: f.batcher(t, 4, 32), Plan: testPlan(t, f, cfg)}, nil)
 		if err == nil || !strings.Contains(err.Error(), "not finite") || !strings.Contains(err.Error(), fmt.Sprintf("step %d:", skip+1)) {
 			t.Fatalf("skip %d: want a non-finite stop at step %d, got %v", skip, skip+1, err)
 		}

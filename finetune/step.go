@@ -20,13 +20,13 @@ import (
 // weights are graph inputs that no graph ever differentiates or returns, so they stay frozen bit for bit; the
 // adapter factors and optimizer slots are the only state that changes.
 type Stepper struct {
-	Model      *model.Model
-	Set        *lora.Set
-	Opt        optimizers.Optimizer
-	Params     []*tensors.Tensor   // adapter factors, in Set.Tensors order
-	Slots      [][]*tensors.Tensor // optimizer state per parameter
-	RNG        *tensors.Tensor     // dropout random state
-	Step       int                 // optimizer steps taken
+	model      *model.Model
+	set        *lora.Set
+	opt        optimizers.Optimizer
+	params     []*tensors.Tensor   // adapter factors, in Set.Tensors order
+	slots      [][]*tensors.Tensor // optimizer state per parameter
+	rng        *tensors.Tensor     // dropout random state
+	step       int                 // optimizer steps taken
 	prev       *stepState          // state before the last TrainStep, for Rollback
 	clip       float64
 	train      *Exec // fused step, one micro-batch
@@ -51,19 +51,19 @@ type StepResult struct {
 
 // NewStepper compiles nothing yet (graphs compile on first use) but checks that everything fits together.
 func NewStepper(m *model.Model, set *lora.Set, opt optimizers.Optimizer, clipNorm float64, seed uint64) (*Stepper, error) {
-	s := &Stepper{Model: m, Set: set, Opt: opt, Params: set.Tensors(), clip: clipNorm}
-	for _, p := range s.Params {
+	s := &Stepper{model: m, set: set, opt: opt, params: set.Tensors(), clip: clipNorm}
+	for _, p := range s.params {
 		slots := make([]*tensors.Tensor, opt.NumSlots())
 		for i := range slots {
 			slots[i] = tensors.FromShape(p.Shape())
 		}
-		s.Slots = append(s.Slots, slots)
+		s.slots = append(s.slots, slots)
 	}
 	rng, err := RNGStateFromSeed(int64(seed))
 	if err != nil {
 		return nil, err
 	}
-	s.RNG = rng
+	s.rng = rng
 	if err := s.compile(); err != nil {
 		return nil, err
 	}
@@ -104,10 +104,10 @@ func batchLoss(logits, targets, weights *Node) (mean, weightSum *Node) {
 // lossAndGrads builds the forward pass with adapters and the gradient of the summed (not averaged) token loss.
 func (s *Stepper) lossAndGrads(w model.Weights, params []*Node, rng, tokens, targets, weights *Node) (sum, weightSum, newRNG *Node, grads []*Node) {
 	var dropout *lora.Dropout
-	if s.Set.Spec.Dropout > 0 {
-		dropout = &lora.Dropout{Rate: s.Set.Spec.Dropout, RNG: rng}
+	if s.set.Spec.Dropout > 0 {
+		dropout = &lora.Dropout{Rate: s.set.Spec.Dropout, RNG: rng}
 	}
-	logits, _ := s.Model.Config.Forward(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, s.Set.Hook(params, dropout))
+	logits, _ := s.model.Config.Forward(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, s.set.Hook(params, dropout))
 	mean, weightSum := batchLoss(logits, targets, weights)
 	sum = Mul(mean, weightSum)
 	grads = Gradient(sum, params...)
@@ -120,7 +120,7 @@ func (s *Stepper) lossAndGrads(w model.Weights, params []*Node, rng, tokens, tar
 
 // update divides the summed gradients by the token count, clips them and applies the optimizer.
 func (s *Stepper) update(params []*Node, flatSlots []*Node, grads []*Node, weightSum, step, lr *Node) (norm *Node, newParams []*Node, newFlatSlots []*Node) {
-	ns := s.Opt.NumSlots()
+	ns := s.opt.NumSlots()
 	denom := Max(weightSum, ScalarOne(weightSum.Graph(), weightSum.DType()))
 	for i := range grads {
 		grads[i] = Div(grads[i], denom)
@@ -130,7 +130,7 @@ func (s *Stepper) update(params []*Node, flatSlots []*Node, grads []*Node, weigh
 	for i := range slots {
 		slots[i] = flatSlots[i*ns : (i+1)*ns]
 	}
-	newParams, newSlots, err := optimizers.Apply(s.Opt, params, grads, slots, step, lr)
+	newParams, newSlots, err := optimizers.Apply(s.opt, params, grads, slots, step, lr)
 	if err != nil {
 		panic(err) // inside graph construction: Exec reports it as the step's error
 	}
@@ -141,12 +141,12 @@ func (s *Stepper) update(params []*Node, flatSlots []*Node, grads []*Node, weigh
 }
 
 func (s *Stepper) compile() error {
-	base, np, ns := len(s.Model.Names), len(s.Params), s.Opt.NumSlots()
+	base, np, ns := len(s.model.Names), len(s.params), s.opt.NumSlots()
 	var err error
 	// One fused step: (weights, params, slots, rng, step, lr, tokens, targets, weights) →
 	// (loss, grad norm, rng, params, slots).
-	s.train, err = NewExec(s.Model.Backend, func(in []*Node) []*Node {
-		w := s.Model.Weights(in[:base])
+	s.train, err = NewExec(s.model.Backend, func(in []*Node) []*Node {
+		w := s.model.Weights(in[:base])
 		params := in[base : base+np]
 		flatSlots := in[base+np : base+np+np*ns]
 		r := in[base+np+np*ns:]
@@ -160,8 +160,8 @@ func (s *Stepper) compile() error {
 	}
 	// Gradient accumulation: (weights, params, accumulated grads, rng, tokens, targets, weights) →
 	// (loss sum, weight sum, rng, accumulated grads).
-	s.accumulate, err = NewExec(s.Model.Backend, func(in []*Node) []*Node {
-		w := s.Model.Weights(in[:base])
+	s.accumulate, err = NewExec(s.model.Backend, func(in []*Node) []*Node {
+		w := s.model.Weights(in[:base])
 		params := in[base : base+np]
 		acc := in[base+np : base+2*np]
 		r := in[base+2*np:]
@@ -175,7 +175,7 @@ func (s *Stepper) compile() error {
 		return err
 	}
 	// (params, slots, accumulated grads, weight sum, step, lr) → (grad norm, params, slots).
-	s.apply, err = NewExec(s.Model.Backend, func(in []*Node) []*Node {
+	s.apply, err = NewExec(s.model.Backend, func(in []*Node) []*Node {
 		params := in[:np]
 		flatSlots := in[np : np+np*ns]
 		grads := in[np+np*ns : 2*np+np*ns]
@@ -186,19 +186,19 @@ func (s *Stepper) compile() error {
 	if err != nil {
 		return err
 	}
-	s.eval, err = NewExec(s.Model.Backend, func(in []*Node) []*Node {
-		w := s.Model.Weights(in[:base])
+	s.eval, err = NewExec(s.model.Backend, func(in []*Node) []*Node {
+		w := s.model.Weights(in[:base])
 		params := in[base : base+np]
 		tokens, targets, weights := in[base+np], in[base+np+1], in[base+np+2]
-		logits, _ := s.Model.Config.Forward(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, s.Set.Hook(params, nil))
+		logits, _ := s.model.Config.Forward(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, s.set.Hook(params, nil))
 		mean, sum := batchLoss(logits, targets, weights)
 		return []*Node{Mul(mean, sum), sum}
 	})
 	if err != nil {
 		return err
 	}
-	s.metrics, err = NewExec(s.Model.Backend, func(in []*Node) *Node {
-		return adapterMetrics(s.Set, in, s.Opt.Q())
+	s.metrics, err = NewExec(s.model.Backend, func(in []*Node) *Node {
+		return adapterMetrics(s.set, in, s.opt.Q())
 	})
 	return err
 }
@@ -215,50 +215,50 @@ func batchTensors(b Batch) []*tensors.Tensor {
 // first, so the step equals one on their concatenation (the loss is the mean over all their target tokens).
 func (s *Stepper) TrainStep(micro []Batch, lr float64) (StepResult, error) {
 	if len(micro) == 0 {
-		return StepResult{}, fmt.Errorf("training step %d: no batch", s.Step+1)
+		return StepResult{}, fmt.Errorf("training step %d: no batch", s.step+1)
 	}
-	s.prev = &stepState{params: s.Params, slots: cloneSlots(s.Slots), rng: s.RNG, step: s.Step}
-	step, rate := tensors.FromScalar(float32(s.Step+1)), tensors.FromScalar(float32(lr))
-	np, ns := len(s.Params), s.Opt.NumSlots()
+	s.prev = &stepState{params: s.params, slots: cloneSlots(s.slots), rng: s.rng, step: s.step}
+	step, rate := tensors.FromScalar(float32(s.step+1)), tensors.FromScalar(float32(lr))
+	np, ns := len(s.params), s.opt.NumSlots()
 	var r StepResult
 	var rest []*tensors.Tensor
 	if len(micro) == 1 {
-		args := slices.Concat(s.Params, flatten(s.Slots), []*tensors.Tensor{s.RNG, step, rate}, batchTensors(micro[0]))
-		out, err := s.train.Exec(s.Model.Args(args...)...)
+		args := slices.Concat(s.params, flatten(s.slots), []*tensors.Tensor{s.rng, step, rate}, batchTensors(micro[0]))
+		out, err := s.train.Exec(s.model.Args(args...)...)
 		if err != nil {
-			return r, fmt.Errorf("training step %d: %w", s.Step+1, err)
+			return r, fmt.Errorf("training step %d: %w", s.step+1, err)
 		}
 		r = StepResult{Loss: scalar(out[0]), GradNorm: scalar(out[1])}
-		s.RNG, rest = out[2], out[3:]
+		s.rng, rest = out[2], out[3:]
 	} else {
 		acc := make([]*tensors.Tensor, np)
-		for i, p := range s.Params {
+		for i, p := range s.params {
 			acc[i] = tensors.FromShape(p.Shape())
 		}
 		var sum, weight float64
 		for _, b := range micro {
-			args := slices.Concat(s.Params, acc, []*tensors.Tensor{s.RNG}, batchTensors(b))
-			out, err := s.accumulate.Exec(s.Model.Args(args...)...)
+			args := slices.Concat(s.params, acc, []*tensors.Tensor{s.rng}, batchTensors(b))
+			out, err := s.accumulate.Exec(s.model.Args(args...)...)
 			if err != nil {
-				return r, fmt.Errorf("training step %d: %w", s.Step+1, err)
+				return r, fmt.Errorf("training step %d: %w", s.step+1, err)
 			}
 			sum += scalar(out[0])
 			weight += scalar(out[1])
-			s.RNG, acc = out[2], out[3:]
+			s.rng, acc = out[2], out[3:]
 		}
-		args := slices.Concat(s.Params, flatten(s.Slots), acc, []*tensors.Tensor{tensors.FromScalar(float32(weight)), step, rate})
+		args := slices.Concat(s.params, flatten(s.slots), acc, []*tensors.Tensor{tensors.FromScalar(float32(weight)), step, rate})
 		out, err := s.apply.Exec(tensorsAsArgs(args)...)
 		if err != nil {
-			return r, fmt.Errorf("training step %d: %w", s.Step+1, err)
+			return r, fmt.Errorf("training step %d: %w", s.step+1, err)
 		}
 		r = StepResult{Loss: sum / math.Max(weight, 1), GradNorm: scalar(out[0])}
 		rest = out[1:]
 	}
-	s.Params = slices.Clone(rest[:np])
-	for i := range s.Slots {
-		s.Slots[i] = slices.Clone(rest[np+i*ns : np+(i+1)*ns])
+	s.params = slices.Clone(rest[:np])
+	for i := range s.slots {
+		s.slots[i] = slices.Clone(rest[np+i*ns : np+(i+1)*ns])
 	}
-	s.Step++
+	s.step++
 	return r, nil
 }
 
@@ -282,8 +282,8 @@ func flatten(slots [][]*tensors.Tensor) []*tensors.Tensor {
 func (s *Stepper) Eval(batches []Batch) (float64, error) {
 	var sum, weight float64
 	for _, b := range batches {
-		args := append(slices.Clone(s.Params), batchTensors(b)...)
-		out, err := s.eval.Exec(s.Model.Args(args...)...)
+		args := append(slices.Clone(s.params), batchTensors(b)...)
+		out, err := s.eval.Exec(s.model.Args(args...)...)
 		if err != nil {
 			return 0, fmt.Errorf("evaluation: %w", err)
 		}
@@ -311,17 +311,35 @@ func (s *Stepper) Rollback() {
 	if s.prev == nil {
 		return
 	}
-	s.Params, s.Slots, s.RNG, s.Step = s.prev.params, s.prev.slots, s.prev.rng, s.prev.step
+	s.params, s.slots, s.rng, s.step = s.prev.params, s.prev.slots, s.prev.rng, s.prev.step
 	s.prev = nil
+}
+
+// DiscardUpdate undoes the last TrainStep's update but counts its step: its batch is used up.
+func (s *Stepper) DiscardUpdate() {
+	s.Rollback()
+	s.step++
+}
+
+// Step is the number of optimizer steps taken.
+func (s *Stepper) Step() int { return s.step }
+
+// Adapters returns the adapter set with the current factors.
+func (s *Stepper) Adapters() (*lora.Set, error) {
+	if err := s.set.SetTensors(s.params); err != nil {
+		return nil, err
+	}
+	return s.set, nil
 }
 
 // Snapshot copies the trainable state out for a checkpoint (Base, Config and Runner are left to the caller).
 func (s *Stepper) Snapshot() (*checkpoints.State, error) {
-	if err := s.Set.SetTensors(s.Params); err != nil {
+	set, err := s.Adapters()
+	if err != nil {
 		return nil, err
 	}
-	st := &checkpoints.State{Step: s.Step, Optimizer: s.Opt.Name(), Adapter: s.Set}
-	for _, group := range s.Slots {
+	st := &checkpoints.State{Step: s.step, Optimizer: s.opt.Name(), Adapter: set}
+	for _, group := range s.slots {
 		var out []lora.NamedTensor
 		for _, t := range group {
 			data, err := tensors.CopyFlatData[float32](t)
@@ -332,7 +350,7 @@ func (s *Stepper) Snapshot() (*checkpoints.State, error) {
 		}
 		st.Slots = append(st.Slots, out)
 	}
-	rng, err := tensors.CopyFlatData[uint64](s.RNG)
+	rng, err := tensors.CopyFlatData[uint64](s.rng)
 	if err != nil {
 		return nil, err
 	}
@@ -342,37 +360,37 @@ func (s *Stepper) Snapshot() (*checkpoints.State, error) {
 
 // Restore loads a checkpoint's state, checking that it belongs to this adapter layout and optimizer.
 func (s *Stepper) Restore(st *checkpoints.State) error {
-	if st.Optimizer != s.Opt.Name() {
-		return fmt.Errorf("the checkpoint was trained with optimizer %q, this run uses %q", st.Optimizer, s.Opt.Name())
+	if st.Optimizer != s.opt.Name() {
+		return fmt.Errorf("the checkpoint was trained with optimizer %q, this run uses %q", st.Optimizer, s.opt.Name())
 	}
-	if err := sameLayout(st.Adapter, s.Set); err != nil {
+	if err := sameLayout(st.Adapter, s.set); err != nil {
 		return fmt.Errorf("the checkpoint's adapters do not match this run: %w", err)
 	}
-	names := s.Set.ParamNames()
+	names := s.set.ParamNames()
 	if len(st.Slots) != len(names) {
 		return fmt.Errorf("the checkpoint has optimizer state for %d parameters, this run has %d", len(st.Slots), len(names))
 	}
-	for i := range s.Set.Adapters {
-		s.Set.Adapters[i].Factors = st.Adapter.Adapters[i].Factors
+	for i := range s.set.Adapters {
+		s.set.Adapters[i].Factors = st.Adapter.Adapters[i].Factors
 	}
-	s.Params = s.Set.Tensors()
+	s.params = s.set.Tensors()
 	for i, group := range st.Slots {
-		if len(group) != s.Opt.NumSlots() {
-			return fmt.Errorf("%s: the checkpoint has %d optimizer slots, %s needs %d", names[i], len(group), s.Opt.Name(), s.Opt.NumSlots())
+		if len(group) != s.opt.NumSlots() {
+			return fmt.Errorf("%s: the checkpoint has %d optimizer slots, %s needs %d", names[i], len(group), s.opt.Name(), s.opt.NumSlots())
 		}
-		s.Slots[i] = s.Slots[i][:0]
+		s.slots[i] = s.slots[i][:0]
 		for _, t := range group {
-			if !slices.Equal(t.Shape, s.Params[i].Shape().Dimensions) {
-				return fmt.Errorf("%s: optimizer slot shape %v, parameter shape %v", names[i], t.Shape, s.Params[i].Shape().Dimensions)
+			if !slices.Equal(t.Shape, s.params[i].Shape().Dimensions) {
+				return fmt.Errorf("%s: optimizer slot shape %v, parameter shape %v", names[i], t.Shape, s.params[i].Shape().Dimensions)
 			}
-			s.Slots[i] = append(s.Slots[i], tensors.FromFlatDataAndDimensions(slices.Clone(t.Data), t.Shape...))
+			s.slots[i] = append(s.slots[i], tensors.FromFlatDataAndDimensions(slices.Clone(t.Data), t.Shape...))
 		}
 	}
-	if len(st.RNG) != s.RNG.Shape().Size() {
-		return fmt.Errorf("the checkpoint's random state has %d words, want %d", len(st.RNG), s.RNG.Shape().Size())
+	if len(st.RNG) != s.rng.Shape().Size() {
+		return fmt.Errorf("the checkpoint's random state has %d words, want %d", len(st.RNG), s.rng.Shape().Size())
 	}
-	s.RNG = tensors.FromFlatDataAndDimensions(slices.Clone(st.RNG), s.RNG.Shape().Dimensions...)
-	s.Step = st.Step
+	s.rng = tensors.FromFlatDataAndDimensions(slices.Clone(st.RNG), s.rng.Shape().Dimensions...)
+	s.step = st.Step
 	return nil
 }
 

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -16,57 +15,16 @@ import (
 	"sync"
 
 	"github.com/saddle-ml/saddle/internal/fit"
+	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
 	"github.com/saddle-ml/saddle/plots"
+	"github.com/saddle-ml/saddle/theory"
 )
-
-// OptimizerChoice is one entry of --optimizers: a registered name, with q for "steepest:Q".
-type OptimizerChoice struct {
-	Name string
-	Q    float64
-}
-
-// Label is how the choice is written in tables and plots ("steepest:1.5", "adam").
-func (o OptimizerChoice) Label() string {
-	if o.Name == "steepest" {
-		return "steepest:" + strconv.FormatFloat(o.Q, 'g', -1, 64)
-	}
-	return o.Name
-}
-
-// ParseOptimizers reads "sgd,adam,sign,steepest:1.5".
-func ParseOptimizers(v string) ([]OptimizerChoice, error) {
-	var out []OptimizerChoice
-	for _, item := range strings.Split(v, ",") {
-		item = strings.TrimSpace(item)
-		if item == "" {
-			continue
-		}
-		name, qs, hasQ := strings.Cut(item, ":")
-		c := OptimizerChoice{Name: name}
-		if hasQ {
-			q, err := strconv.ParseFloat(qs, 64)
-			if err != nil || name != "steepest" {
-				return nil, fmt.Errorf("optimizer %q: only steepest takes a value, as steepest:Q with Q in [1, 2]", item)
-			}
-			c.Q = q
-		}
-		cfg := optimizers.Config{Q: c.Q}
-		if _, err := optimizers.New(name, cfg); err != nil {
-			return nil, fmt.Errorf("optimizer %q: %w", item, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no optimizers given")
-	}
-	return out, nil
-}
 
 // Grid is the swept factors; every other setting comes from Base.
 type Grid struct {
 	Base       Config
-	Optimizers []OptimizerChoice
+	Optimizers []optimizers.Spec
 	LRs        []float64
 	InitScales []float64
 	Depths     []int
@@ -119,8 +77,7 @@ func (g Grid) Configs(out string) []Config {
 					for _, init := range g.Inits {
 						c := g.Base
 						c.Optimizer, c.LR = opt.Name, lr
-						c.Opt = g.Base.Opt
-						c.Opt.LR, c.Opt.Q = lr, opt.Q
+						c.Opt = opt.Apply(g.Base.Opt)
 						c.Adapter.Init, c.Adapter.Scale, c.Adapter.Depth = init, scale, depth
 						name := fmt.Sprintf("%s_lr%g_lambda%g_L%d_%s", strings.ReplaceAll(opt.Label(), ":", "-q"), lr, scale, depth, init)
 						c.Out = filepath.Join(out, "runs", name)
@@ -133,29 +90,38 @@ func (g Grid) Configs(out string) []Config {
 	return cfgs
 }
 
-// Sweep runs every configuration of the grid (skipping those whose summary.json exists), parallel at most
-// `parallel` at a time, and writes runs.csv, runs.json and plots into out. Interrupting keeps finished runs.
-func Sweep(ctx context.Context, job Job, grid Grid, out string, parallel int, log func(string)) (*SweepResult, error) {
-	cfgs := grid.Configs(out)
-	for _, c := range cfgs {
-		if err := c.Validate(); err != nil {
+// Plans checks every configuration of the grid against the model m, before anything runs.
+func (g Grid) Plans(out string, m model.Config) ([]*Plan, error) {
+	cfgs := g.Configs(out)
+	plans := make([]*Plan, len(cfgs))
+	for i, c := range cfgs {
+		p, err := NewPlan(c, m)
+		if err != nil {
 			return nil, fmt.Errorf("run %s: %w", filepath.Base(c.Out), err)
 		}
+		plans[i] = p
 	}
+	return plans, nil
+}
+
+// Sweep runs every plan (skipping those whose summary.json exists) with job's model and data, parallel at most
+// `parallel` at a time, and writes runs.csv, runs.json and plots into out. Interrupting keeps finished runs.
+func Sweep(ctx context.Context, job Job, plans []*Plan, out string, parallel int, log func(string)) (*SweepResult, error) {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
 	}
-	runs := make([]SweepRun, len(cfgs))
+	runs := make([]SweepRun, len(plans))
 	var firstErr error
 	var mu sync.Mutex
 	sem := make(chan struct{}, max(1, parallel))
 	var wg sync.WaitGroup
-	for i, c := range cfgs {
+	for i, p := range plans {
+		c := p.Config
 		name := filepath.Base(c.Out)
 		if s, err := readSummary(c.Out); err == nil {
 			runs[i] = rowOf(name, c, s)
 			runs[i].Skipped = true
-			log(fmt.Sprintf("[%d/%d] %s: already done, kept", i+1, len(cfgs), name))
+			log(fmt.Sprintf("[%d/%d] %s: already done, kept", i+1, len(plans), name))
 			continue
 		}
 		sem <- struct{}{}
@@ -164,12 +130,12 @@ func Sweep(ctx context.Context, job Job, grid Grid, out string, parallel int, lo
 			break
 		}
 		wg.Add(1)
-		go func(i int, c Config) {
+		go func(i int, p *Plan) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			j := job
-			j.Config = c
-			log(fmt.Sprintf("[%d/%d] %s", i+1, len(cfgs), name))
+			j.Plan = p
+			log(fmt.Sprintf("[%d/%d] %s", i+1, len(plans), name))
 			s, err := Run(ctx, j, nil)
 			mu.Lock()
 			defer mu.Unlock()
@@ -179,8 +145,8 @@ func Sweep(ctx context.Context, job Job, grid Grid, out string, parallel int, lo
 				}
 				return
 			}
-			runs[i] = rowOf(name, c, s)
-		}(i, c)
+			runs[i] = rowOf(name, p.Config, s)
+		}(i, p)
 	}
 	wg.Wait()
 	done := runs[:0:0]
@@ -190,11 +156,11 @@ func Sweep(ctx context.Context, job Job, grid Grid, out string, parallel int, lo
 		}
 	}
 	res := &SweepResult{Runs: done, Slopes: fitSlopes(done), Out: out}
-	if err := writeSweep(out, res, grid); err != nil {
+	if err := writeSweep(out, res); err != nil {
 		return res, err
 	}
 	if firstErr == nil && ctx.Err() != nil {
-		firstErr = fmt.Errorf("sweep interrupted after %d of %d runs (rerun with the same --out to continue): %w", len(done), len(cfgs), ctx.Err())
+		firstErr = fmt.Errorf("sweep interrupted after %d of %d runs (rerun with the same --out to continue): %w", len(done), len(plans), ctx.Err())
 	}
 	return res, firstErr
 }
@@ -212,7 +178,7 @@ func readSummary(dir string) (*Summary, error) {
 }
 
 func rowOf(name string, c Config, s *Summary) SweepRun {
-	return SweepRun{Name: name, Optimizer: OptimizerChoice{Name: s.Optimizer, Q: s.Q}.Label(), Q: s.Q, LR: c.LR, InitScale: c.Adapter.Scale,
+	return SweepRun{Name: name, Optimizer: optimizers.Spec{Name: s.Optimizer, Q: s.Q}.Label(), Q: s.Q, LR: c.LR, InitScale: c.Adapter.Scale,
 		Depth: c.Adapter.Depth, Init: c.Adapter.Init, EscapeStep: s.EscapeStep, EscapeNormStep: s.EscapeNormStep,
 		InitialEvalLoss: s.InitialEvalLoss, FinalEvalLoss: s.FinalEvalLoss, FinalTrainLoss: s.FinalTrainLoss,
 		WallSeconds: s.WallSeconds}
@@ -252,26 +218,13 @@ func fitSlopes(runs []SweepRun) []SlopeFit {
 			continue
 		}
 		f := SlopeFit{Optimizer: k.opt, LR: k.lr, Depth: k.depth, Init: k.init, Points: len(xs), Slope: slope}
-		f.Predicted = ptr(PredictedRegime(k.q, k.depth))
+		f.Predicted = ptr(theory.Predict(k.q, k.depth).String())
 		fits = append(fits, f)
 	}
 	return fits
 }
 
-// PredictedRegime states the paper's prediction for escape steps vs λ at geometry q and depth L.
-func PredictedRegime(q float64, depth int) string {
-	excess := q*float64(depth-1) - float64(depth)
-	switch {
-	case math.Abs(excess) < 1e-9:
-		return "log(1/λ)"
-	case excess > 0:
-		return fmt.Sprintf("power law, slope %.3g", -excess)
-	default:
-		return "bounded (slope 0)"
-	}
-}
-
-func writeSweep(out string, res *SweepResult, grid Grid) error {
+func writeSweep(out string, res *SweepResult) error {
 	if err := writeJSONAtomic(filepath.Join(out, "runs.json"), res); err != nil {
 		return err
 	}

@@ -62,7 +62,7 @@ func powAbs(x *Node, q float64) *Node {
 
 // Telemetry evaluates adapterMetrics for the current parameters. baseNorms[i] is ‖W‖_F of adapter i's module.
 func (s *Stepper) Telemetry(baseNorms []float64) ([]AdapterStats, error) {
-	out, err := s.metrics.Exec(tensorsAsArgs(s.Params)...)
+	out, err := s.metrics.Exec(tensorsAsArgs(s.params)...)
 	if err != nil {
 		return nil, err
 	}
@@ -70,8 +70,8 @@ func (s *Stepper) Telemetry(baseNorms []float64) ([]AdapterStats, error) {
 	if err != nil {
 		return nil, err
 	}
-	stats := make([]AdapterStats, len(s.Set.Adapters))
-	for i, a := range s.Set.Adapters {
+	stats := make([]AdapterStats, len(s.set.Adapters))
+	for i, a := range s.set.Adapters {
 		r := flat[i*numStats : (i+1)*numStats]
 		stats[i] = AdapterStats{Module: a.Module, NormA: float64(r[0]), NormB: float64(r[1]), NormDW: float64(r[2]),
 			BalanceQ: float64(r[3]), BalanceG: float64(r[4])}

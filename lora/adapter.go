@@ -54,8 +54,49 @@ func FactorName(i, depth int) string {
 // CheckModel reports whether spec fits the model cfg: its layers exist, its targets match modules, and the rank
 // does not exceed any adapted matrix's dimensions. Errors here are the user's settings, not the model's fault.
 func (s Spec) CheckModel(cfg model.Config) error {
-	_, err := s.modules(cfg)
+	_, err := NewLayout(cfg, s)
 	return err
+}
+
+// Layout is a spec checked against a model: the modules it adapts and the init that fills them. Adapter sets are
+// made from it without checking anything again.
+type Layout struct {
+	Spec     Spec
+	adapters []*Adapter // without factors
+	init     Init
+}
+
+// NewLayout checks spec and that it fits the model cfg (see CheckModel).
+func NewLayout(cfg model.Config, spec Spec) (*Layout, error) {
+	adapters, err := spec.modules(cfg)
+	if err != nil {
+		return nil, err
+	}
+	init, err := lookupInit(spec.Init)
+	if err != nil {
+		return nil, err
+	}
+	return &Layout{Spec: spec, adapters: adapters, init: init}, nil
+}
+
+// Attach creates a new adapter set with factors initialized by the spec's init and seed (the same values each
+// call).
+func (l *Layout) Attach() (*Set, error) {
+	spec := l.Spec
+	set := &Set{Spec: spec, Adapters: make([]*Adapter, len(l.adapters))}
+	rng := rand.New(rand.NewPCG(spec.Seed, 0x10a))
+	for k, m := range l.adapters {
+		a := &Adapter{Module: m.Module, In: m.In, Out: m.Out, Factors: make([][]float32, spec.Depth)}
+		for i := range a.Factors {
+			s := a.FactorShape(i, spec.Depth, spec.Rank)
+			a.Factors[i] = make([]float32, s[0]*s[1])
+		}
+		if err := l.init(rng, a, spec); err != nil {
+			return nil, fmt.Errorf("init %q on %s: %w", spec.Init, a.Module, err)
+		}
+		set.Adapters[k] = a
+	}
+	return set, nil
 }
 
 // modules lists the adapters spec puts on cfg (without factors), sorted by module name.
@@ -91,27 +132,11 @@ func (s Spec) modules(cfg model.Config) ([]*Adapter, error) {
 
 // Attach creates adapters on every module of cfg that spec matches and initializes them with spec.Init.
 func Attach(cfg model.Config, spec Spec) (*Set, error) {
-	adapters, err := spec.modules(cfg)
+	l, err := NewLayout(cfg, spec)
 	if err != nil {
 		return nil, err
 	}
-	init, err := lookupInit(spec.Init)
-	if err != nil {
-		return nil, err
-	}
-	set := &Set{Spec: spec, Adapters: adapters}
-	rng := rand.New(rand.NewPCG(spec.Seed, 0x10a))
-	for _, a := range set.Adapters {
-		a.Factors = make([][]float32, spec.Depth)
-		for i := range a.Factors {
-			s := a.FactorShape(i, spec.Depth, spec.Rank)
-			a.Factors[i] = make([]float32, s[0]*s[1])
-		}
-		if err := init(rng, a, spec); err != nil {
-			return nil, fmt.Errorf("init %q on %s: %w", spec.Init, a.Module, err)
-		}
-	}
-	return set, nil
+	return l.Attach()
 }
 
 // NumParams counts the trainable adapter parameters.

@@ -30,7 +30,6 @@ func TestConfigErrors(t *testing.T) {
 		{"steepest", optimizers.Config{Q: 0.5}, "q must be in [1, 2]"},
 		{"steepest", optimizers.Config{Q: 2.5}, "q must be in [1, 2]"},
 		{"steepest", optimizers.Config{}, "set q in [1, 2]"},
-		{"sgd", optimizers.Config{LR: -1}, "lr must not be negative"},
 		{"sgd", optimizers.Config{WeightDecay: -0.1}, "weight-decay must not be negative"},
 		{"sgd", optimizers.Config{Momentum: -0.9}, "momentum must not be negative"},
 		{"signum", optimizers.Config{Momentum: 1}, "momentum must be in [0, 1)"},
@@ -61,7 +60,7 @@ func TestResolveDefaults(t *testing.T) {
 		cfg  optimizers.Config
 		want optimizers.Config
 	}{
-		{"adamw", optimizers.Config{LR: 1e-3}, optimizers.Config{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, WDMode: "decoupled"}},
+		{"adamw", optimizers.Config{}, optimizers.Config{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, WDMode: "decoupled"}},
 		{"adam-l2", optimizers.Config{}, optimizers.Config{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WeightDecay: 0.01, WDMode: "coupled"}},
 		{"adam", optimizers.Config{Beta2: 0.95}, optimizers.Config{Beta1: 0.9, Beta2: 0.95, Eps: 1e-8, WDMode: "coupled"}},
 		{"adamw", optimizers.Config{Explicit: []string{"weight-decay"}}, optimizers.Config{Beta1: 0.9, Beta2: 0.999, Eps: 1e-8, WDMode: "decoupled"}},
@@ -81,7 +80,7 @@ func TestResolveDefaults(t *testing.T) {
 }
 
 func equalConfig(a, b optimizers.Config) bool {
-	return a.LR == b.LR && a.Momentum == b.Momentum && a.Nesterov == b.Nesterov && a.Beta1 == b.Beta1 &&
+	return a.Momentum == b.Momentum && a.Nesterov == b.Nesterov && a.Beta1 == b.Beta1 &&
 		a.Beta2 == b.Beta2 && a.Eps == b.Eps && a.Q == b.Q && a.WeightDecay == b.WeightDecay && a.WDMode == b.WDMode
 }
 

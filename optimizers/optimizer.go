@@ -37,7 +37,6 @@ const (
 // default" (see Resolve for what New filled in) unless it is listed in Explicit. A nonzero field the rule does not
 // use is an error, so that e.g. --momentum given to adam is never silently ignored.
 type Config struct {
-	LR          float64 // informational: the learning rate is a graph input (see NewSchedule); must not be negative
 	Momentum    float64 // sgd (default 0) and signum (default 0.9)
 	Nesterov    bool    // sgd only; needs momentum > 0
 	Beta1       float64 // adam family (default 0.9), lion (default 0.9)
@@ -47,9 +46,9 @@ type Config struct {
 	WeightDecay float64 // every rule; default 0 (0.01 for adamw and adam-l2)
 	WDMode      string  // "coupled" or "decoupled"; default decoupled for adamw, coupled otherwise
 
-	// Explicit names fields (by their flag names: momentum, beta1, beta2, eps, q, weight-decay, lr) whose zero
-	// value is meant literally instead of "use the default", e.g. {"weight-decay"} for AdamW without decay.
-	// A CLI can simply list every flag the user set.
+	// Explicit names fields (by their flag names: momentum, beta1, beta2, eps, q, weight-decay) whose zero value
+	// is meant literally instead of "use the default", e.g. {"weight-decay"} for AdamW without decay. A CLI can
+	// simply list every flag the user set. (The learning rate is not here: it is a graph input, see NewSchedule.)
 	Explicit []string
 }
 
@@ -62,7 +61,7 @@ func (c *Config) floatFields() []struct {
 		name string
 		p    *float64
 	}{
-		{"lr", &c.LR}, {"momentum", &c.Momentum}, {"beta1", &c.Beta1}, {"beta2", &c.Beta2},
+		{"momentum", &c.Momentum}, {"beta1", &c.Beta1}, {"beta2", &c.Beta2},
 		{"eps", &c.Eps}, {"q", &c.Q}, {"weight-decay", &c.WeightDecay},
 	}
 }
@@ -85,7 +84,7 @@ func (c *Config) Default(field *float64, value float64) {
 func (c *Config) allowOnly(used ...string) error {
 	var unused []string
 	for _, f := range c.floatFields() {
-		if *f.p != 0 && f.name != "lr" && f.name != "weight-decay" && !slices.Contains(used, f.name) {
+		if *f.p != 0 && f.name != "weight-decay" && !slices.Contains(used, f.name) {
 			unused = append(unused, fmt.Sprintf("%s=%g", f.name, *f.p))
 		}
 	}
@@ -107,14 +106,26 @@ func (c *Config) allowOnly(used ...string) error {
 // the rule without weight decay; New validates the common fields and adds weight decay.
 type Factory func(cfg *Config) (Optimizer, error)
 
+// rule is a registered optimizer.
+type rule struct {
+	factory Factory
+	takesQ  bool // its geometry q is a setting (see RegisterWithQ)
+}
+
 var (
 	registryMu sync.RWMutex
-	registry   = map[string]Factory{}
+	registry   = map[string]rule{}
 )
 
 // Register makes an optimizer available to New under name; call it from an init function. Registering a name
 // twice, an empty name or a nil factory is a programming error and panics at program start.
-func Register(name string, factory Factory) {
+func Register(name string, factory Factory) { register(name, factory, false) }
+
+// RegisterWithQ registers a rule of the steepest-descent family whose geometry q is one of its settings
+// (steepest): its Spec is written "name:Q", and its label carries q.
+func RegisterWithQ(name string, factory Factory) { register(name, factory, true) }
+
+func register(name string, factory Factory, takesQ bool) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
 	if name == "" || factory == nil {
@@ -123,7 +134,14 @@ func Register(name string, factory Factory) {
 	if _, dup := registry[name]; dup {
 		panic(fmt.Sprintf("optimizers.Register: %q registered twice", name))
 	}
-	registry[name] = factory
+	registry[name] = rule{factory: factory, takesQ: takesQ}
+}
+
+func lookup(name string) (rule, bool) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	r, ok := registry[name]
+	return r, ok
 }
 
 // Names lists the registered optimizers, sorted.
@@ -152,14 +170,12 @@ func Resolve(name string, cfg Config) (Config, error) {
 }
 
 func build(name string, cfg Config) (Optimizer, Config, error) {
-	registryMu.RLock()
-	factory, ok := registry[name]
-	registryMu.RUnlock()
+	r, ok := lookup(name)
 	if !ok {
 		return nil, cfg, fmt.Errorf("optimizers: unknown optimizer %q (known: %s)", name, strings.Join(Names(), ", "))
 	}
 	cfg.Explicit = slices.Clone(cfg.Explicit)
-	known := make([]string, 0, 7)
+	known := make([]string, 0, 6)
 	for _, f := range cfg.floatFields() {
 		known = append(known, f.name)
 	}
@@ -171,11 +187,11 @@ func build(name string, cfg Config) (Optimizer, Config, error) {
 	if err := validate(&cfg); err != nil { // the user's values, before defaults hide anything
 		return nil, cfg, fmt.Errorf("optimizers: %s: %w", name, err)
 	}
-	rule, err := factory(&cfg)
+	opt, err := r.factory(&cfg)
 	if err != nil {
 		return nil, cfg, fmt.Errorf("optimizers: %s: %w", name, err)
 	}
-	if rule == nil {
+	if opt == nil {
 		return nil, cfg, fmt.Errorf("optimizers: %s: factory returned no optimizer", name)
 	}
 	if cfg.WDMode == "" {
@@ -185,9 +201,9 @@ func build(name string, cfg Config) (Optimizer, Config, error) {
 		return nil, cfg, fmt.Errorf("optimizers: %s: %w", name, err)
 	}
 	if cfg.WeightDecay == 0 {
-		return rule, cfg, nil
+		return opt, cfg, nil
 	}
-	return &weightDecay{Optimizer: rule, wd: cfg.WeightDecay, decoupled: cfg.WDMode == Decoupled}, cfg, nil
+	return &weightDecay{Optimizer: opt, wd: cfg.WeightDecay, decoupled: cfg.WDMode == Decoupled}, cfg, nil
 }
 
 // validate checks the ranges every rule shares; zero fields are "unset" and pass.
@@ -200,7 +216,7 @@ func validate(c *Config) error {
 	for _, f := range []struct {
 		name string
 		v    float64
-	}{{"lr", c.LR}, {"weight-decay", c.WeightDecay}, {"momentum", c.Momentum}, {"eps", c.Eps}} {
+	}{{"weight-decay", c.WeightDecay}, {"momentum", c.Momentum}, {"eps", c.Eps}} {
 		if f.v < 0 {
 			return fmt.Errorf("%s must not be negative, got %g", f.name, f.v)
 		}

@@ -7,7 +7,7 @@ import (
 )
 
 func init() {
-	Register("steepest", func(cfg *Config) (Optimizer, error) {
+	RegisterWithQ("steepest", func(cfg *Config) (Optimizer, error) {
 		if err := cfg.allowOnly("q"); err != nil {
 			return nil, err
 		}

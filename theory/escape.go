@@ -30,17 +30,36 @@ const (
 	RegimeBounded = "bounded" // q(L−1) < L: steps stay bounded
 )
 
-// regimeOf returns the regime and, outside the logarithmic one, the predicted log–log slope of steps against λ.
-func regimeOf(q float64, depth int) (string, float64) {
+// Prediction is the paper's escape law for geometry q at depth L, as λ → 0. This is the one place the formula
+// lives: the diagonal-model report and the fine-tuning sweeps both print it.
+type Prediction struct {
+	Regime string  // RegimePower, RegimeLog or RegimeBounded
+	Slope  float64 // log–log slope of escape steps against λ: −(q(L−1)−L), 0 when bounded, NaN in the log regime
+}
+
+// Predict applies the law: escape steps grow like λ^(−(q(L−1)−L)) when q(L−1) > L, like ln(1/λ) at equality,
+// and stay bounded below it.
+func Predict(q float64, depth int) Prediction {
 	excess := q*float64(depth-1) - float64(depth)
 	switch {
 	case math.Abs(excess) <= 1e-9:
-		return RegimeLog, math.NaN()
+		return Prediction{Regime: RegimeLog, Slope: math.NaN()}
 	case excess > 0:
-		return RegimePower, -excess
+		return Prediction{Regime: RegimePower, Slope: -excess}
 	default:
-		return RegimeBounded, 0
+		return Prediction{Regime: RegimeBounded, Slope: 0}
 	}
+}
+
+// String says the prediction in words: "power law, slope -1", "log(1/λ)", "bounded (slope 0)".
+func (p Prediction) String() string {
+	switch p.Regime {
+	case RegimeLog:
+		return "log(1/λ)"
+	case RegimePower:
+		return fmt.Sprintf("power law, slope %.3g", p.Slope)
+	}
+	return "bounded (slope 0)"
 }
 
 // escapeInit is w₁ = 0, wᵢ = λ (i ≥ 2), one λ per lane.
@@ -77,7 +96,8 @@ func (r *runner) sweep(s Sweep) (Exponent, error) {
 	if maxSteps == 0 {
 		maxSteps = r.opts.MaxSteps
 	}
-	regime, predicted := regimeOf(q, s.Depth)
+	pred := Predict(q, s.Depth)
+	regime, predicted := pred.Regime, pred.Slope
 	ex := Exponent{
 		Optimizer: opt.Name(), Q: q, Depth: s.Depth, M: q * float64(s.Depth-1) / float64(s.Depth),
 		Regime: regime, Predicted: num(predicted), LR: lr, Lambdas: lambdas, MaxSteps: maxSteps,
@@ -213,30 +233,19 @@ func (r *runner) firstStep(ex *Exponent, opt optimizers.Optimizer, cfg optimizer
 	return nil
 }
 
-// firstUpdate is the first update u (x ← x − lr·u) of a rule with zero state for gradient g, in plain Go.
+// firstUpdate is the first update u (x ← x − lr·u) of a rule with zero state for gradient g, in plain Go. The
+// Adam family's first step is g/(|g| + ε) (m̂ = g and √v̂ = |g|); gradient descent, sign descent, steepest descent
+// and the momentum sign rules (whose first momentum has the sign of g) start as steepest descent for their q,
+// sign(g)·|g|^(q−1). ok is false for rules this does not know.
 func firstUpdate(name string, q, eps, g float64) (float64, bool) {
-	sign := func(v float64) float64 {
-		switch {
-		case v > 0:
-			return 1
-		case v < 0:
-			return -1
-		}
-		return 0
-	}
-	switch name {
-	case "sgd":
-		return g, true
-	case "sign", "signum", "lion":
-		return sign(g), true
-	case "steepest":
+	switch {
+	case name == "adam" || name == "adamw" || name == "adam-l2":
+		return g / (math.Abs(g) + eps), true
+	case name == "sgd" || name == "sign" || name == "signum" || name == "lion" || (optimizers.Spec{Name: name}).TakesQ():
 		if g == 0 {
 			return 0, true
 		}
-		return sign(g) * math.Pow(math.Abs(g), q-1), true
-	case "adam", "adamw", "adam-l2":
-		// m̂ = g and √v̂ = |g| after one step, so the update is g/(|g| + eps).
-		return g / (math.Abs(g) + eps), true
+		return math.Copysign(math.Pow(math.Abs(g), q-1), g), true
 	}
 	return 0, false
 }

@@ -5,23 +5,27 @@ import (
 	"math"
 	"path/filepath"
 
+	"github.com/saddle-ml/saddle/optimizers"
 	"github.com/saddle-ml/saddle/plots"
 )
 
 // sweepName is a file-name-safe name of a sweep: sgd_L3, steepest_q1.75_L3.
 func sweepName(e Exponent) string {
-	if e.Optimizer == "steepest" {
+	if e.spec().TakesQ() {
 		return fmt.Sprintf("%s_q%g_L%d", e.Optimizer, e.Q, e.Depth)
 	}
 	return fmt.Sprintf("%s_L%d", e.Optimizer, e.Depth)
 }
 
 func sweepLabel(e Exponent) string {
-	if e.Optimizer == "steepest" {
-		return fmt.Sprintf("steepest q=%g L=%d", e.Q, e.Depth)
+	if e.spec().TakesQ() {
+		return fmt.Sprintf("%s q=%g L=%d", e.Optimizer, e.Q, e.Depth)
 	}
 	return fmt.Sprintf("%s L=%d", e.Optimizer, e.Depth)
 }
+
+// spec is the optimizer choice the sweep ran.
+func (e Exponent) spec() optimizers.Spec { return optimizers.Spec{Name: e.Optimizer, Q: e.Q} }
 
 // escapedPoints returns λ and steps of the lanes that escaped.
 func escapedPoints(e Exponent) (lambdas, steps []float64) {

@@ -79,7 +79,7 @@ type Options struct {
 
 	// Coupled against decoupled weight decay: every depth × q × mode (none, coupled, decoupled).
 	WDDepths    []int     `json:"wd_depths"`
-	WDQs        []float64 `json:"wd_qs"` // 1 runs "sign", 2 runs "sgd", anything else "steepest"
+	WDQs        []float64 `json:"wd_qs"` // the steepest-descent rule for each q (optimizers.ForQ): 1 sign, 2 sgd
 	WDAlpha     float64   `json:"wd_alpha"`
 	WDLR        float64   `json:"wd_lr"`         // for q > 1
 	WDSignLR    float64   `json:"wd_sign_lr"`    // for q = 1
@@ -183,12 +183,10 @@ func (o *Options) lrFor(s Sweep, q float64) float64 {
 	}
 }
 
-// newOptimizer builds a registered optimizer, with decoupled or coupled weight decay alpha if alpha > 0.
+// newOptimizer builds a registered optimizer (q is used only by rules that take it), with decoupled or coupled
+// weight decay alpha if alpha > 0.
 func newOptimizer(name string, q, alpha float64, mode string) (optimizers.Optimizer, optimizers.Config, error) {
-	cfg := optimizers.Config{Q: q, WeightDecay: alpha, WDMode: mode, Explicit: []string{"weight-decay"}}
-	if name != "steepest" {
-		cfg.Q = 0
-	}
+	cfg := optimizers.Spec{Name: name, Q: q}.Apply(optimizers.Config{WeightDecay: alpha, WDMode: mode, Explicit: []string{"weight-decay"}})
 	if alpha == 0 {
 		cfg.WDMode = ""
 	}

@@ -233,7 +233,8 @@ func TestRegimes(t *testing.T) {
 		slope  float64
 	}{{2, 2, RegimeLog, 0}, {2, 3, RegimePower, -1}, {2, 4, RegimePower, -2}, {1, 2, RegimeBounded, 0}, {1, 5, RegimeBounded, 0},
 		{1.75, 3, RegimePower, -0.5}, {1.5, 3, RegimeLog, 0}, {1.5, 2, RegimeBounded, 0}} {
-		r, s := regimeOf(tc.q, tc.depth)
+		p := Predict(tc.q, tc.depth)
+		r, s := p.Regime, p.Slope
 		if r != tc.regime || (r != RegimeLog && math.Abs(s-tc.slope) > 1e-12) {
 			t.Errorf("q=%g L=%d: %s %g, want %s %g", tc.q, tc.depth, r, s, tc.regime, tc.slope)
 		}

@@ -4,18 +4,9 @@ import (
 	"fmt"
 	"math"
 	"time"
-)
 
-// wdOptimizer is the rule the weight decay table uses for q: sign descent, gradient descent or steepest.
-func wdOptimizer(q float64) string {
-	switch q {
-	case 1:
-		return "sign"
-	case 2:
-		return "sgd"
-	}
-	return "steepest"
-}
+	"github.com/saddle-ml/saddle/optimizers"
+)
 
 // PredictedPenalty is the exponent p of the penalty Σ|xᵢ|^p that weight decay induces on x = w₁⊙…⊙w_L, or NaN
 // for mode "none" (no explicit penalty). Coupled decay adds (α/2)Σ‖wᵢ‖², whose minimum over the factorizations
@@ -36,7 +27,7 @@ func PredictedPenalty(mode string, q float64, depth int) float64 {
 // weightDecay trains to (near) convergence with the given weight decay mode ("none", "coupled", "decoupled")
 // and reports the sparsity and error of x.
 func (r *runner) weightDecay(q float64, depth int, mode string) (WeightDecayRow, error) {
-	name := wdOptimizer(q)
+	name := optimizers.ForQ(q).Name
 	alpha, lr, steps := r.opts.WDAlpha, r.opts.WDLR, r.opts.WDSteps
 	if q == 1 {
 		lr, steps = r.opts.WDSignLR, r.opts.WDSignSteps

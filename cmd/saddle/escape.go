@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/saddle-ml/saddle/finetune"
+	"github.com/saddle-ml/saddle/optimizers"
 )
 
 func newEscapeCmd() *cobra.Command {
@@ -69,7 +70,7 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	}
 	base.Backend = s.backend
 	grid := finetune.Grid{Base: base, Inits: splitList(flagString(cmd, "inits"))}
-	if grid.Optimizers, err = finetune.ParseOptimizers(flagString(cmd, "optimizers")); err != nil {
+	if grid.Optimizers, err = optimizers.ParseSpecs(flagString(cmd, "optimizers")); err != nil {
 		return usageError{err}
 	}
 	if grid.LRs, err = parseFloats(cmd, "lrs"); err != nil {
@@ -88,15 +89,14 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	if len(grid.Inits) == 0 {
 		return usagef("--inits is empty")
 	}
-	for _, c := range grid.Configs(base.Out) {
-		if err := c.Validate(); err != nil {
-			return usagef("run %s: %v", c.Out, err)
-		}
-		if err := checkAgainstModel(c, s); err != nil {
-			return err
-		}
+	if err := checkTokenizer(s); err != nil {
+		return err
 	}
-	data, err := finetune.PrepareData(base, s.tok, readExamples)
+	plans, err := grid.Plans(base.Out, s.model.Config)
+	if err != nil {
+		return usageError{err}
+	}
+	data, err := finetune.PrepareData(plans[0], s.tok, readExamples)
 	if err != nil {
 		return err
 	}
@@ -108,7 +108,7 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	defer stop()
 	asJSON := flagBool(cmd, "json")
 	logw := cmd.ErrOrStderr()
-	res, err := finetune.Sweep(ctx, finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval}, grid, base.Out,
+	res, err := finetune.Sweep(ctx, finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval}, plans, base.Out,
 		parallel, func(msg string) { fmt.Fprintln(logw, msg) })
 	if res != nil && !asJSON {
 		printSweep(cmd.OutOrStdout(), res)

@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/saddle-ml/saddle/internal/setting"
 )
 
 // Exit codes: 0 success, 1 runtime error, 2 usage error.
@@ -24,6 +27,9 @@ func (u usageError) Error() string { return u.err.Error() }
 func (u usageError) Unwrap() error { return u.err }
 
 func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// flagName is the flag of a run setting: its config key with dashes (batch_size → batch-size).
+func flagName(setting string) string { return strings.ReplaceAll(setting, "_", "-") }
 
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
@@ -55,9 +61,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(stderr, "saddle:", err)
+	msg := err.Error()
+	var se *setting.Error
+	isSetting := errors.As(err, &se)
+	if isSetting { // the library names the setting; the user gave it as a flag (or a config file key)
+		msg = strings.Replace(msg, se.Error(), "--"+flagName(se.Name)+" "+se.Msg, 1)
+	}
+	fmt.Fprintln(stderr, "saddle:", msg)
 	var u usageError
-	if errors.As(err, &u) || isCobraUsage(err) {
+	if errors.As(err, &u) || isSetting || isCobraUsage(err) {
 		fmt.Fprintln(stderr, "Run 'saddle --help' for usage.")
 		return exitUsage
 	}

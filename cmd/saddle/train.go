@@ -2,13 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/saddle-ml/saddle/checkpoints"
 	"github.com/saddle-ml/saddle/finetune"
+	"github.com/saddle-ml/saddle/internal/setting"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
@@ -73,7 +73,7 @@ func addTrainFlags(cmd *cobra.Command) {
 	f.Float64("diverge-factor", 4, "stop when the loss exceeds this multiple of the first step's loss (0: off)")
 }
 
-// trainConfig reads the flags (after the config file) into a run configuration; bad values are usage errors.
+// trainConfig reads the flags (after the config file) into a run configuration; finetune.NewPlan checks it.
 func trainConfig(cmd *cobra.Command, modelPath string) (finetune.Config, error) {
 	f := cmd.Flags()
 	getF := func(n string) float64 { v, _ := f.GetFloat64(n); return v }
@@ -90,9 +90,9 @@ func trainConfig(cmd *cobra.Command, modelPath string) (finetune.Config, error) 
 		Out: flagString(cmd, "out"), SaveEvery: getI("save-every"), Keep: getI("keep"),
 		SkipNonfinite: getI("skip-nonfinite"), DivergeFactor: getF("diverge-factor"),
 	}
-	c.Opt = optimizers.Config{LR: c.LR, Momentum: getF("momentum"), Nesterov: getB("nesterov"), Beta1: getF("beta1"),
+	c.Opt = optimizers.Config{Momentum: getF("momentum"), Nesterov: getB("nesterov"), Beta1: getF("beta1"),
 		Beta2: getF("beta2"), Eps: getF("eps"), Q: getF("q"), WeightDecay: getF("weight-decay"), WDMode: flagString(cmd, "wd-mode")}
-	for _, name := range []string{"momentum", "beta1", "beta2", "eps", "q", "weight-decay", "lr"} {
+	for _, name := range []string{"momentum", "beta1", "beta2", "eps", "q", "weight-decay"} {
 		if f.Changed(name) {
 			c.Opt.Explicit = append(c.Opt.Explicit, name)
 		}
@@ -111,9 +111,6 @@ func trainConfig(cmd *cobra.Command, modelPath string) (finetune.Config, error) 
 	}
 	if c.Data == demoData && c.EvalData == "" && c.EvalSplit == 0 {
 		c.EvalData = demoEvalData
-	}
-	if err := c.Validate(); err != nil {
-		return c, usageError{err}
 	}
 	return c, nil
 }
@@ -168,72 +165,71 @@ func openSession(cmd *cobra.Command) (*session, error) {
 	return &session{path: path, model: m, tok: tok, vocab: tok.VocabSize(), backend: name}, nil
 }
 
-// checkAgainstModel turns settings that do not fit the loaded model into usage errors before anything trains.
-func checkAgainstModel(cfg finetune.Config, s *session) error {
-	c := s.model.Config
-	if cfg.SeqLen > c.MaxPositions {
-		return usagef("--seq-len %d exceeds the model's context of %d positions", cfg.SeqLen, c.MaxPositions)
-	}
-	if err := cfg.Adapter.CheckModel(c); err != nil {
-		return usageError{err}
-	}
-	if v := s.vocab; v > c.VocabSize {
-		return fmt.Errorf("%s: the tokenizer has %d tokens but the model's vocabulary only %d", s.path, v, c.VocabSize)
+// checkTokenizer refuses a tokenizer whose ids the model's vocabulary does not cover.
+func checkTokenizer(s *session) error {
+	if v := s.vocab; v > s.model.Config.VocabSize {
+		return fmt.Errorf("%s: the tokenizer has %d tokens but the model's vocabulary only %d", s.path, v, s.model.Config.VocabSize)
 	}
 	return nil
 }
 
-// resumableFlags may differ from the saved run when resuming; every other setting comes from the checkpoint.
-var resumableFlags = map[string]bool{"resume": true, "model": true, "backend": true, "pjrt-plugin": true, "json": true,
-	"steps": true, "eval-every": true, "save-every": true, "keep": true, "skip-nonfinite": true, "diverge-factor": true}
+// newPlan checks a run's settings against the loaded model; every problem is a usage error.
+func newPlan(cfg finetune.Config, s *session) (*finetune.Plan, error) {
+	if err := checkTokenizer(s); err != nil {
+		return nil, err
+	}
+	p, err := finetune.NewPlan(cfg, s.model.Config)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return p, nil
+}
 
-// resumeConfig loads the checkpoint named by --resume and the run configuration saved with it, with the allowed
-// flags applied on top.
+// cliResumeFlags may be given with --resume besides the resumable settings; every other setting comes from the
+// checkpoint.
+var cliResumeFlags = []string{"resume", "model", "backend", "pjrt-plugin", "json"}
+
+// resumeConfig loads the checkpoint named by --resume and the run configuration saved with it, with the
+// resumable settings given as flags applied on top.
 func resumeConfig(cmd *cobra.Command) (*checkpoints.State, finetune.Config, error) {
-	var cfg finetune.Config
+	f := cmd.Flags()
+	allowed := slices.Clone(cliResumeFlags)
+	for _, name := range finetune.ResumableSettings {
+		allowed = append(allowed, flagName(name))
+	}
 	var bad []string
-	cmd.Flags().Visit(func(f *pflag.Flag) {
-		if !resumableFlags[f.Name] {
-			bad = append(bad, "--"+f.Name)
+	f.Visit(func(fl *pflag.Flag) {
+		if !slices.Contains(allowed, fl.Name) {
+			bad = append(bad, "--"+fl.Name)
 		}
 	})
 	if len(bad) > 0 {
-		return nil, cfg, usagef("%s cannot change when resuming (the run's settings are in its config.json); "+
-			"only --steps, --eval-every, --save-every, --keep, --skip-nonfinite, --diverge-factor, --model and --backend may be given", strings.Join(bad, ", "))
+		var may []string
+		for _, name := range finetune.ResumableSettings {
+			may = append(may, "--"+flagName(name))
+		}
+		return nil, finetune.Config{}, usagef("%s cannot change when resuming (the run's settings are in its config.json); "+
+			"only %s, --model and --backend may be given", strings.Join(bad, ", "), strings.Join(may, ", "))
 	}
-	st, err := checkpoints.Load(flagString(cmd, "resume"))
-	if err != nil {
-		return nil, cfg, err
+	intFlag := func(name string) *int {
+		if !f.Changed(name) {
+			return nil
+		}
+		v, _ := f.GetInt(name)
+		return &v
 	}
-	if err := json.Unmarshal(st.Config, &cfg); err != nil {
-		return nil, cfg, fmt.Errorf("%s: run configuration: %w", flagString(cmd, "resume"), err)
-	}
-	f := cmd.Flags()
-	if f.Changed("steps") {
-		cfg.Steps, _ = f.GetInt("steps")
-	}
-	if f.Changed("eval-every") {
-		cfg.EvalEvery, _ = f.GetInt("eval-every")
-	}
-	if f.Changed("save-every") {
-		cfg.SaveEvery, _ = f.GetInt("save-every")
-	}
-	if f.Changed("keep") {
-		cfg.Keep, _ = f.GetInt("keep")
-	}
-	if f.Changed("skip-nonfinite") {
-		cfg.SkipNonfinite, _ = f.GetInt("skip-nonfinite")
-	}
+	changes := finetune.ResumeChanges{Steps: intFlag("steps"), EvalEvery: intFlag("eval-every"),
+		SaveEvery: intFlag("save-every"), Keep: intFlag("keep"), SkipNonfinite: intFlag("skip-nonfinite")}
 	if f.Changed("diverge-factor") {
-		cfg.DivergeFactor, _ = f.GetFloat64("diverge-factor")
+		v, _ := f.GetFloat64("diverge-factor")
+		changes.DivergeFactor = &v
 	}
-	// The run folder is the one given, or the one holding the given checkpoint folder.
-	cfg.Out = flagString(cmd, "resume")
-	if _, err := os.Stat(filepath.Join(cfg.Out, "state.json")); err == nil {
-		cfg.Out = filepath.Dir(filepath.Dir(cfg.Out))
-	}
-	if cfg.Steps < st.Step {
-		return nil, cfg, usagef("--steps %d is below the checkpoint's step %d", cfg.Steps, st.Step)
+	st, cfg, err := finetune.Resume(flagString(cmd, "resume"), changes)
+	var se *setting.Error
+	if errors.As(err, &se) {
+		return nil, cfg, usageError{err}
+	} else if err != nil {
+		return nil, cfg, err
 	}
 	if !f.Changed("model") {
 		if err := f.Set("model", cfg.Model); err != nil {
@@ -249,10 +245,10 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 		return usagef("train needs --out DIR (or --resume DIR)")
 	}
 	var resume *checkpoints.State
-	var saved finetune.Config
+	var cfg finetune.Config
 	if resuming {
 		var err error
-		if resume, saved, err = resumeConfig(cmd); err != nil {
+		if resume, cfg, err = resumeConfig(cmd); err != nil {
 			return err
 		}
 	}
@@ -264,25 +260,20 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	var cfg finetune.Config
 	if resuming {
-		if base.SHA256 != resume.Base.SHA256 {
-			return fmt.Errorf("%s: this is not the base model the checkpoint was trained on (%s, sha256 %s…); pass that model with --model",
-				s.path, resume.Base.Path, resume.Base.SHA256[:12])
+		if err := finetune.CheckBase(resume, base); err != nil {
+			return fmt.Errorf("%w; pass that model with --model", err)
 		}
-		cfg = saved
 		cfg.Model = s.path
-		if err := cfg.Validate(); err != nil {
-			return usageError{err}
-		}
 	} else if cfg, err = trainConfig(cmd, s.path); err != nil {
 		return err
 	}
 	cfg.Backend = s.backend
-	if err := checkAgainstModel(cfg, s); err != nil {
+	plan, err := newPlan(cfg, s)
+	if err != nil {
 		return err
 	}
-	data, err := finetune.PrepareData(cfg, s.tok, readExamples)
+	data, err := finetune.PrepareData(plan, s.tok, readExamples)
 	if err != nil {
 		return err
 	}
@@ -300,7 +291,7 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	job := finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval, Config: cfg, Base: base, Resume: resume}
+	job := finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval, Plan: plan, Base: base, Resume: resume}
 	sum, err := finetune.Run(ctx, job, cmd.ErrOrStderr())
 	if errors.Is(err, finetune.ErrInterrupted) {
 		fmt.Fprintln(cmd.ErrOrStderr(), "saddle train:", err)

@@ -1,0 +1,117 @@
+package finetune
+
+import (
+	"github.com/saddle-ml/saddle/internal/setting"
+	"github.com/saddle-ml/saddle/lora"
+	"github.com/saddle-ml/saddle/model"
+	"github.com/saddle-ml/saddle/optimizers"
+)
+
+// Config is everything that defines a training run; it is saved as OUT/config.json. Its JSON keys are the names
+// of the settings (config files accept them too, and errors name them); NewPlan checks it.
+type Config struct {
+	Model      string            `json:"model"`
+	Data       string            `json:"data"`
+	EvalData   string            `json:"eval_data,omitempty"`
+	EvalSplit  float64           `json:"eval_split,omitempty"`
+	Optimizer  string            `json:"optimizer"`
+	Opt        optimizers.Config `json:"optimizer_config"`
+	LR         float64           `json:"lr"`
+	Schedule   string            `json:"schedule"`
+	Warmup     int               `json:"warmup"`
+	MinLRRatio float64           `json:"min_lr_ratio"`
+	ClipNorm   float64           `json:"clip_norm"`
+	GradAccum  int               `json:"grad_accum"`
+	Adapter    lora.Spec         `json:"adapter"`
+	Steps      int               `json:"steps"`
+	BatchSize  int               `json:"batch_size"`
+	SeqLen     int               `json:"seq_len"`
+	Pack       bool              `json:"pack"`
+	Truncate   bool              `json:"truncate"`
+	NoEOS      bool              `json:"no_eos"` // do not append EOS to text and prompt/completion examples
+	Seed       uint64            `json:"seed"`
+	EvalEvery  int               `json:"eval_every"`
+	// EscapeDelta δ: escape when the loss reaches (1−δ)·initial. EscapeNorm: escape when mean ‖ΔW‖/‖W‖ exceeds it.
+	EscapeDelta float64 `json:"escape_delta"`
+	EscapeNorm  float64 `json:"escape_norm"`
+	Out         string  `json:"out"`
+	Backend     string  `json:"backend"`
+	// SaveEvery N writes a checkpoint every N steps (0: only at the end, -1: never); Keep keeps the newest K (0: all).
+	SaveEvery int `json:"save_every"`
+	Keep      int `json:"keep"`
+	// SkipNonfinite tolerates this many steps with a non-finite loss or gradient (their update is dropped).
+	SkipNonfinite int `json:"skip_nonfinite"`
+	// DivergeFactor stops the run when the training loss exceeds this multiple of the first step's loss (0: off).
+	// Normalized models rarely overflow: a too-high learning rate shows as an exploding but finite loss.
+	DivergeFactor float64 `json:"diverge_factor"`
+}
+
+// Plan is a run's settings checked once, with what they build: the optimizer, the learning-rate schedule and the
+// adapter layout on the model. Run and Sweep take plans and check nothing again.
+type Plan struct {
+	Config   Config
+	Opt      optimizers.Optimizer
+	Schedule optimizers.Schedule
+	Adapters *lora.Layout
+}
+
+// NewPlan checks c, and that it fits the model it will train (m). A setting out of range is a *setting.Error
+// naming it; the optimizer and the adapter spec report their own settings by name.
+func NewPlan(c Config, m model.Config) (*Plan, error) {
+	if err := c.checkRun(m); err != nil {
+		return nil, err
+	}
+	schedule, err := optimizers.NewSchedule(c.Schedule, c.LR, c.Warmup, c.Steps, c.MinLRRatio)
+	if err != nil {
+		return nil, err
+	}
+	opt, err := optimizers.New(c.Optimizer, c.Opt)
+	if err != nil {
+		return nil, err
+	}
+	layout, err := lora.NewLayout(m, c.Adapter)
+	if err != nil {
+		return nil, err
+	}
+	return &Plan{Config: c, Opt: opt, Schedule: schedule, Adapters: layout}, nil
+}
+
+// checkRun checks the settings that belong to the run itself (the schedule, the optimizer and the adapters check
+// theirs).
+func (c *Config) checkRun(m model.Config) error {
+	switch {
+	case c.Steps < 1:
+		return setting.Errorf("steps", "%d must be >= 1", c.Steps)
+	case c.BatchSize < 1:
+		return setting.Errorf("batch_size", "%d must be >= 1", c.BatchSize)
+	case c.SeqLen < 2:
+		return setting.Errorf("seq_len", "%d must be >= 2", c.SeqLen)
+	case c.SeqLen > m.MaxPositions:
+		return setting.Errorf("seq_len", "%d exceeds the model's context of %d positions", c.SeqLen, m.MaxPositions)
+	case c.GradAccum < 1:
+		return setting.Errorf("grad_accum", "%d must be >= 1", c.GradAccum)
+	case c.EvalEvery < 0:
+		return setting.Errorf("eval_every", "%d must be >= 0", c.EvalEvery)
+	case c.EscapeDelta <= 0 || c.EscapeDelta >= 1:
+		return setting.Errorf("escape_delta", "%g must be in (0, 1)", c.EscapeDelta)
+	case c.EscapeNorm < 0:
+		return setting.Errorf("escape_norm", "%g must be >= 0", c.EscapeNorm)
+	case c.ClipNorm < 0:
+		return setting.Errorf("clip_norm", "%g must be >= 0", c.ClipNorm)
+	case c.EvalSplit < 0 || c.EvalSplit >= 1:
+		return setting.Errorf("eval_split", "%g must be in [0, 1)", c.EvalSplit)
+	case c.EvalSplit > 0 && c.EvalData != "":
+		return setting.Errorf("eval_split", "%g: hold out a split of the data or give separate eval data, not both", c.EvalSplit)
+	case c.Out == "":
+		return setting.Errorf("out", "is required")
+	case c.SaveEvery < -1:
+		return setting.Errorf("save_every", "%d must be >= -1", c.SaveEvery)
+	case c.Keep < 0:
+		return setting.Errorf("keep", "%d must be >= 0", c.Keep)
+	case c.SkipNonfinite < 0:
+		return setting.Errorf("skip_nonfinite", "%d must be >= 0", c.SkipNonfinite)
+	case c.DivergeFactor < 0 || (c.DivergeFactor > 0 && c.DivergeFactor <= 1):
+		return setting.Errorf("diverge_factor", "%g must be 0 (off) or > 1", c.DivergeFactor)
+	}
+	return nil
+}
