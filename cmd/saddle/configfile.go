@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 )
 
 // applyConfigFile sets every flag named in a YAML or JSON file (keys are flag names, e.g. "lr" or "batch-size")
