@@ -155,6 +155,27 @@ func field(obj map[string]json.RawMessage, key string, dst any, where string) er
 }
 
 // parsePattern reads {"String": s} or {"Regex": r}.
+// parseSequence parses obj[key], a list of components, with parse; components that parse to nothing (null) are
+// left out.
+func parseSequence[T comparable](obj map[string]json.RawMessage, key, where string, parse func(json.RawMessage, string) (T, error)) ([]T, error) {
+	var subs []json.RawMessage
+	if err := field(obj, key, &subs, where); err != nil {
+		return nil, err
+	}
+	var out []T
+	var none T
+	for i, s := range subs {
+		c, err := parse(s, fmt.Sprintf("%s.%s[%d]", where, key, i))
+		if err != nil {
+			return nil, err
+		}
+		if c != none {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
 func parsePattern(obj map[string]json.RawMessage, where string) (literal string, re *regex, err error) {
 	var pat struct {
 		String *string `json:"String"`
@@ -188,21 +209,8 @@ func parseNormalizer(raw json.RawMessage, where string) (normalizer, error) {
 	}
 	switch typ {
 	case "Sequence":
-		var subs []json.RawMessage
-		if err := field(obj, "normalizers", &subs, where); err != nil {
-			return nil, err
-		}
-		var q seqNormalizer
-		for i, s := range subs {
-			n, err := parseNormalizer(s, fmt.Sprintf("%s.normalizers[%d]", where, i))
-			if err != nil {
-				return nil, err
-			}
-			if n != nil {
-				q = append(q, n)
-			}
-		}
-		return q, nil
+		subs, err := parseSequence(obj, "normalizers", where, parseNormalizer)
+		return seqNormalizer(subs), err
 	case "Prepend":
 		var p string
 		if err := field(obj, "prepend", &p, where); err != nil {
@@ -317,21 +325,8 @@ func parsePreTokenizer(raw json.RawMessage, where string) (preTokenizer, error) 
 	}
 	switch typ {
 	case "Sequence":
-		var subs []json.RawMessage
-		if err := field(obj, "pretokenizers", &subs, where); err != nil {
-			return nil, err
-		}
-		var q seqPreTokenizer
-		for i, s := range subs {
-			p, err := parsePreTokenizer(s, fmt.Sprintf("%s.pretokenizers[%d]", where, i))
-			if err != nil {
-				return nil, err
-			}
-			if p != nil {
-				q = append(q, p)
-			}
-		}
-		return q, nil
+		subs, err := parseSequence(obj, "pretokenizers", where, parsePreTokenizer)
+		return seqPreTokenizer(subs), err
 	case "ByteLevel":
 		b := &byteLevelPreTokenizer{addPrefixSpace: true, useRegex: true}
 		if err := field(obj, "add_prefix_space", &b.addPrefixSpace, where); err != nil {
@@ -535,21 +530,8 @@ func parseDecoder(raw json.RawMessage, where string) (decoder, error) {
 	}
 	switch typ {
 	case "Sequence":
-		var subs []json.RawMessage
-		if err := field(obj, "decoders", &subs, where); err != nil {
-			return nil, err
-		}
-		var q seqDecoder
-		for i, s := range subs {
-			d, err := parseDecoder(s, fmt.Sprintf("%s.decoders[%d]", where, i))
-			if err != nil {
-				return nil, err
-			}
-			if d != nil {
-				q = append(q, d)
-			}
-		}
-		return q, nil
+		subs, err := parseSequence(obj, "decoders", where, parseDecoder)
+		return seqDecoder(subs), err
 	case "Replace":
 		lit, re, err := parsePattern(obj, where)
 		if err != nil {
@@ -610,21 +592,8 @@ func parsePostProcessor(raw json.RawMessage, where string) (postProcessor, error
 	}
 	switch typ {
 	case "Sequence":
-		var subs []json.RawMessage
-		if err := field(obj, "processors", &subs, where); err != nil {
-			return nil, err
-		}
-		var q seqPostProcessor
-		for i, s := range subs {
-			p, err := parsePostProcessor(s, fmt.Sprintf("%s.processors[%d]", where, i))
-			if err != nil {
-				return nil, err
-			}
-			if p != nil {
-				q = append(q, p)
-			}
-		}
-		return q, nil
+		subs, err := parseSequence(obj, "processors", where, parsePostProcessor)
+		return seqPostProcessor(subs), err
 	case "ByteLevel":
 		return passProcessor{}, nil
 	case "TemplateProcessing":
