@@ -42,6 +42,28 @@ func TestSize(t *testing.T) {
 	}
 }
 
+// TestDecodeHalfBits checks F16/BF16 decoding against bit patterns from the IEEE 754 / bfloat16 definitions.
+func TestDecodeHalfBits(t *testing.T) {
+	cases := []struct {
+		dtype string
+		bits  uint16
+		want  float32
+	}{
+		{"F16", 0x3C00, 1}, {"F16", 0xC000, -2}, {"F16", 0x3800, 0.5}, {"F16", 0x7BFF, 65504},
+		{"F16", 0x0001, float32(math.Exp2(-24))}, {"F16", 0x3555, 0.333251953125},
+		{"BF16", 0x3F80, 1}, {"BF16", 0xC000, -2}, {"BF16", 0x4049, 3.140625}, {"BF16", 0x3EAB, 0.333984375},
+	}
+	for _, c := range cases {
+		dst := make([]float32, 1)
+		if _, err := Decode(c.dtype, binary.LittleEndian.AppendUint16(nil, c.bits), dst); err != nil {
+			t.Fatal(err)
+		}
+		if dst[0] != c.want {
+			t.Errorf("%s %#04x: got %g, want %g", c.dtype, c.bits, dst[0], c.want)
+		}
+	}
+}
+
 // TestDequantQ8_0Spec decodes a hand-made Q8_0 block: f16 scale d, then 32 int8 q; value = d·q.
 func TestDequantQ8_0Spec(t *testing.T) {
 	block := []byte{0x00, 0xB8} // f16 0xB800 = -0.5
