@@ -15,6 +15,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/saddle-ml/saddle/checkpoints"
+	"github.com/saddle-ml/saddle/internal/fileio"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
@@ -429,11 +430,7 @@ func truncateMetrics(path string, step int) error {
 			kept = append(append(kept, line...), '\n')
 		}
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, kept, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return fileio.WriteFile(path, kept)
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -468,9 +465,5 @@ func writeJSONAtomic(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return fileio.WriteFile(path, append(data, '\n'))
 }
