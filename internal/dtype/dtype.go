@@ -175,7 +175,7 @@ func Encode(w io.Writer, name string, data []float32) error {
 		case Q8_0:
 			for blk := start; blk < end; blk += Q8BlockSize {
 				b = b[:len(b)+Q8BlockBytes]
-				QuantizeQ8_0(data[blk:blk+Q8BlockSize], b[len(b)-Q8BlockBytes:])
+				quantizeQ8_0(data[blk:blk+Q8BlockSize], b[len(b)-Q8BlockBytes:])
 			}
 		}
 		if _, err := w.Write(b); err != nil {
@@ -186,9 +186,9 @@ func Encode(w io.Writer, name string, data []float32) error {
 	return nil
 }
 
-// QuantizeQ8_0 stores one block of Q8BlockSize values into out (Q8BlockBytes bytes) as ggml's
+// quantizeQ8_0 stores one block of Q8BlockSize values into out (Q8BlockBytes bytes) as ggml's
 // quantize_row_q8_0_ref does: d = max|x|/127, q = round(x/d) (half away from zero), d stored as f16.
-func QuantizeQ8_0(x []float32, out []byte) {
+func quantizeQ8_0(x []float32, out []byte) {
 	var amax float32
 	for _, v := range x {
 		amax = max(amax, float32(math.Abs(float64(v))))

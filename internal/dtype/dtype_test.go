@@ -95,14 +95,14 @@ func TestQuantizeQ8_0Rounding(t *testing.T) {
 	x[0] = 127 // d = 1
 	x[1], x[2], x[3], x[4] = 2.5, -2.5, 0.49, -126.5
 	out := make([]byte, Q8BlockBytes)
-	QuantizeQ8_0(x, out)
+	quantizeQ8_0(x, out)
 	if d := binary.LittleEndian.Uint16(out); d != 0x3C00 {
 		t.Errorf("d bits %#x, want 0x3C00 (1.0)", d)
 	}
 	if got := []int8{int8(out[2]), int8(out[3]), int8(out[4]), int8(out[5]), int8(out[6])}; !slices.Equal(got, []int8{127, 3, -3, 0, -127}) {
 		t.Errorf("q = %v, want [127 3 -3 0 -127]", got)
 	}
-	QuantizeQ8_0(make([]float32, 32), out)
+	quantizeQ8_0(make([]float32, 32), out)
 	if !slices.Equal(out, make([]byte, Q8BlockBytes)) {
 		t.Errorf("zero block: %x", out)
 	}

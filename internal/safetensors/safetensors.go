@@ -46,8 +46,8 @@ type Header struct {
 	metadata json.RawMessage
 }
 
-// MaxHeaderSize bounds the JSON header a reader accepts (real ones are well under 1 MB).
-const MaxHeaderSize = 100 << 20
+// maxHeaderSize bounds the JSON header a reader accepts (real ones are well under 1 MB).
+const maxHeaderSize = 100 << 20
 
 // safetensorsEntry is one tensor's entry in the JSON header.
 type safetensorsEntry struct {
@@ -74,7 +74,7 @@ func ReadHeader(path string) (*Header, error) {
 		return nil, fmt.Errorf("%s: reading safetensors header length: %w", path, err)
 	}
 	hlen := binary.LittleEndian.Uint64(lenBuf[:])
-	if hlen > MaxHeaderSize || int64(hlen) > st.Size()-8 {
+	if hlen > maxHeaderSize || int64(hlen) > st.Size()-8 {
 		return nil, fmt.Errorf("%s: safetensors header length %d does not fit the file (%d bytes)", path, hlen, st.Size())
 	}
 	hdr := make([]byte, hlen)

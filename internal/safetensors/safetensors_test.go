@@ -3,38 +3,26 @@ package safetensors
 import (
 	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/gomlx/compute/dtypes/bfloat16"
-	"github.com/gomlx/compute/dtypes/float16"
 )
 
-// randomTensor is a [rows, cols] tensor of values exactly representable in dtype.
-func randomTensor(rng *rand.Rand, rows, cols int, dtype string) Tensor {
+// exactTensor is a [rows, cols] tensor of values that F32, F16 and BF16 all hold exactly.
+func exactTensor(rows, cols int, dtype string) Tensor {
 	d := make([]float32, rows*cols)
 	for i := range d {
-		v := float32(rng.NormFloat64() * 0.3)
-		switch dtype {
-		case "F16":
-			v = float16.FromFloat32(v).Float32()
-		case "BF16":
-			v = bfloat16.FromFloat32(v).Float32()
-		}
-		d[i] = v
+		d[i] = float32(i%13-6) * 0.375
 	}
 	return Tensor{Shape: []int{rows, cols}, Data: d, DType: dtype}
 }
 
 func TestSafetensorsHalfPrecisionRoundTrip(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
 	named := map[string]Tensor{}
 	for _, dt := range []string{"F32", "F16", "BF16"} {
-		named["t."+dt] = randomTensor(rng, 3, 5, dt)
+		named["t."+dt] = exactTensor(3, 5, dt)
 	}
 	named["scalar"] = Tensor{Shape: []int{}, Data: []float32{7}}
 	path := filepath.Join(t.TempDir(), "x.safetensors")
