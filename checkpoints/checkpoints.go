@@ -22,6 +22,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/saddle-ml/saddle/internal/fileio"
+	"github.com/saddle-ml/saddle/internal/safetensors"
 	"github.com/saddle-ml/saddle/lora"
 )
 
@@ -42,14 +44,14 @@ type BaseIdentity struct {
 
 // State is everything needed to continue a run exactly where it stopped.
 type State struct {
-	Step      int                  `json:"step"`
-	Base      BaseIdentity         `json:"base"`
-	Config    json.RawMessage      `json:"config"`    // the run configuration
-	Optimizer string               `json:"optimizer"` // registered name
-	Runner    json.RawMessage      `json:"runner"`    // runner bookkeeping (escape tracker, losses, token count)
-	RNG       []uint64             `json:"rng"`       // dropout random state
-	Adapter   *lora.Set            `json:"-"`
-	Slots     [][]lora.NamedTensor `json:"-"` // optimizer slots per adapter parameter, in Set.Tensors order
+	Step      int                    `json:"step"`
+	Base      BaseIdentity           `json:"base"`
+	Config    json.RawMessage        `json:"config"`    // the run configuration
+	Optimizer string                 `json:"optimizer"` // registered name
+	Runner    json.RawMessage        `json:"runner"`    // runner bookkeeping (escape tracker, losses, token count)
+	RNG       []uint64               `json:"rng"`       // dropout random state
+	Adapter   *lora.Set              `json:"-"`
+	Slots     [][]safetensors.Tensor `json:"-"` // optimizer slots per adapter parameter, in Set.Tensors order
 }
 
 // Save writes st as checkpoints/step-NNNNNN in runDir, points "latest" at it, and deletes all but the newest keep
@@ -68,7 +70,7 @@ func Save(runDir string, st *State, keep int) (string, error) {
 	if err := lora.Save(tmp, st.Adapter, st.Base.Path); err != nil {
 		return "", err
 	}
-	slots := map[string]lora.NamedTensor{}
+	slots := map[string]safetensors.Tensor{}
 	names := st.Adapter.ParamNames()
 	if len(st.Slots) != len(names) {
 		return "", fmt.Errorf("checkpoint: %d slot groups for %d adapter parameters", len(st.Slots), len(names))
@@ -78,27 +80,22 @@ func Save(runDir string, st *State, keep int) (string, error) {
 			slots[fmt.Sprintf("%s/slot%d", names[i], k)] = t
 		}
 	}
-	if err := lora.WriteSafetensors(filepath.Join(tmp, optimizerFile), slots, map[string]string{"optimizer": st.Optimizer}); err != nil {
+	if err := safetensors.Write(filepath.Join(tmp, optimizerFile), slots, map[string]string{"optimizer": st.Optimizer}); err != nil {
 		return "", err
 	}
 	data, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return "", err
 	}
-	if err := writeSynced(filepath.Join(tmp, stateFile), data); err != nil {
+	if err := fileio.WriteFile(filepath.Join(tmp, stateFile), data); err != nil {
 		return "", err
 	}
 	final := filepath.Join(root, name)
-	if err := os.RemoveAll(final); err != nil { // a same-step leftover from a run that died after renaming
+	// ReplaceDir also removes a same-step leftover from a run that died after renaming.
+	if err := fileio.ReplaceDir(tmp, final); err != nil {
 		return "", err
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return "", err
-	}
-	if err := syncDir(root); err != nil {
-		return "", err
-	}
-	if err := writeAtomic(filepath.Join(root, latestFile), []byte(name+"\n")); err != nil {
+	if err := fileio.WriteFile(filepath.Join(root, latestFile), []byte(name+"\n")); err != nil {
 		return "", err
 	}
 	return final, prune(root, name, keep)
@@ -171,12 +168,12 @@ func Load(path string) (*State, error) {
 		return nil, err
 	}
 	optPath := filepath.Join(dir, optimizerFile)
-	slots, _, err := lora.ReadSafetensors(optPath)
+	slots, _, err := safetensors.Read(optPath)
 	if err != nil {
 		return nil, err
 	}
 	for _, name := range st.Adapter.ParamNames() {
-		var group []lora.NamedTensor
+		var group []safetensors.Tensor
 		for k := 0; ; k++ {
 			t, ok := slots[fmt.Sprintf("%s/slot%d", name, k)]
 			if !ok {
@@ -222,41 +219,4 @@ func HashBase(path string) (BaseIdentity, error) {
 		abs = path
 	}
 	return BaseIdentity{Path: abs, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
-}
-
-func writeSynced(path string, data []byte) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return f.Close()
-}
-
-func writeAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := writeSynced(tmp, data); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/saddle-ml/saddle/internal/safetensors"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 )
@@ -32,7 +33,7 @@ func testState(t *testing.T, step int) *State {
 		for j := range m {
 			m[j], v[j] = float32(step*j), float32(j)
 		}
-		st.Slots = append(st.Slots, []lora.NamedTensor{{Shape: shape, Data: m}, {Shape: shape, Data: v}})
+		st.Slots = append(st.Slots, []safetensors.Tensor{{Shape: shape, Data: m}, {Shape: shape, Data: v}})
 	}
 	return st
 }

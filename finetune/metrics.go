@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
 // metricsLog appends one JSON row per step to OUT/metrics.jsonl.
@@ -67,11 +69,7 @@ func truncateMetrics(path string, step int) error {
 			kept = append(append(kept, line...), '\n')
 		}
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, kept, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return fileio.WriteFile(path, kept)
 }
 
 func writeJSONAtomic(path string, v any) error {
@@ -79,9 +77,5 @@ func writeJSONAtomic(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(data, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return fileio.WriteFile(path, append(data, '\n'))
 }

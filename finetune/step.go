@@ -11,6 +11,7 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/saddle-ml/saddle/checkpoints"
+	"github.com/saddle-ml/saddle/internal/safetensors"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
@@ -340,13 +341,13 @@ func (s *Stepper) Snapshot() (*checkpoints.State, error) {
 	}
 	st := &checkpoints.State{Step: s.step, Optimizer: s.opt.Name(), Adapter: set}
 	for _, group := range s.slots {
-		var out []lora.NamedTensor
+		var out []safetensors.Tensor
 		for _, t := range group {
 			data, err := tensors.CopyFlatData[float32](t)
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, lora.NamedTensor{Shape: t.Shape().Dimensions, Data: data})
+			out = append(out, safetensors.Tensor{Shape: t.Shape().Dimensions, Data: data})
 		}
 		st.Slots = append(st.Slots, out)
 	}

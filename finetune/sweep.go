@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/saddle-ml/saddle/internal/fileio"
 	"github.com/saddle-ml/saddle/internal/fit"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
@@ -238,7 +239,7 @@ func writeSweep(out string, res *SweepResult) error {
 			fmtF(r.FinalTrainLoss), fmtF(r.WallSeconds)})
 	}
 	w.Flush()
-	if err := os.WriteFile(filepath.Join(out, "runs.csv"), []byte(b.String()), 0o644); err != nil {
+	if err := fileio.WriteFile(filepath.Join(out, "runs.csv"), []byte(b.String())); err != nil {
 		return err
 	}
 	return sweepPlots(out, res)

@@ -3,8 +3,8 @@ package lora
 import (
 	"fmt"
 	"math"
-	"os"
 
+	"github.com/saddle-ml/saddle/internal/gguf"
 	"github.com/saddle-ml/saddle/model"
 )
 
@@ -50,7 +50,7 @@ func WriteGGUFAdapter(path string, set *Set, cfg model.Config, opts GGUFAdapterO
 	}
 	alpha := GGUFAlpha(set.Spec)
 	r := set.Spec.Rank
-	var tensors []model.GGUFTensor
+	var tensors []gguf.Tensor
 	for _, a := range set.Adapters {
 		base, ok := model.GGUFNameFromHF(a.Module + ".weight")
 		if !ok {
@@ -65,10 +65,10 @@ func WriteGGUFAdapter(path string, set *Set, cfg model.Config, opts GGUFAdapterO
 			}
 		}
 		tensors = append(tensors,
-			model.GGUFTensor{Name: base + ".lora_a", Shape: []int{r, a.In}, Data: A, Type: dtype},
-			model.GGUFTensor{Name: base + ".lora_b", Shape: b.Shape, Data: b.Data, Type: dtype})
+			gguf.Tensor{Name: base + ".lora_a", Shape: []int{r, a.In}, Data: A, DType: dtype},
+			gguf.Tensor{Name: base + ".lora_b", Shape: b.Shape, Data: b.Data, DType: dtype})
 	}
-	meta := []model.GGUFKeyValue{
+	meta := []gguf.KV{
 		{Key: "general.architecture", Value: arch},
 		{Key: "general.type", Value: "adapter"},
 		{Key: "general.name", Value: name},
@@ -77,15 +77,7 @@ func WriteGGUFAdapter(path string, set *Set, cfg model.Config, opts GGUFAdapterO
 		{Key: "adapter.type", Value: "lora"},
 		{Key: "adapter.lora.alpha", Value: float32(alpha)},
 	}
-	return writeGGUFShared(path, meta, tensors)
-}
-
-// writeGGUFShared is model.WriteGGUF with the file made readable by others (its temporary file is 0600).
-func writeGGUFShared(path string, meta []model.GGUFKeyValue, tensors []model.GGUFTensor) error {
-	if err := model.WriteGGUF(path, meta, tensors); err != nil {
-		return err
-	}
-	return os.Chmod(path, 0o644)
+	return gguf.Write(path, meta, tensors)
 }
 
 // GGUFAlpha is the adapter.lora.alpha that makes llama.cpp's alpha/r equal the spec's scaling.

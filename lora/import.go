@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/saddle-ml/saddle/internal/safetensors"
 	"github.com/saddle-ml/saddle/model"
 )
 
@@ -103,7 +104,7 @@ func exists(path string) bool {
 
 // peftModule is one module's factors as read from a PEFT file.
 type peftModule struct {
-	a, b       *NamedTensor
+	a, b       *safetensors.Tensor
 	keyA, keyB string
 }
 
@@ -130,7 +131,7 @@ func ReadPEFT(dir string, cfg model.Config) (*Set, error) {
 		}
 		return nil, fmt.Errorf("%s: %s is missing", dir, PEFTWeightsFile)
 	}
-	tensors, _, err := ReadSafetensors(weightsPath)
+	tensors, _, err := safetensors.Read(weightsPath)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +238,7 @@ func specTargets(set *Set) ([]string, []int) {
 
 // peftModules groups the tensors of a PEFT file by module, refusing anything but plain LoRA factors of the
 // model's linear layers.
-func peftModules(path string, tensors map[string]NamedTensor, cfg model.Config) (map[string]*peftModule, error) {
+func peftModules(path string, tensors map[string]safetensors.Tensor, cfg model.Config) (map[string]*peftModule, error) {
 	keys := make([]string, 0, len(tensors))
 	for k := range tensors {
 		keys = append(keys, k)

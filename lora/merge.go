@@ -2,21 +2,18 @@ package lora
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
-	"github.com/gomlx/compute/dtypes/bfloat16"
-	"github.com/gomlx/compute/dtypes/float16"
-
-	"github.com/saddle-ml/saddle/internal/ggufread"
+	"github.com/saddle-ml/saddle/internal/fileio"
+	"github.com/saddle-ml/saddle/internal/gguf"
+	"github.com/saddle-ml/saddle/internal/safetensors"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/tokenizer"
 )
@@ -83,17 +80,17 @@ func WriteMergedHF(dir string, p *model.Pretrained, set *Set, opts MergeOptions)
 	if err != nil {
 		return err
 	}
-	named := make(map[string]NamedTensor, len(weights))
+	named := make(map[string]safetensors.Tensor, len(weights))
 	perDType := map[string]int{}
 	for name, w := range weights {
 		dt := opts.DType
 		if dt == "" {
 			dt = dtypes[name]
-			if _, ok := safetensorsDTypeSize[dt]; !ok {
+			if !safetensors.CanWrite(dt) {
 				dt = "F32" // Q8_0 and anything safetensors cannot hold: F32 keeps the values exactly
 			}
 		}
-		named[name] = NamedTensor{Shape: w.Shape, Data: w.Data, DType: dt}
+		named[name] = safetensors.Tensor{Shape: w.Shape, Data: w.Data, DType: dt}
 		perDType[dt] += len(w.Data)
 	}
 	torchDType := map[string]string{"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[dominant(perDType)]
@@ -152,7 +149,7 @@ func WriteMergedHF(dir string, p *model.Pretrained, set *Set, opts MergeOptions)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := WriteSafetensors(filepath.Join(dir, "model.safetensors"), named, map[string]string{"format": "pt"}); err != nil {
+	if err := safetensors.Write(filepath.Join(dir, "model.safetensors"), named, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
 	names := slices.Sorted(maps.Keys(files))
@@ -161,7 +158,7 @@ func WriteMergedHF(dir string, p *model.Pretrained, set *Set, opts MergeOptions)
 		if !bytes.HasSuffix(data, []byte("\n")) && strings.HasSuffix(name, ".json") {
 			data = append(data, '\n')
 		}
-		if err := writeFileAtomic(filepath.Join(dir, name), data); err != nil {
+		if err := fileio.WriteFile(filepath.Join(dir, name), data); err != nil {
 			return err
 		}
 	}
@@ -183,13 +180,13 @@ func baseDTypes(p *model.Pretrained) (map[string]string, error) {
 	out := map[string]string{}
 	switch p.Format {
 	case "gguf":
-		f, err := ggufread.Open(p.Path)
+		f, err := gguf.Open(p.Path)
 		if err != nil {
 			return nil, err
 		}
 		for _, t := range f.Tensors {
 			if hf, ok := model.HFNameFromGGUF(t.Name); ok {
-				out[hf] = ggufread.TensorTypeName(t.Type)
+				out[hf] = t.Type.String()
 			}
 		}
 	case "hf":
@@ -212,11 +209,13 @@ func baseDTypes(p *model.Pretrained) (map[string]string, error) {
 			return nil, err
 		}
 		for _, s := range shards {
-			dts, err := safetensorsDTypes(filepath.Join(p.Path, s))
+			h, err := safetensors.ReadHeader(filepath.Join(p.Path, s))
 			if err != nil {
 				return nil, err
 			}
-			maps.Copy(out, dts)
+			for _, e := range h.Entries {
+				out[e.Name] = e.DType
+			}
 		}
 	}
 	return out, nil
@@ -350,7 +349,7 @@ func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptio
 	if samePath(path, p.Path) {
 		return fmt.Errorf("%s: the merged model would overwrite its base; choose another output file", path)
 	}
-	f, err := ggufread.Open(p.Path)
+	f, err := gguf.Open(p.Path)
 	if err != nil {
 		return err
 	}
@@ -363,26 +362,26 @@ func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptio
 		return err
 	}
 	defer fh.Close()
-	var out []model.GGUFTensor
+	var out []gguf.Tensor
 	used := 0
-	for _, info := range f.Tensors {
+	for i := range f.Tensors {
+		info := &f.Tensors[i]
 		shape := make([]int, len(info.Dims))
 		for i, d := range info.Dims {
 			shape[len(shape)-1-i] = int(d)
 		}
-		typeName := ggufread.TensorTypeName(info.Type)
-		data, err := readGGMLTensor(fh, f, info)
+		data, err := f.ReadTensor(fh, info)
 		if err != nil {
 			return err
 		}
-		t := model.GGUFTensor{Name: info.Name, Shape: shape, Data: data, Type: typeName}
+		t := gguf.Tensor{Name: info.Name, Shape: shape, Data: data, DType: info.Type.String()}
 		hf, _ := model.HFNameFromGGUF(info.Name)
 		if a := byModule[hf]; a != nil {
 			if t.Data, err = mergeGGUFWeight(p, set, a, hf, shape, data); err != nil {
 				return fmt.Errorf("%s: tensor %q: %w", p.Path, info.Name, err)
 			}
 			if opts.DType != "" {
-				t.Type = opts.DType
+				t.DType = opts.DType
 			}
 			used++
 		}
@@ -391,11 +390,7 @@ func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptio
 	if used != len(set.Adapters) {
 		return fmt.Errorf("%s: only %d of the adapter's %d modules have a tensor in the file", p.Path, used, len(set.Adapters))
 	}
-	meta := make([]model.GGUFKeyValue, len(f.KVs))
-	for i, kv := range f.KVs {
-		meta[i] = model.GGUFKeyValue{Key: kv.Key, Value: kv.Value}
-	}
-	return writeGGUFShared(path, meta, out)
+	return gguf.Write(path, f.KVs, out)
 }
 
 // mergeGGUFWeight adds ΔW (HF row order) to a GGUF weight, going through HF order for llama's permuted Q/K.
@@ -432,44 +427,4 @@ func permutedHeads(cfg model.Config, module string) int {
 		return cfg.NumKVHeads
 	}
 	return 0
-}
-
-// readGGMLTensor reads one tensor of a GGUF file as float32 (F32, F16, BF16, Q8_0).
-func readGGMLTensor(fh *os.File, f *ggufread.File, info ggufread.TensorInfo) ([]float32, error) {
-	n := uint64(1)
-	for _, d := range info.Dims {
-		n *= d
-	}
-	size, ok := ggufread.TensorTypeSize(info.Type, n)
-	if !ok || size != info.Size || (info.Type != 0 && info.Type != 1 && info.Type != 30 && info.Type != 8) {
-		return nil, fmt.Errorf("%s: tensor %q: type %s cannot be re-encoded (F32, F16, BF16, Q8_0)", f.Path, info.Name, ggufread.TensorTypeName(info.Type))
-	}
-	buf := make([]byte, size)
-	if got, err := fh.ReadAt(buf, f.DataOffset+int64(info.Offset)); got != len(buf) {
-		return nil, fmt.Errorf("%s: tensor %q: reading %d bytes at offset %d: %w", f.Path, info.Name, size, f.DataOffset+int64(info.Offset), err)
-	}
-	out := make([]float32, n)
-	switch info.Type {
-	case 0:
-		for i := range out {
-			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(buf[4*i:]))
-		}
-	case 1:
-		for i := range out {
-			out[i] = float16.FromBits(binary.LittleEndian.Uint16(buf[2*i:])).Float32()
-		}
-	case 30:
-		for i := range out {
-			out[i] = bfloat16.FromBits(binary.LittleEndian.Uint16(buf[2*i:])).Float32()
-		}
-	case 8:
-		for k := range int(n / 32) {
-			blk := buf[k*34:]
-			d := float16.FromBits(binary.LittleEndian.Uint16(blk)).Float32()
-			for j := range 32 {
-				out[k*32+j] = d * float32(int8(blk[2+j]))
-			}
-		}
-	}
-	return out, nil
 }

@@ -9,6 +9,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/saddle-ml/saddle/internal/fileio"
+	"github.com/saddle-ml/saddle/internal/safetensors"
 )
 
 // PEFT adapter files (what Hugging Face PEFT, vLLM and llama.cpp's convert_lora_to_gguf.py read).
@@ -69,23 +72,23 @@ func WritePEFT(dir string, set *Set, opts PEFTOptions) error {
 		TargetModules: targets, LayersToTransform: layers, Bias: "none", UseRSLoRA: set.Spec.RSLoRA,
 		InferenceMode: true, InitLoraWeights: true, RankPattern: map[string]int{}, AlphaPattern: map[string]float64{},
 	}
-	named := map[string]NamedTensor{}
+	named := map[string]safetensors.Tensor{}
 	for _, a := range set.Adapters {
 		A, B := a.Fold(set.Spec.Depth, set.Spec.Rank)
-		named[PEFTKey(a.Module, "lora_A")] = NamedTensor{Shape: []int{set.Spec.Rank, a.In}, Data: A, DType: opts.DType}
-		named[PEFTKey(a.Module, "lora_B")] = NamedTensor{Shape: []int{a.Out, set.Spec.Rank}, Data: B, DType: opts.DType}
+		named[PEFTKey(a.Module, "lora_A")] = safetensors.Tensor{Shape: []int{set.Spec.Rank, a.In}, Data: A, DType: opts.DType}
+		named[PEFTKey(a.Module, "lora_B")] = safetensors.Tensor{Shape: []int{a.Out, set.Spec.Rank}, Data: B, DType: opts.DType}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := WriteSafetensors(filepath.Join(dir, PEFTWeightsFile), named, map[string]string{"format": "pt"}); err != nil {
+	if err := safetensors.Write(filepath.Join(dir, PEFTWeightsFile), named, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
 	data, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, PEFTConfigFile), append(data, '\n'))
+	return fileio.WriteFile(filepath.Join(dir, PEFTConfigFile), append(data, '\n'))
 }
 
 // peftTargets expresses the adapted modules in PEFT's terms: module names plus layers_to_transform when the

@@ -3,7 +3,6 @@ package lora
 import (
 	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -17,6 +16,7 @@ import (
 	"github.com/gomlx/compute/dtypes/float16"
 	"github.com/gomlx/go-huggingface/models/gguf"
 
+	"github.com/saddle-ml/saddle/internal/safetensors"
 	"github.com/saddle-ml/saddle/model"
 )
 
@@ -217,7 +217,7 @@ func readF32(t *testing.T, rd *gguf.Reader, name string) []float32 {
 }
 
 // writePEFTDir writes a PEFT adapter by hand: config as given, tensors with their dtypes.
-func writePEFTDir(t *testing.T, config map[string]any, tensors map[string]NamedTensor) string {
+func writePEFTDir(t *testing.T, config map[string]any, tensors map[string]safetensors.Tensor) string {
 	t.Helper()
 	dir := t.TempDir()
 	data, err := json.Marshal(config)
@@ -228,7 +228,7 @@ func writePEFTDir(t *testing.T, config map[string]any, tensors map[string]NamedT
 		t.Fatal(err)
 	}
 	if tensors != nil {
-		if err := WriteSafetensors(filepath.Join(dir, PEFTWeightsFile), tensors, map[string]string{"format": "pt"}); err != nil {
+		if err := safetensors.Write(filepath.Join(dir, PEFTWeightsFile), tensors, map[string]string{"format": "pt"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -236,7 +236,7 @@ func writePEFTDir(t *testing.T, config map[string]any, tensors map[string]NamedT
 }
 
 // randomFactor is a [rows, cols] tensor of values exactly representable in dtype.
-func randomFactor(rng *rand.Rand, rows, cols int, dtype string) NamedTensor {
+func randomFactor(rng *rand.Rand, rows, cols int, dtype string) safetensors.Tensor {
 	d := make([]float32, rows*cols)
 	for i := range d {
 		v := float32(rng.NormFloat64() * 0.3)
@@ -248,7 +248,7 @@ func randomFactor(rng *rand.Rand, rows, cols int, dtype string) NamedTensor {
 		}
 		d[i] = v
 	}
-	return NamedTensor{Shape: []int{rows, cols}, Data: d, DType: dtype}
+	return safetensors.Tensor{Shape: []int{rows, cols}, Data: d, DType: dtype}
 }
 
 func baseConfig(extra map[string]any) map[string]any {
@@ -291,7 +291,7 @@ func TestImportHandWrittenPEFT(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(5, 5))
-			tensors := map[string]NamedTensor{}
+			tensors := map[string]safetensors.Tensor{}
 			want := map[string][]float64{}
 			for _, m := range c.modules {
 				shape := shapes[m.path+".weight"]
@@ -352,22 +352,22 @@ func TestImportRefusals(t *testing.T) {
 	cfg := tinyConfig()
 	rng := rand.New(rand.NewPCG(1, 2))
 	q := "model.layers.0.self_attn.q_proj"
-	good := func() map[string]NamedTensor {
-		return map[string]NamedTensor{
+	good := func() map[string]safetensors.Tensor {
+		return map[string]safetensors.Tensor{
 			PEFTKey(q, "lora_A"): randomFactor(rng, 4, 16, "F32"),
 			PEFTKey(q, "lora_B"): randomFactor(rng, 16, 4, "F32"),
 		}
 	}
-	with := func(key string, t NamedTensor) map[string]NamedTensor {
+	with := func(key string, t safetensors.Tensor) map[string]safetensors.Tensor {
 		m := good()
 		m[key] = t
 		return m
 	}
-	vec := NamedTensor{Shape: []int{16}, Data: make([]float32, 16)}
+	vec := safetensors.Tensor{Shape: []int{16}, Data: make([]float32, 16)}
 	for _, c := range []struct {
 		name    string
 		config  map[string]any
-		tensors map[string]NamedTensor
+		tensors map[string]safetensors.Tensor
 		want    string
 	}{
 		{"dora-config", baseConfig(map[string]any{"use_dora": true}), good(), "DoRA"},
@@ -381,10 +381,10 @@ func TestImportRefusals(t *testing.T) {
 		{"unknown-module", baseConfig(nil), with(peftPrefix+"lm_head.lora_A.weight", randomFactor(rng, 4, 16, "F32")), "lm_head is not a linear layer"},
 		{"not-lora", baseConfig(map[string]any{"peft_type": "IA3"}), good(), "IA3"},
 		{"rank-mismatch", baseConfig(map[string]any{"r": 8}), good(), "rank 4"},
-		{"missing-B", baseConfig(nil), map[string]NamedTensor{PEFTKey(q, "lora_A"): randomFactor(rng, 4, 16, "F32")}, "only one of lora_A and lora_B"},
+		{"missing-B", baseConfig(nil), map[string]safetensors.Tensor{PEFTKey(q, "lora_A"): randomFactor(rng, 4, 16, "F32")}, "only one of lora_A and lora_B"},
 		{"wrong-shape", baseConfig(nil), with(PEFTKey(q, "lora_B"), randomFactor(rng, 8, 4, "F32")), "do not fit"},
-		{"scalar-factor", baseConfig(nil), with(PEFTKey(q, "lora_A"), NamedTensor{Shape: []int{}, Data: []float32{1}}), "do not fit"},
-		{"two-adapters", baseConfig(nil), map[string]NamedTensor{
+		{"scalar-factor", baseConfig(nil), with(PEFTKey(q, "lora_A"), safetensors.Tensor{Shape: []int{}, Data: []float32{1}}), "do not fit"},
+		{"two-adapters", baseConfig(nil), map[string]safetensors.Tensor{
 			peftPrefix + q + ".lora_A.one.weight": randomFactor(rng, 4, 16, "F32"),
 			peftPrefix + q + ".lora_B.two.weight": randomFactor(rng, 16, 4, "F32")}, "several adapters"},
 		{"pickle-only", baseConfig(nil), nil, "adapter_model.bin"},
@@ -449,42 +449,5 @@ func TestResolveDirFollowsLatestCheckpoint(t *testing.T) {
 	}
 	if dir, _ := ResolveDir(run); dir != run || BaseModelOf(run) != "other.gguf" {
 		t.Fatalf("ResolveDir(run with adapter.json) = %q, base %q", dir, BaseModelOf(run))
-	}
-}
-
-func TestSafetensorsHalfPrecisionRoundTrip(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
-	named := map[string]NamedTensor{}
-	for _, dt := range []string{"F32", "F16", "BF16"} {
-		named["t."+dt] = randomFactor(rng, 3, 5, dt)
-	}
-	named["scalar"] = NamedTensor{Shape: []int{}, Data: []float32{7}}
-	path := filepath.Join(t.TempDir(), "x.safetensors")
-	if err := WriteSafetensors(path, named, nil); err != nil {
-		t.Fatal(err)
-	}
-	got, _, err := ReadSafetensors(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, w := range named {
-		g := got[name]
-		if !slices.Equal(g.Data, w.Data) || !slices.Equal(g.Shape, w.Shape) || g.DType != storedDType(w.DType) {
-			t.Errorf("%s: read %v %v %s, wrote %v %v %s", name, g.Shape, g.Data, g.DType, w.Shape, w.Data, w.DType)
-		}
-	}
-	// The file is as long as F16/BF16 need (2 bytes per value), and truncation is caught.
-	data, _ := os.ReadFile(path)
-	if err := os.WriteFile(path, data[:len(data)-2], 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := ReadSafetensors(path); err == nil || !strings.Contains(err.Error(), path) {
-		t.Fatalf("truncated file: error %v", err)
-	}
-	if err := WriteSafetensors(path, map[string]NamedTensor{"x": {Shape: []int{2}, Data: []float32{1}}}, nil); err == nil {
-		t.Fatal("a shape/data mismatch must be refused")
-	}
-	if err := WriteSafetensors(path, map[string]NamedTensor{"x": {Shape: []int{1}, Data: []float32{1}, DType: "I8"}}, nil); err == nil {
-		t.Fatal(fmt.Sprint("dtype I8 must be refused"))
 	}
 }

@@ -17,6 +17,9 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/saddle-ml/saddle/internal/dtype"
+	"github.com/saddle-ml/saddle/internal/gguf"
 )
 
 // fuzzConfig is a model small enough that whole files make good fuzz seeds (about 2 KB).
@@ -42,7 +45,7 @@ func fuzzGGUF(tb testing.TB, c Config, dtype string) []byte {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	var ts []GGUFTensor
+	var ts []gguf.Tensor
 	for _, n := range names {
 		g, ok := GGUFNameFromHF(n)
 		if !ok {
@@ -50,12 +53,12 @@ func fuzzGGUF(tb testing.TB, c Config, dtype string) []byte {
 		}
 		dt := dtype
 		if len(weights[n].Shape) == 1 {
-			dt = dtF32
+			dt = "F32"
 		}
-		ts = append(ts, GGUFTensor{Name: g, Shape: weights[n].Shape, Data: weights[n].Data, Type: dt})
+		ts = append(ts, gguf.Tensor{Name: g, Shape: weights[n].Shape, Data: weights[n].Data, DType: dt})
 	}
 	path := filepath.Join(tb.TempDir(), "seed.gguf")
-	if err := WriteGGUF(path, ggufMetadataFor(c), ts); err != nil {
+	if err := gguf.Write(path, ggufMetadataFor(c), ts); err != nil {
 		tb.Fatal(err)
 	}
 	b, err := os.ReadFile(path)
@@ -129,7 +132,7 @@ func checkLoaded(t *testing.T, p *Pretrained) {
 		if w == nil || !slices.Equal(w.Shape, shape) {
 			t.Fatalf("weight %s: %v, want shape %v", name, w, shape)
 		}
-		n, err := numElements(shape)
+		n, err := dtype.Elements(shape)
 		if err != nil || int64(len(w.Data)) != n {
 			t.Fatalf("weight %s: %d values for shape %v", name, len(w.Data), shape)
 		}
@@ -138,14 +141,14 @@ func checkLoaded(t *testing.T, p *Pretrained) {
 
 func FuzzLoadGGUF(f *testing.F) {
 	for _, arch := range []string{"llama", "qwen2", "qwen3"} {
-		f.Add(fuzzGGUF(f, fuzzConfig(arch), dtF32))
+		f.Add(fuzzGGUF(f, fuzzConfig(arch), dtype.F32))
 	}
-	f.Add(fuzzGGUF(f, fuzzConfig("llama"), dtF16))
-	f.Add(fuzzGGUF(f, fuzzConfig("llama"), dtBF16))
+	f.Add(fuzzGGUF(f, fuzzConfig("llama"), dtype.F16))
+	f.Add(fuzzGGUF(f, fuzzConfig("llama"), dtype.BF16))
 	// Q8_0 needs rows of whole 32-value blocks.
 	q8 := fuzzConfig("llama")
 	q8.HiddenSize, q8.IntermediateSize, q8.NumHeads, q8.NumKVHeads, q8.HeadDim = 32, 32, 2, 2, 16
-	f.Add(fuzzGGUF(f, q8, dtQ8_0))
+	f.Add(fuzzGGUF(f, q8, dtype.Q8_0))
 	f.Add([]byte("GGUF"))
 	f.Add(append([]byte("GGUF\x03\x00\x00\x00"), make([]byte, 16)...))
 	dir := f.TempDir()
@@ -175,7 +178,7 @@ func FuzzLoadHF(f *testing.F) {
 	for _, arch := range []string{"llama", "qwen2", "qwen3"} {
 		c := fuzzConfig(arch)
 		cfg, _ := json.Marshal(hfConfigJSON(c))
-		for _, dt := range []string{dtF32, dtF16, dtBF16} {
+		for _, dt := range []string{dtype.F32, dtype.F16, dtype.BF16} {
 			f.Add(cfg, fuzzSafetensors(synthWeights(c, 5), dt), []byte(nil))
 		}
 	}
@@ -187,7 +190,7 @@ func FuzzLoadHF(f *testing.F) {
 		weightMap[n] = "model-00001-of-00001.safetensors"
 	}
 	index, _ := json.Marshal(map[string]any{"weight_map": weightMap})
-	f.Add(cfg, fuzzSafetensors(weights, dtF32), index)
+	f.Add(cfg, fuzzSafetensors(weights, dtype.F32), index)
 	f.Add(cfg, []byte("\x02\x00\x00\x00\x00\x00\x00\x00{}"), []byte(nil))
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, config, st, index []byte) {
@@ -227,7 +230,7 @@ func TestFuzzSeedsLoad(t *testing.T) {
 	dir := t.TempDir()
 	for _, arch := range []string{"llama", "qwen2", "qwen3"} {
 		path := filepath.Join(dir, arch+".gguf")
-		if err := os.WriteFile(path, fuzzGGUF(t, fuzzConfig(arch), dtF16), 0o644); err != nil {
+		if err := os.WriteFile(path, fuzzGGUF(t, fuzzConfig(arch), dtype.F16), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		p, err := Load(path)
@@ -240,7 +243,7 @@ func TestFuzzSeedsLoad(t *testing.T) {
 		c := fuzzConfig(arch)
 		cfg, _ := json.Marshal(hfConfigJSON(c))
 		os.WriteFile(filepath.Join(hf, "config.json"), cfg, 0o644)
-		os.WriteFile(filepath.Join(hf, "model.safetensors"), fuzzSafetensors(synthWeights(c, 5), dtBF16), 0o644)
+		os.WriteFile(filepath.Join(hf, "model.safetensors"), fuzzSafetensors(synthWeights(c, 5), dtype.BF16), 0o644)
 		if p, err = Load(hf); err != nil {
 			t.Fatal(err)
 		}
@@ -301,7 +304,7 @@ func TestLoadAllocationIsBounded(t *testing.T) {
 		cj["num_hidden_layers"] = 1 << 24
 		cfg, _ := json.Marshal(cj)
 		os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644)
-		os.WriteFile(filepath.Join(dir, "model.safetensors"), fuzzSafetensors(synthWeights(c, 1), dtF32), 0o644)
+		os.WriteFile(filepath.Join(dir, "model.safetensors"), fuzzSafetensors(synthWeights(c, 1), dtype.F32), 0o644)
 		var err error
 		alloc, over := overBudget(4<<20, func() { _, err = Load(dir) })
 		wantErr(t, err, dir, "model.layers.1.self_attn.q_proj.weight", "missing", "16777216 layers")
@@ -322,7 +325,7 @@ func TestLoadRejectsOverlapsAndDuplicates(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, "model.safetensors"), st, 0o644)
 		return dir
 	}
-	good := fuzzSafetensors(weights, dtF32)
+	good := fuzzSafetensors(weights, dtype.F32)
 	hlen := binary.LittleEndian.Uint64(good)
 	header := string(good[8 : 8+hlen])
 	rebuild := func(h string) []byte {
@@ -356,7 +359,7 @@ func TestLoadRejectsOverlapsAndDuplicates(t *testing.T) {
 	})
 	t.Run("gguf overlapping tensors", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "m.gguf")
-		os.WriteFile(path, fuzzGGUF(t, c, dtF32), 0o644)
+		os.WriteFile(path, fuzzGGUF(t, c, dtype.F32), 0o644)
 		// ffn_gate and ffn_up have the same shape; give up the gate's offset.
 		b, _ := os.ReadFile(path)
 		off := tensorInfoOffset(t, b, "blk.0.ffn_gate.weight")
@@ -368,7 +371,7 @@ func TestLoadRejectsOverlapsAndDuplicates(t *testing.T) {
 	})
 	t.Run("gguf duplicate tensor name", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "m.gguf")
-		b := fuzzGGUF(t, c, dtF32)
+		b := fuzzGGUF(t, c, dtype.F32)
 		// attn_k and attn_q have names of the same length: renaming one keeps the file well-formed.
 		j := bytes.Index(b, []byte("blk.0.attn_k.weight"))
 		copy(b[j:], "blk.0.attn_q.weight")

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
 // Download settings. They are variables so that tests (and the CLI) can adjust them.
@@ -180,11 +182,11 @@ func downloadHubFolder(ref hubRef, dir string) error {
 			}
 		}
 	}
-	return os.WriteFile(filepath.Join(dir, hubFolderComplete), nil, 0o644)
+	return fileio.WriteFile(filepath.Join(dir, hubFolderComplete), nil)
 }
 
-// downloadHubFile fetches one file of ref to dest (temp file + rename). With optional, a 404 returns
-// found=false and no error.
+// downloadHubFile fetches one file of ref to dest through fileio.Write: dest appears only complete and, for a
+// pinned file, verified. With optional, a 404 returns found=false and no error.
 func downloadHubFile(ref hubRef, file, dest string, optional bool) (found bool, err error) {
 	name := hubRef{ref.owner, ref.repo, file}.String()
 	u := strings.TrimSuffix(HubBaseURL, "/") + "/" + url.PathEscape(ref.owner) + "/" + url.PathEscape(ref.repo) +
@@ -233,44 +235,31 @@ func downloadHubFile(ref hubRef, file, dest string, optional bool) (found bool, 
 	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 		return false, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".part*")
-	if err != nil {
-		return false, err
-	}
-	defer func() {
+	err = fileio.Write(dest, func(w io.Writer) error {
+		h := sha256.New()
+		body := &progressReader{r: resp.Body, onData: func() { watchdog.Reset(DownloadStallTimeout) }}
+		n, err := io.Copy(io.MultiWriter(w, h), body)
 		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
+			if stalled.Load() {
+				return fmt.Errorf("cannot download %s: no data for %s after %d bytes%s", name, DownloadStallTimeout, n, hint)
+			}
+			return fmt.Errorf("cannot download %s: after %d bytes: %w%s", name, n, err, hint)
 		}
-	}()
-	h := sha256.New()
-	body := &progressReader{r: resp.Body, onData: func() { watchdog.Reset(DownloadStallTimeout) }}
-	n, err := io.Copy(io.MultiWriter(tmp, h), body)
+		if resp.ContentLength >= 0 && n != resp.ContentLength {
+			return fmt.Errorf("cannot download %s: got %d of %d bytes%s", name, n, resp.ContentLength, hint)
+		}
+		sum := hex.EncodeToString(h.Sum(nil))
+		if pin, ok := pinnedFiles[name]; ok {
+			if sum != pin.sha256 || n != pin.size {
+				return fmt.Errorf("download of %s is not the known file: sha256 %s (%d bytes), want %s (%d bytes)",
+					name, sum, n, pin.sha256, pin.size)
+			}
+		} else {
+			fmt.Fprintf(DownloadLog, "%s: %d bytes, sha256 %s\n", name, n, sum)
+		}
+		return nil
+	})
 	if err != nil {
-		if stalled.Load() {
-			return false, fmt.Errorf("cannot download %s: no data for %s after %d bytes%s", name, DownloadStallTimeout, n, hint)
-		}
-		return false, fmt.Errorf("cannot download %s: after %d bytes: %w%s", name, n, err, hint)
-	}
-	if resp.ContentLength >= 0 && n != resp.ContentLength {
-		return false, fmt.Errorf("cannot download %s: got %d of %d bytes%s", name, n, resp.ContentLength, hint)
-	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	if pin, ok := pinnedFiles[name]; ok {
-		if sum != pin.sha256 || n != pin.size {
-			return false, fmt.Errorf("download of %s is not the known file: sha256 %s (%d bytes), want %s (%d bytes)",
-				name, sum, n, pin.sha256, pin.size)
-		}
-	} else {
-		fmt.Fprintf(DownloadLog, "%s: %d bytes, sha256 %s\n", name, n, sum)
-	}
-	if err = tmp.Sync(); err != nil {
-		return false, err
-	}
-	if err = tmp.Close(); err != nil {
-		return false, err
-	}
-	if err = os.Rename(tmp.Name(), dest); err != nil {
 		return false, err
 	}
 	return true, nil

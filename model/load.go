@@ -1,21 +1,15 @@
 package model
 
 import (
-	"cmp"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"math"
-	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 
-	"github.com/gomlx/compute/dtypes/bfloat16"
-	"github.com/gomlx/compute/dtypes/float16"
+	"github.com/saddle-ml/saddle/internal/dtype"
 )
 
 // RopeScaling describes a RoPE frequency adjustment. Types:
@@ -122,25 +116,10 @@ func (c *Config) RopeInverseFrequencies() ([]float64, error) {
 	return inv, nil
 }
 
-// Storage dtypes this package reads.
-const (
-	dtF32  = "F32"
-	dtF16  = "F16"
-	dtBF16 = "BF16"
-	dtQ8_0 = "Q8_0"
-)
-
-// q8BlockSize and q8BlockBytes describe ggml's Q8_0 block: an f16 scale d, then 32 int8 q; value = d·q.
-const (
-	q8BlockSize  = 32
-	q8BlockBytes = 2 + q8BlockSize
-)
-
 // Sanity limits: they keep size arithmetic far from overflow; real checks are against the file size.
 const (
-	maxConfigDim   = 1 << 24 // any single configured size (hidden, vocab, layers, ...)
-	maxTensorElems = 1 << 40
-	maxHeadDim     = 1 << 16 // real models use 64 to 256
+	maxConfigDim = 1 << 24 // any single configured size (hidden, vocab, layers, ...)
+	maxHeadDim   = 1 << 16 // real models use 64 to 256
 )
 
 // tensorSource locates one tensor's bytes in a file, already translated to HF naming and shape.
@@ -150,42 +129,6 @@ type tensorSource struct {
 	dtype  string
 	shape  []int // HF order, outermost first
 	offset int64 // absolute byte offset in file
-	nbytes int64
-}
-
-// numElements multiplies dims, rejecting non-positive dims and products past maxTensorElems.
-func numElements(shape []int) (int64, error) {
-	if len(shape) == 0 {
-		return 0, errors.New("tensor has no dimensions")
-	}
-	n := uint64(1)
-	for _, d := range shape {
-		if d <= 0 {
-			return 0, fmt.Errorf("invalid dimension %d in shape %v", d, shape)
-		}
-		hi, lo := bits.Mul64(n, uint64(d))
-		if hi != 0 || lo > maxTensorElems {
-			return 0, fmt.Errorf("shape %v has too many elements", shape)
-		}
-		n = lo
-	}
-	return int64(n), nil
-}
-
-// storageBytes is the byte size of n elements stored as dtype.
-func storageBytes(dtype string, n int64) (int64, error) {
-	switch dtype {
-	case dtF32:
-		return 4 * n, nil
-	case dtF16, dtBF16:
-		return 2 * n, nil
-	case dtQ8_0:
-		if n%q8BlockSize != 0 {
-			return 0, fmt.Errorf("Q8_0 needs a multiple of %d elements, got %d", q8BlockSize, n)
-		}
-		return n / q8BlockSize * q8BlockBytes, nil
-	}
-	return 0, fmt.Errorf("unsupported dtype %s (supported: F32, F16, BF16, Q8_0)", dtype)
 }
 
 // checkSources compares the tensors found in a file against what cfg needs. `where` names the file or folder;
@@ -275,7 +218,7 @@ func readSources(srcs map[string]*tensorSource) (map[string]*Tensor, string, err
 		perDType[src.dtype] += int64(len(t.Data))
 	}
 	dominant := ""
-	for _, dt := range []string{dtF32, dtBF16, dtF16, dtQ8_0} {
+	for _, dt := range []string{dtype.F32, dtype.BF16, dtype.F16, dtype.Q8_0} {
 		if perDType[dt] > perDType[dominant] {
 			dominant = dt
 		}
@@ -283,77 +226,15 @@ func readSources(srcs map[string]*tensorSource) (map[string]*Tensor, string, err
 	return weights, dominant, nil
 }
 
-// checkRange verifies a tensor's bytes lie inside its file, before anything is allocated for it.
-func checkRange(src *tensorSource, fileSize int64) error {
-	if src.offset < 0 || src.nbytes < 0 || src.offset > fileSize || src.nbytes > fileSize-src.offset {
-		return fmt.Errorf("%s: tensor %q: data [%d, %d) lies outside the file (%d bytes)",
-			src.file, src.name, src.offset, src.offset+src.nbytes, fileSize)
-	}
-	return nil
-}
-
-// checkOverlap rejects tensors whose bytes overlap in the same file: a well-formed GGUF or safetensors file
-// stores each tensor once, and overlapping ranges are a sign of a corrupt or crafted header.
-func checkOverlap(srcs []*tensorSource) error {
-	sorted := slices.Clone(srcs)
-	slices.SortFunc(sorted, func(a, b *tensorSource) int {
-		if a.file != b.file {
-			return strings.Compare(a.file, b.file)
-		}
-		if a.offset != b.offset {
-			return cmp.Compare(a.offset, b.offset)
-		}
-		return strings.Compare(a.name, b.name)
-	})
-	var prev *tensorSource
-	for _, s := range sorted {
-		if s.nbytes == 0 {
-			continue
-		}
-		if prev != nil && prev.file == s.file && s.offset < prev.offset+prev.nbytes {
-			return fmt.Errorf("%s: tensor %q: data [%d, %d) overlaps tensor %q [%d, %d)", s.file, s.name,
-				s.offset, s.offset+s.nbytes, prev.name, prev.offset, prev.offset+prev.nbytes)
-		}
-		if prev == nil || prev.file != s.file || s.offset+s.nbytes > prev.offset+prev.nbytes {
-			prev = s
-		}
-	}
-	return nil
-}
-
-// readTensor reads and converts one tensor, in chunks so that only the float32 result is allocated in full.
+// readTensor reads and converts one tensor, a bounded chunk at a time, and refuses NaN and infinite values.
 func readTensor(f *os.File, src *tensorSource) (*Tensor, error) {
-	n, err := numElements(src.shape)
+	n, err := dtype.Elements(src.shape)
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
 	}
-	nbytes, err := storageBytes(src.dtype, n)
+	out, err := dtype.ReadAt(f, src.offset, src.dtype, n)
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
-	}
-	if nbytes != src.nbytes {
-		return nil, fmt.Errorf("%s: tensor %q: %d bytes for %d %s elements, want %d",
-			src.file, src.name, src.nbytes, n, src.dtype, nbytes)
-	}
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if err := checkRange(src, st.Size()); err != nil {
-		return nil, err
-	}
-	out := make([]float32, n)
-	// Chunks hold whole elements / blocks: 4·34·2048 bytes is a multiple of 2, 4 and 34.
-	const chunk = 4 * q8BlockBytes * 2048
-	buf := make([]byte, min(int64(chunk), nbytes))
-	dst := out
-	for off := int64(0); off < nbytes; {
-		b := buf[:min(int64(len(buf)), nbytes-off)]
-		if _, err := f.ReadAt(b, src.offset+off); err != nil {
-			return nil, fmt.Errorf("%s: tensor %q: reading %d bytes at offset %d: %w", src.file, src.name, len(b), src.offset+off, err)
-		}
-		dst = decode(src.dtype, b, dst)
-		off += int64(len(b))
 	}
 	// A NaN or an infinity in the weights poisons every activation downstream; it means a corrupt file.
 	bad, first := 0, -1
@@ -369,38 +250,6 @@ func readTensor(f *os.File, src *tensorSource) (*Tensor, error) {
 		return nil, fmt.Errorf("%s: tensor %q: %d values are NaN or infinite (the first at index %d)", src.file, src.name, bad, first)
 	}
 	return &Tensor{Shape: slices.Clone(src.shape), Data: out}, nil
-}
-
-// decode converts raw little-endian bytes of dtype into dst and returns the rest of dst.
-func decode(dtype string, b []byte, dst []float32) []float32 {
-	switch dtype {
-	case dtF32:
-		for i := 0; i+4 <= len(b); i += 4 {
-			dst[i/4] = math.Float32frombits(binary.LittleEndian.Uint32(b[i:]))
-		}
-		return dst[len(b)/4:]
-	case dtF16:
-		for i := 0; i+2 <= len(b); i += 2 {
-			dst[i/2] = float16.FromBits(binary.LittleEndian.Uint16(b[i:])).Float32()
-		}
-		return dst[len(b)/2:]
-	case dtBF16:
-		for i := 0; i+2 <= len(b); i += 2 {
-			dst[i/2] = bfloat16.FromBits(binary.LittleEndian.Uint16(b[i:])).Float32()
-		}
-		return dst[len(b)/2:]
-	case dtQ8_0:
-		nb := len(b) / q8BlockBytes
-		for k := range nb {
-			blk := b[k*q8BlockBytes:]
-			d := float16.FromBits(binary.LittleEndian.Uint16(blk)).Float32()
-			for j := range q8BlockSize {
-				dst[k*q8BlockSize+j] = d * float32(int8(blk[2+j]))
-			}
-		}
-		return dst[nb*q8BlockSize:]
-	}
-	panic("unreachable: dtype checked by storageBytes")
 }
 
 // checkConfig validates sizes read from a file before anything is sized from them. `where` names the file.

@@ -8,7 +8,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/saddle-ml/saddle/internal/ggufread"
+	"github.com/saddle-ml/saddle/internal/dtype"
+	"github.com/saddle-ml/saddle/internal/gguf"
 )
 
 // ggufGlobalNames and ggufLayerNames map llama.cpp tensor names to HF names (layer names after "blk.N.").
@@ -84,13 +85,10 @@ func GGUFNameFromHF(name string) (string, bool) {
 	return "", false
 }
 
-// ggufDTypes maps the GGUF tensor types (ggml_type) this package reads.
-var ggufDTypes = map[uint32]string{0: dtF32, 1: dtF16, 30: dtBF16, 8: dtQ8_0}
-
 // ggufMeta reads typed metadata with errors that name the file and key.
 type ggufMeta struct {
 	path string
-	f    *ggufread.File
+	f    *gguf.File
 }
 
 // int reads an integer key; ok is false when absent.
@@ -99,12 +97,12 @@ func (m ggufMeta) int(key string) (v int, ok bool, err error) {
 	if !found {
 		return 0, false, nil
 	}
-	x, isInt := ggufread.Int(raw)
+	x, isInt := gguf.Int(raw)
 	if !isInt {
 		if n, ok := raw.(uint64); ok {
 			return 0, true, fmt.Errorf("%s: metadata %s = %d is out of range", m.path, key, n)
 		}
-		return 0, true, fmt.Errorf("%s: metadata %s has type %s, want an integer", m.path, key, ggufread.TypeName(raw))
+		return 0, true, fmt.Errorf("%s: metadata %s has type %s, want an integer", m.path, key, gguf.TypeName(raw))
 	}
 	if x < math.MinInt32 || x > math.MaxUint32 {
 		return 0, true, fmt.Errorf("%s: metadata %s = %d is out of range", m.path, key, x)
@@ -133,7 +131,7 @@ func (m ggufMeta) float(key string) (v float64, ok bool, err error) {
 	case float64:
 		return x, true, nil
 	}
-	return 0, true, fmt.Errorf("%s: metadata %s has type %s, want a float", m.path, key, ggufread.TypeName(raw))
+	return 0, true, fmt.Errorf("%s: metadata %s has type %s, want a float", m.path, key, gguf.TypeName(raw))
 }
 
 // str reads a string key; "" when absent.
@@ -144,7 +142,7 @@ func (m ggufMeta) str(key string) (string, error) {
 	}
 	s, ok := v.(string)
 	if !ok {
-		return "", fmt.Errorf("%s: metadata %s has type %s, want a string", m.path, key, ggufread.TypeName(v))
+		return "", fmt.Errorf("%s: metadata %s has type %s, want a string", m.path, key, gguf.TypeName(v))
 	}
 	return s, nil
 }
@@ -159,7 +157,7 @@ func (m ggufMeta) tokenID(key string) (int, error) {
 }
 
 // ggufConfig builds a Config from GGUF metadata (tie, vocab fallback and rope_freqs are settled by the caller).
-func ggufConfig(path string, f *ggufread.File) (*Config, error) {
+func ggufConfig(path string, f *gguf.File) (*Config, error) {
 	m := ggufMeta{path: path, f: f}
 	arch, err := m.str("general.architecture")
 	if err != nil {
@@ -222,7 +220,7 @@ func ggufConfig(path string, f *ggufread.File) (*Config, error) {
 	if v, found := f.Get("tokenizer.ggml.tokens"); found {
 		tokens, ok := v.([]string)
 		if !ok {
-			return nil, fmt.Errorf("%s: metadata tokenizer.ggml.tokens has type %s, want an array of string", path, ggufread.TypeName(v))
+			return nil, fmt.Errorf("%s: metadata tokenizer.ggml.tokens has type %s, want an array of string", path, gguf.TypeName(v))
 		}
 		c.VocabSize = len(tokens)
 	} else if c.VocabSize, _, err = m.int(arch + ".vocab_size"); err != nil {
@@ -276,50 +274,32 @@ func ggufRopeScaling(m ggufMeta, arch string) (*RopeScaling, error) {
 	return nil, fmt.Errorf("%s: rope scaling type %q is not supported (supported: none, linear)", m.path, kind)
 }
 
-// ggufSource describes one GGUF tensor as a tensorSource, with every size checked against the file.
-func ggufSource(path string, f *ggufread.File, info *ggufread.TensorInfo) (*tensorSource, error) {
-	dtype, ok := ggufDTypes[info.Type]
-	if !ok {
-		return nil, fmt.Errorf("%s: tensor %q: dtype %s is not supported (supported: F32, F16, BF16, Q8_0)", path, info.Name,
-			ggufread.TensorTypeName(info.Type))
+// ggufSource describes one GGUF tensor as a tensorSource. The parser has checked its alignment, that its bytes
+// lie inside the file and that they overlap no other tensor's.
+func ggufSource(path string, f *gguf.File, info *gguf.TensorInfo) (*tensorSource, error) {
+	dt := info.Type.String()
+	if !dtype.Known(dt) {
+		return nil, fmt.Errorf("%s: tensor %q: dtype %s is not supported (supported: F32, F16, BF16, Q8_0)", path, info.Name, dt)
 	}
 	if len(info.Dims) == 0 {
 		return nil, fmt.Errorf("%s: tensor %q has no dimensions", path, info.Name)
 	}
 	shape := make([]int, len(info.Dims))
 	for i, d := range info.Dims {
-		if d == 0 || d > maxTensorElems {
+		if d == 0 || d > dtype.MaxElements {
 			return nil, fmt.Errorf("%s: tensor %q: invalid dimension %d", path, info.Name, d)
 		}
 		shape[len(shape)-1-i] = int(d) // GGUF lists ne[0] (innermost) first; HF order is outermost first
 	}
-	if dtype == dtQ8_0 && shape[len(shape)-1]%q8BlockSize != 0 {
-		return nil, fmt.Errorf("%s: tensor %q: Q8_0 rows of %d elements are not whole blocks of %d", path, info.Name, shape[len(shape)-1], q8BlockSize)
+	if block := dtype.BlockSize(dt); shape[len(shape)-1]%block != 0 {
+		return nil, fmt.Errorf("%s: tensor %q: %s rows of %d elements are not whole blocks of %d", path, info.Name, dt, shape[len(shape)-1], block)
 	}
-	// The reader checked alignment and range already; these checks keep this function safe on its own.
-	if info.Offset%uint64(f.Alignment) != 0 {
-		return nil, fmt.Errorf("%s: tensor %q: offset %d is not a multiple of the alignment %d", path, info.Name, info.Offset, f.Alignment)
-	}
-	if info.Offset > uint64(f.FileSize) {
-		return nil, fmt.Errorf("%s: tensor %q: data offset %d lies outside the file (%d bytes)", path, info.Name, info.Offset, f.FileSize)
-	}
-	src := &tensorSource{file: path, name: info.Name, dtype: dtype, shape: shape, offset: f.DataOffset + int64(info.Offset)}
-	n, err := numElements(shape)
-	if err != nil {
-		return nil, fmt.Errorf("%s: tensor %q: %w", path, info.Name, err)
-	}
-	if src.nbytes, err = storageBytes(dtype, n); err != nil {
-		return nil, fmt.Errorf("%s: tensor %q: %w", path, info.Name, err)
-	}
-	if err := checkRange(src, f.FileSize); err != nil {
-		return nil, err
-	}
-	return src, nil
+	return &tensorSource{file: path, name: info.Name, dtype: dt, shape: shape, offset: f.DataOffset + int64(info.Offset)}, nil
 }
 
 // loadGGUF loads a GGUF file, undoing llama.cpp's Q/K row permutation for the llama architecture.
 func loadGGUF(path string) (*Pretrained, error) {
-	f, err := ggufread.Open(path)
+	f, err := gguf.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -329,14 +309,12 @@ func loadGGUF(path string) (*Pretrained, error) {
 	}
 	srcs := map[string]*tensorSource{}
 	var ropeFreqs *tensorSource
-	all := make([]*tensorSource, 0, len(f.Tensors))
 	for i := range f.Tensors {
 		info := &f.Tensors[i]
 		src, err := ggufSource(path, f, info)
 		if err != nil {
 			return nil, err
 		}
-		all = append(all, src)
 		if info.Name == ggufRopeFreqs {
 			ropeFreqs = src
 			continue
@@ -349,9 +327,6 @@ func loadGGUF(path string) (*Pretrained, error) {
 			return nil, fmt.Errorf("%s: tensor %q appears twice", path, info.Name)
 		}
 		srcs[hf] = src
-	}
-	if err := checkOverlap(all); err != nil {
-		return nil, err
 	}
 	if cfg.VocabSize == 0 { // no tokenizer.ggml.tokens nor vocab_size: trust the embedding
 		if e := srcs["model.embed_tokens.weight"]; e != nil && len(e.shape) == 2 {

@@ -9,52 +9,54 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/saddle-ml/saddle/internal/gguf"
 )
 
 // ggufMetadataFor describes c the way llama.cpp's converter does.
-func ggufMetadataFor(c Config) []GGUFKeyValue {
+func ggufMetadataFor(c Config) []gguf.KV {
 	a := c.Architecture
 	tokens := make([]string, c.VocabSize)
 	for i := range tokens {
 		tokens[i] = fmt.Sprintf("tok%d", i)
 	}
-	md := []GGUFKeyValue{
-		{"general.architecture", a},
-		{a + ".context_length", uint32(c.MaxPositions)},
-		{a + ".embedding_length", uint32(c.HiddenSize)},
-		{a + ".block_count", uint32(c.NumLayers)},
-		{a + ".feed_forward_length", uint32(c.IntermediateSize)},
-		{a + ".attention.head_count", uint32(c.NumHeads)},
-		{a + ".attention.head_count_kv", uint32(c.NumKVHeads)},
-		{a + ".attention.layer_norm_rms_epsilon", float32(c.RMSNormEps)},
-		{a + ".rope.freq_base", float32(c.RopeTheta)},
-		{"tokenizer.ggml.model", "gpt2"},
-		{"tokenizer.ggml.tokens", tokens},
-		{"tokenizer.ggml.bos_token_id", uint32(c.BOSTokenID)},
+	md := []gguf.KV{
+		{Key: "general.architecture", Value: a},
+		{Key: a + ".context_length", Value: uint32(c.MaxPositions)},
+		{Key: a + ".embedding_length", Value: uint32(c.HiddenSize)},
+		{Key: a + ".block_count", Value: uint32(c.NumLayers)},
+		{Key: a + ".feed_forward_length", Value: uint32(c.IntermediateSize)},
+		{Key: a + ".attention.head_count", Value: uint32(c.NumHeads)},
+		{Key: a + ".attention.head_count_kv", Value: uint32(c.NumKVHeads)},
+		{Key: a + ".attention.layer_norm_rms_epsilon", Value: float32(c.RMSNormEps)},
+		{Key: a + ".rope.freq_base", Value: float32(c.RopeTheta)},
+		{Key: "tokenizer.ggml.model", Value: "gpt2"},
+		{Key: "tokenizer.ggml.tokens", Value: tokens},
+		{Key: "tokenizer.ggml.bos_token_id", Value: uint32(c.BOSTokenID)},
 	}
 	if c.HeadDim != c.HiddenSize/c.NumHeads {
-		md = append(md, GGUFKeyValue{a + ".attention.key_length", uint32(c.HeadDim)},
-			GGUFKeyValue{a + ".attention.value_length", uint32(c.HeadDim)})
+		md = append(md, gguf.KV{Key: a + ".attention.key_length", Value: uint32(c.HeadDim)},
+			gguf.KV{Key: a + ".attention.value_length", Value: uint32(c.HeadDim)})
 	}
 	if len(c.EOSTokenIDs) > 0 {
-		md = append(md, GGUFKeyValue{"tokenizer.ggml.eos_token_id", uint32(c.EOSTokenIDs[0])})
+		md = append(md, gguf.KV{Key: "tokenizer.ggml.eos_token_id", Value: uint32(c.EOSTokenIDs[0])})
 	}
 	if len(c.EOSTokenIDs) > 1 {
-		md = append(md, GGUFKeyValue{"tokenizer.ggml.eot_token_id", uint32(c.EOSTokenIDs[1])})
+		md = append(md, gguf.KV{Key: "tokenizer.ggml.eot_token_id", Value: uint32(c.EOSTokenIDs[1])})
 	}
 	return md
 }
 
 // ggufTensorsFor lays out HF weights as llama.cpp would: GGUF names, Q/K rows permuted for llama, 1-D tensors
 // in F32 and matrices in dtype.
-func ggufTensorsFor(t *testing.T, c Config, weights map[string]*Tensor, dtype string) []GGUFTensor {
+func ggufTensorsFor(t *testing.T, c Config, weights map[string]*Tensor, dtype string) []gguf.Tensor {
 	t.Helper()
 	names := make([]string, 0, len(weights))
 	for n := range weights {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	var out []GGUFTensor
+	var out []gguf.Tensor
 	for _, n := range names {
 		w := weights[n]
 		g, ok := GGUFNameFromHF(n)
@@ -75,7 +77,7 @@ func ggufTensorsFor(t *testing.T, c Config, weights map[string]*Tensor, dtype st
 		if len(w.Shape) == 1 {
 			dt = "F32"
 		}
-		out = append(out, GGUFTensor{Name: g, Shape: w.Shape, Data: w.Data, Type: dt})
+		out = append(out, gguf.Tensor{Name: g, Shape: w.Shape, Data: w.Data, DType: dt})
 	}
 	return out
 }
@@ -106,7 +108,7 @@ func TestLoadGGUFRoundTrip(t *testing.T) {
 				c.EOSTokenIDs = []int{2, 3} // eos and eot
 				weights := synthWeights(c, 10)
 				path := filepath.Join(t.TempDir(), "m.gguf")
-				if err := WriteGGUF(path, ggufMetadataFor(c), ggufTensorsFor(t, c, weights, dtype)); err != nil {
+				if err := gguf.Write(path, ggufMetadataFor(c), ggufTensorsFor(t, c, weights, dtype)); err != nil {
 					t.Fatal(err)
 				}
 				p, err := Load(path)
@@ -129,29 +131,6 @@ func TestLoadGGUFRoundTrip(t *testing.T) {
 	}
 }
 
-// TestDequantQ8_0Spec decodes a hand-made Q8_0 block: f16 scale d, then 32 int8 q; value = d·q.
-func TestDequantQ8_0Spec(t *testing.T) {
-	block := []byte{0x00, 0xB8} // f16 0xB800 = -0.5
-	qs := []int8{-128, -1, 0, 1, 127, 64, -64, 3}
-	for j := range q8BlockSize {
-		block = append(block, byte(qs[j%len(qs)]))
-	}
-	block = append(block, 0x00, 0x3C) // second block: d = 1.0
-	for j := range q8BlockSize {
-		block = append(block, byte(int8(j-16)))
-	}
-	dst := make([]float32, 2*q8BlockSize)
-	decode(dtQ8_0, block, dst)
-	for j := range q8BlockSize {
-		if want := -0.5 * float32(qs[j%len(qs)]); dst[j] != want {
-			t.Errorf("block 0 [%d] = %g, want %g", j, dst[j], want)
-		}
-		if want := float32(j - 16); dst[q8BlockSize+j] != want {
-			t.Errorf("block 1 [%d] = %g, want %g", j, dst[q8BlockSize+j], want)
-		}
-	}
-}
-
 func TestLoadGGUFTieByEquality(t *testing.T) {
 	for _, same := range []bool{true, false} {
 		c := synthConfig("llama")
@@ -160,7 +139,7 @@ func TestLoadGGUFTieByEquality(t *testing.T) {
 			weights["lm_head.weight"] = weights["model.embed_tokens.weight"]
 		}
 		path := filepath.Join(t.TempDir(), "m.gguf")
-		if err := WriteGGUF(path, ggufMetadataFor(c), ggufTensorsFor(t, c, weights, "F32")); err != nil {
+		if err := gguf.Write(path, ggufMetadataFor(c), ggufTensorsFor(t, c, weights, "F32")); err != nil {
 			t.Fatal(err)
 		}
 		p, err := Load(path)
@@ -177,16 +156,16 @@ func TestLoadGGUFTieByEquality(t *testing.T) {
 func TestLoadGGUFRopeScaling(t *testing.T) {
 	c := synthConfig("llama")
 	weights := synthWeights(c, 12)
-	write := func(t *testing.T, extra []GGUFKeyValue, extraTensors ...GGUFTensor) (*Pretrained, error) {
+	write := func(t *testing.T, extra []gguf.KV, extraTensors ...gguf.Tensor) (*Pretrained, error) {
 		path := filepath.Join(t.TempDir(), "m.gguf")
-		if err := WriteGGUF(path, append(ggufMetadataFor(c), extra...), append(ggufTensorsFor(t, c, weights, "F32"), extraTensors...)); err != nil {
+		if err := gguf.Write(path, append(ggufMetadataFor(c), extra...), append(ggufTensorsFor(t, c, weights, "F32"), extraTensors...)); err != nil {
 			t.Fatal(err)
 		}
 		return Load(path)
 	}
 	t.Run("freq factors", func(t *testing.T) {
 		factors := []float32{1, 1, 1.5, 2, 4, 8, 8, 8}
-		p, err := write(t, nil, GGUFTensor{Name: "rope_freqs.weight", Shape: []int{8}, Data: factors})
+		p, err := write(t, nil, gguf.Tensor{Name: "rope_freqs.weight", Shape: []int{8}, Data: factors})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,7 +178,7 @@ func TestLoadGGUFRopeScaling(t *testing.T) {
 		}
 	})
 	t.Run("linear", func(t *testing.T) {
-		p, err := write(t, []GGUFKeyValue{{"llama.rope.scaling.type", "linear"}, {"llama.rope.scaling.factor", float32(4)}})
+		p, err := write(t, []gguf.KV{{Key: "llama.rope.scaling.type", Value: "linear"}, {Key: "llama.rope.scaling.factor", Value: float32(4)}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,11 +187,11 @@ func TestLoadGGUFRopeScaling(t *testing.T) {
 		}
 	})
 	t.Run("yarn", func(t *testing.T) {
-		_, err := write(t, []GGUFKeyValue{{"llama.rope.scaling.type", "yarn"}, {"llama.rope.scaling.factor", float32(4)}})
+		_, err := write(t, []gguf.KV{{Key: "llama.rope.scaling.type", Value: "yarn"}, {Key: "llama.rope.scaling.factor", Value: float32(4)}})
 		wantErr(t, err, "m.gguf", `"yarn"`)
 	})
 	t.Run("bad freq factors", func(t *testing.T) {
-		_, err := write(t, nil, GGUFTensor{Name: "rope_freqs.weight", Shape: []int{5}, Data: make([]float32, 5)})
+		_, err := write(t, nil, gguf.Tensor{Name: "rope_freqs.weight", Shape: []int{5}, Data: make([]float32, 5)})
 		wantErr(t, err, "m.gguf", "rope_freqs.weight", "shape")
 	})
 }
@@ -247,7 +226,7 @@ func TestLoadGGUFErrors(t *testing.T) {
 	c := synthConfig("llama")
 	weights := synthWeights(c, 13)
 	const q = "blk.1.attn_q.weight"
-	setMeta := func(md []GGUFKeyValue, key string, v any) []GGUFKeyValue {
+	setMeta := func(md []gguf.KV, key string, v any) []gguf.KV {
 		for i := range md {
 			if md[i].Key == key {
 				if v == nil {
@@ -257,21 +236,21 @@ func TestLoadGGUFErrors(t *testing.T) {
 				return md
 			}
 		}
-		return append(md, GGUFKeyValue{key, v})
+		return append(md, gguf.KV{Key: key, Value: v})
 	}
 	u32 := func(v uint32) *uint32 { return &v }
 	u64 := func(v uint64) *uint64 { return &v }
 	cases := []struct {
 		name  string
-		meta  func([]GGUFKeyValue) []GGUFKeyValue
-		tens  func([]GGUFTensor) []GGUFTensor
+		meta  func([]gguf.KV) []gguf.KV
+		tens  func([]gguf.Tensor) []gguf.Tensor
 		patch func(t *testing.T, path string)
 		want  []string
 	}{
-		{name: "missing tensor", tens: func(ts []GGUFTensor) []GGUFTensor {
-			return slices.DeleteFunc(ts, func(g GGUFTensor) bool { return g.Name == q })
+		{name: "missing tensor", tens: func(ts []gguf.Tensor) []gguf.Tensor {
+			return slices.DeleteFunc(ts, func(g gguf.Tensor) bool { return g.Name == q })
 		}, want: []string{"model.layers.1.self_attn.q_proj.weight", "missing"}},
-		{name: "wrong shape", tens: func(ts []GGUFTensor) []GGUFTensor {
+		{name: "wrong shape", tens: func(ts []gguf.Tensor) []gguf.Tensor {
 			for i := range ts {
 				if ts[i].Name == q {
 					ts[i].Shape = []int{ts[i].Shape[0] / 2, ts[i].Shape[1] * 2}
@@ -279,8 +258,8 @@ func TestLoadGGUFErrors(t *testing.T) {
 			}
 			return ts
 		}, want: []string{q, "shape"}},
-		{name: "unknown tensor", tens: func(ts []GGUFTensor) []GGUFTensor {
-			return append(ts, GGUFTensor{Name: "blk.0.attn_qkv.weight", Shape: []int{4}, Data: make([]float32, 4)})
+		{name: "unknown tensor", tens: func(ts []gguf.Tensor) []gguf.Tensor {
+			return append(ts, gguf.Tensor{Name: "blk.0.attn_qkv.weight", Shape: []int{4}, Data: make([]float32, 4)})
 		}, want: []string{"blk.0.attn_qkv.weight", "not a known"}},
 		{name: "unsupported dtype", patch: func(t *testing.T, path string) { patchTensorInfo(t, path, q, u32(2), nil) }, // Q4_0
 			want: []string{q, "Q4_0", "not supported"}},
@@ -296,19 +275,19 @@ func TestLoadGGUFErrors(t *testing.T) {
 			st, _ := os.Stat(path)
 			os.Truncate(path, st.Size()-4096)
 		}, want: []string{"outside"}},
-		{name: "unknown architecture", meta: func(md []GGUFKeyValue) []GGUFKeyValue { return setMeta(md, "general.architecture", "gpt2") },
+		{name: "unknown architecture", meta: func(md []gguf.KV) []gguf.KV { return setMeta(md, "general.architecture", "gpt2") },
 			want: []string{`"gpt2"`, "not supported"}},
-		{name: "missing metadata", meta: func(md []GGUFKeyValue) []GGUFKeyValue { return setMeta(md, "llama.block_count", nil) },
+		{name: "missing metadata", meta: func(md []gguf.KV) []gguf.KV { return setMeta(md, "llama.block_count", nil) },
 			want: []string{"llama.block_count", "missing"}},
-		{name: "metadata type", meta: func(md []GGUFKeyValue) []GGUFKeyValue { return setMeta(md, "llama.block_count", "two") },
+		{name: "metadata type", meta: func(md []gguf.KV) []gguf.KV { return setMeta(md, "llama.block_count", "two") },
 			want: []string{"llama.block_count", "integer"}},
-		{name: "huge layer count", meta: func(md []GGUFKeyValue) []GGUFKeyValue {
+		{name: "huge layer count", meta: func(md []gguf.KV) []gguf.KV {
 			return setMeta(md, "llama.block_count", uint64(1<<62))
 		}, want: []string{"llama.block_count", "out of range"}},
-		{name: "partial rotary", meta: func(md []GGUFKeyValue) []GGUFKeyValue {
+		{name: "partial rotary", meta: func(md []gguf.KV) []gguf.KV {
 			return setMeta(md, "llama.rope.dimension_count", uint32(8))
 		}, want: []string{"partial rotary"}},
-		{name: "bos outside vocab", meta: func(md []GGUFKeyValue) []GGUFKeyValue {
+		{name: "bos outside vocab", meta: func(md []gguf.KV) []gguf.KV {
 			return setMeta(md, "tokenizer.ggml.bos_token_id", uint32(4000))
 		}, want: []string{"bos token id 4000"}},
 	}
@@ -323,7 +302,7 @@ func TestLoadGGUFErrors(t *testing.T) {
 				ts = tc.tens(ts)
 			}
 			path := filepath.Join(t.TempDir(), "m.gguf")
-			if err := WriteGGUF(path, md, ts); err != nil {
+			if err := gguf.Write(path, md, ts); err != nil {
 				t.Fatal(err)
 			}
 			if tc.patch != nil {

@@ -1,16 +1,16 @@
 package model
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/saddle-ml/saddle/internal/dtype"
+	"github.com/saddle-ml/saddle/internal/safetensors"
 )
 
 // hfConfig is the subset of a transformers config.json this package reads. Pointers tell "absent" from zero.
@@ -314,133 +314,21 @@ func mergeGenerationConfig(dir string, c *Config) error {
 	return nil
 }
 
-// safetensorsEntry is one tensor in a safetensors header.
-type safetensorsEntry struct {
-	DType       string  `json:"dtype"`
-	Shape       []int   `json:"shape"`
-	DataOffsets []int64 `json:"data_offsets"`
-}
-
-// maxSafetensorsHeader bounds the JSON header we are willing to read (real ones are well under 1 MB).
-const maxSafetensorsHeader = 100 << 20
-
-// readSafetensorsHeader parses a safetensors file's header: 8-byte LE length, JSON, then the data section.
-// It returns the entries (without __metadata__) with absolute offsets checked against the file size.
-func readSafetensorsHeader(path string) (map[string]*tensorSource, error) {
-	f, err := os.Open(path)
+// safetensorsSources lists the tensors of one safetensors file, whose header internal/safetensors checks against
+// the file.
+func safetensorsSources(path string) (map[string]*tensorSource, error) {
+	h, err := safetensors.ReadHeader(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	var lenBuf [8]byte
-	if _, err := io.ReadFull(f, lenBuf[:]); err != nil {
-		return nil, fmt.Errorf("%s: reading safetensors header length: %w", path, err)
-	}
-	hlen := binary.LittleEndian.Uint64(lenBuf[:])
-	if hlen > maxSafetensorsHeader || int64(hlen) > st.Size()-8 {
-		return nil, fmt.Errorf("%s: safetensors header length %d does not fit the file (%d bytes)", path, hlen, st.Size())
-	}
-	hdr := make([]byte, hlen)
-	if _, err := io.ReadFull(f, hdr); err != nil {
-		return nil, fmt.Errorf("%s: reading safetensors header: %w", path, err)
-	}
-	entries, err := safetensorsEntries(hdr)
-	if err != nil {
-		return nil, fmt.Errorf("%s: safetensors header: %w", path, err)
-	}
-	dataStart := int64(8 + hlen)
-	dataSize := st.Size() - dataStart
-	srcs := make(map[string]*tensorSource, len(entries))
-	list := make([]*tensorSource, 0, len(entries))
-	for _, ent := range entries {
-		name, msg := ent.name, ent.raw
-		if name == "__metadata__" {
-			continue
+	srcs := make(map[string]*tensorSource, len(h.Entries))
+	for _, e := range h.Entries {
+		if _, err := dtype.Elements(e.Shape); err != nil { // safetensors allows scalars; model weights are none
+			return nil, fmt.Errorf("%s: tensor %q: %w", path, e.Name, err)
 		}
-		var e safetensorsEntry
-		if err := json.Unmarshal(msg, &e); err != nil {
-			return nil, fmt.Errorf("%s: tensor %q: header entry: %w", path, name, err)
-		}
-		if len(e.DataOffsets) != 2 || e.DataOffsets[0] < 0 || e.DataOffsets[1] < e.DataOffsets[0] || e.DataOffsets[1] > dataSize {
-			return nil, fmt.Errorf("%s: tensor %q: data_offsets %v lie outside the data section (%d bytes)", path, name, e.DataOffsets, dataSize)
-		}
-		src := &tensorSource{file: path, name: name, dtype: e.DType, shape: e.Shape,
-			offset: dataStart + e.DataOffsets[0], nbytes: e.DataOffsets[1] - e.DataOffsets[0]}
-		if err := checkSourceSize(src); err != nil {
-			return nil, err
-		}
-		srcs[name] = src
-		list = append(list, src)
-	}
-	if err := checkOverlap(list); err != nil {
-		return nil, err
+		srcs[e.Name] = &tensorSource{file: path, name: e.Name, dtype: e.DType, shape: e.Shape, offset: e.Offset}
 	}
 	return srcs, nil
-}
-
-// headerEntry is one top-level key of a safetensors header, in file order.
-type headerEntry struct {
-	name string
-	raw  json.RawMessage
-}
-
-// safetensorsEntries splits a safetensors JSON header into its top-level entries. Unlike decoding into a map,
-// it refuses a tensor name that appears twice (a map would silently keep the last one).
-func safetensorsEntries(hdr []byte) ([]headerEntry, error) {
-	dec := json.NewDecoder(bytes.NewReader(hdr))
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, err
-	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, errors.New("not a JSON object")
-	}
-	var out []headerEntry
-	seen := map[string]bool{}
-	for dec.More() {
-		kt, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		name, _ := kt.(string)
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, fmt.Errorf("entry %q: %w", name, err)
-		}
-		if seen[name] {
-			return nil, fmt.Errorf("tensor %q appears twice", name)
-		}
-		seen[name] = true
-		out = append(out, headerEntry{name, raw})
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, err
-	}
-	// The writer pads the header with spaces; anything else after the object is corruption.
-	if rest := bytes.TrimRight(hdr[dec.InputOffset():], " \t\r\n\x00"); len(rest) > 0 {
-		return nil, fmt.Errorf("%d unexpected bytes after the JSON object", len(rest))
-	}
-	return out, nil
-}
-
-// checkSourceSize checks dtype support and that the byte count matches shape × dtype size.
-func checkSourceSize(src *tensorSource) error {
-	n, err := numElements(src.shape)
-	if err != nil {
-		return fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
-	}
-	want, err := storageBytes(src.dtype, n)
-	if err != nil {
-		return fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
-	}
-	if want != src.nbytes {
-		return fmt.Errorf("%s: tensor %q: %d bytes of data for shape %v %s, want %d", src.file, src.name, src.nbytes, src.shape, src.dtype, want)
-	}
-	return nil
 }
 
 // ignoredHFTensor reports tensors that some checkpoints carry but that hold nothing to load.
@@ -485,7 +373,7 @@ func hfSources(dir string) (map[string]*tensorSource, error) {
 		if _, err := os.Stat(single); err != nil {
 			return nil, fmt.Errorf("%s: no model.safetensors or model.safetensors.index.json (only safetensors weights are supported)", dir)
 		}
-		return readSafetensorsHeader(single)
+		return safetensorsSources(single)
 	} else if err != nil {
 		return nil, err
 	}
@@ -513,7 +401,7 @@ func hfSources(dir string) (map[string]*tensorSource, error) {
 		}
 		entries, ok := shards[shard]
 		if !ok {
-			if entries, err = readSafetensorsHeader(filepath.Join(dir, shard)); errors.Is(err, os.ErrNotExist) {
+			if entries, err = safetensorsSources(filepath.Join(dir, shard)); errors.Is(err, os.ErrNotExist) {
 				return nil, fmt.Errorf("%s: tensor %q: shard %s named by the index is missing: %w", indexPath, name, shard, err)
 			} else if err != nil {
 				return nil, err

@@ -170,26 +170,6 @@ func TestLoadHFRoundTrip(t *testing.T) {
 	}
 }
 
-// TestDecodeHalfBits checks F16/BF16 decoding against bit patterns from the IEEE 754 / bfloat16 definitions.
-func TestDecodeHalfBits(t *testing.T) {
-	cases := []struct {
-		dtype string
-		bits  uint16
-		want  float32
-	}{
-		{"F16", 0x3C00, 1}, {"F16", 0xC000, -2}, {"F16", 0x3800, 0.5}, {"F16", 0x7BFF, 65504},
-		{"F16", 0x0001, float32(math.Exp2(-24))}, {"F16", 0x3555, 0.333251953125},
-		{"BF16", 0x3F80, 1}, {"BF16", 0xC000, -2}, {"BF16", 0x4049, 3.140625}, {"BF16", 0x3EAB, 0.333984375},
-	}
-	for _, c := range cases {
-		dst := make([]float32, 1)
-		decode(c.dtype, binary.LittleEndian.AppendUint16(nil, c.bits), dst)
-		if dst[0] != c.want {
-			t.Errorf("%s %#04x: got %g, want %g", c.dtype, c.bits, dst[0], c.want)
-		}
-	}
-}
-
 func TestLoadHFSharded(t *testing.T) {
 	c := synthConfig("llama")
 	weights := synthWeights(c, 2)

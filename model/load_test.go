@@ -179,17 +179,6 @@ func TestRopeInverseFrequencies(t *testing.T) {
 	}
 }
 
-func TestNumElements(t *testing.T) {
-	if n, err := numElements([]int{3, 4, 5}); err != nil || n != 60 {
-		t.Errorf("got %d, %v", n, err)
-	}
-	for _, bad := range [][]int{{}, {0, 3}, {-1}, {1 << 30, 1 << 30, 1 << 30}} {
-		if _, err := numElements(bad); err == nil {
-			t.Errorf("%v: no error", bad)
-		}
-	}
-}
-
 // synthConfig is a small model whose rows are whole Q8_0 blocks.
 func synthConfig(arch string) Config {
 	c := Config{Architecture: arch, HiddenSize: 64, IntermediateSize: 96, NumLayers: 2, NumHeads: 4, NumKVHeads: 2,

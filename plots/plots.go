@@ -4,13 +4,10 @@
 package plots
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
 	"strconv"
 
 	"gonum.org/v1/plot"
@@ -19,6 +16,8 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
+
+	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
 const pngDPI = 144
@@ -249,33 +248,10 @@ func render(p *plot.Plot, w, h vg.Length, format, file string) (err error) {
 			return err
 		}
 	}
-	var buf bytes.Buffer
-	if _, err := wt.WriteTo(&buf); err != nil {
+	return fileio.Write(file, func(w io.Writer) error {
+		_, err := wt.WriteTo(w)
 		return err
-	}
-	// Write beside the target and rename, so that a reader never sees half a file.
-	tmp, err := os.CreateTemp(filepath.Dir(file), ".plot-*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), file); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return nil
+	})
 }
 
 type valueRange struct{ lo, hi float64 }

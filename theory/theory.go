@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/internal/fileio"
 	"github.com/saddle-ml/saddle/optimizers"
 )
 
@@ -390,10 +391,13 @@ func (rep *Report) Write(dir string) error {
 		}
 		rep.Plots = files
 	}
-	if err := writeAtomic(filepath.Join(dir, "theory.json"), rep.jsonBytes()); err != nil {
-		return err
+	if err := fileio.WriteFile(filepath.Join(dir, "theory.json"), rep.jsonBytes()); err != nil {
+		return fmt.Errorf("theory: %w", err)
 	}
-	return writeAtomic(filepath.Join(dir, "theory.md"), []byte(rep.Markdown()))
+	if err := fileio.WriteFile(filepath.Join(dir, "theory.md"), []byte(rep.Markdown())); err != nil {
+		return fmt.Errorf("theory: %w", err)
+	}
+	return nil
 }
 
 func maxAbs(v []float64) float64 {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/saddle-ml/saddle/internal/gguf"
 )
 
 // Small but complete tokenizer.json files in the two families this package implements.
@@ -166,24 +168,24 @@ func fuzzGGUFBytes(kvs ...any) []byte {
 		str(kvs[i].(string))
 		switch v := kvs[i+1].(type) {
 		case string:
-			b = le.AppendUint32(b, ggufString)
+			b = le.AppendUint32(b, uint32(gguf.ValueString))
 			str(v)
 		case uint32:
-			b = le.AppendUint32(le.AppendUint32(b, ggufUint32), v)
+			b = le.AppendUint32(le.AppendUint32(b, uint32(gguf.ValueUint32)), v)
 		case bool:
-			b = append(le.AppendUint32(b, ggufBool), map[bool]byte{false: 0, true: 1}[v])
+			b = append(le.AppendUint32(b, uint32(gguf.ValueBool)), map[bool]byte{false: 0, true: 1}[v])
 		case []string:
-			b = le.AppendUint64(le.AppendUint32(le.AppendUint32(b, ggufArray), ggufString), uint64(len(v)))
+			b = le.AppendUint64(le.AppendUint32(le.AppendUint32(b, uint32(gguf.ValueArray)), uint32(gguf.ValueString)), uint64(len(v)))
 			for _, s := range v {
 				str(s)
 			}
 		case []int32:
-			b = le.AppendUint64(le.AppendUint32(le.AppendUint32(b, ggufArray), ggufInt32), uint64(len(v)))
+			b = le.AppendUint64(le.AppendUint32(le.AppendUint32(b, uint32(gguf.ValueArray)), uint32(gguf.ValueInt32)), uint64(len(v)))
 			for _, x := range v {
 				b = le.AppendUint32(b, uint32(x))
 			}
 		case []float32:
-			b = le.AppendUint64(le.AppendUint32(le.AppendUint32(b, ggufArray), ggufFloat32), uint64(len(v)))
+			b = le.AppendUint64(le.AppendUint32(le.AppendUint32(b, uint32(gguf.ValueArray)), uint32(gguf.ValueFloat32)), uint64(len(v)))
 			for _, x := range v {
 				b = le.AppendUint32(b, math.Float32bits(x))
 			}

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/saddle-ml/saddle/internal/ggufread"
+	"github.com/saddle-ml/saddle/internal/gguf"
 )
 
 // FromGGUF builds a tokenizer from the tokenizer.ggml.* metadata of a GGUF file. Supported
@@ -194,22 +194,12 @@ func ggufByteLevel(md ggufMetadata, tokens []string, types []int) (*Tokenizer, e
 	return t, nil
 }
 
-// GGUF value type tags, as the tests' GGUF writer needs them.
-const (
-	ggufUint32  = ggufread.TypeUint32
-	ggufInt32   = ggufread.TypeInt32
-	ggufFloat32 = ggufread.TypeFloat32
-	ggufBool    = ggufread.TypeBool
-	ggufString  = ggufread.TypeString
-	ggufArray   = ggufread.TypeArray
-)
-
 // ggufMetadata is the key/value section of a GGUF file, read by the shared bounded GGUF reader.
-type ggufMetadata struct{ f *ggufread.File }
+type ggufMetadata struct{ f *gguf.File }
 
 // readGGUFMetadata reads the header and key/value section (not the tensors) of a GGUF file.
 func readGGUFMetadata(path string) (ggufMetadata, error) {
-	f, err := ggufread.ReadMetadata(path)
+	f, err := gguf.ReadMetadata(path)
 	if err != nil {
 		return ggufMetadata{}, fmt.Errorf("tokenizer: %w", err)
 	}
@@ -223,7 +213,7 @@ func (md ggufMetadata) str(key string) (string, error) {
 	}
 	s, ok := v.(string)
 	if !ok {
-		return "", fmt.Errorf("metadata %q is %s, want string", key, ggufread.TypeName(v))
+		return "", fmt.Errorf("metadata %q is %s, want string", key, gguf.TypeName(v))
 	}
 	return s, nil
 }
@@ -235,7 +225,7 @@ func (md ggufMetadata) strs(key string) ([]string, error) {
 	}
 	out, ok := v.([]string)
 	if !ok {
-		return nil, fmt.Errorf("metadata %q is %s, want array of string", key, ggufread.TypeName(v))
+		return nil, fmt.Errorf("metadata %q is %s, want array of string", key, gguf.TypeName(v))
 	}
 	return out, nil
 }
@@ -250,10 +240,10 @@ func (md ggufMetadata) ints(key string, n int) ([]int, error) {
 		}
 		return out, nil
 	}
-	arr, ok := ggufread.Ints(v)
+	arr, ok := gguf.Ints(v)
 	if !ok || len(arr) != n {
 		return nil, fmt.Errorf("metadata %q: want an array of %d integers, got %s of length %d", key, n,
-			ggufread.TypeName(v), len(arr))
+			gguf.TypeName(v), len(arr))
 	}
 	out := make([]int, n)
 	for i, x := range arr {
@@ -270,9 +260,9 @@ func (md ggufMetadata) floats(key string, n int) ([]float32, error) {
 	if !ok {
 		return nil, fmt.Errorf("metadata %q missing", key)
 	}
-	arr, ok := ggufread.Floats(v)
+	arr, ok := gguf.Floats(v)
 	if !ok {
-		if ints, isInt := ggufread.Ints(v); isInt {
+		if ints, isInt := gguf.Ints(v); isInt {
 			arr = make([]float64, len(ints))
 			for i, x := range ints {
 				arr[i] = float64(x)
@@ -282,7 +272,7 @@ func (md ggufMetadata) floats(key string, n int) ([]float32, error) {
 	}
 	if !ok || len(arr) != n {
 		return nil, fmt.Errorf("metadata %q: want an array of %d numbers, got %s of length %d", key, n,
-			ggufread.TypeName(v), len(arr))
+			gguf.TypeName(v), len(arr))
 	}
 	out := make([]float32, n)
 	for i, x := range arr {
@@ -294,7 +284,7 @@ func (md ggufMetadata) floats(key string, n int) ([]float32, error) {
 // optInt reads an integer scalar; ok is false when absent, of another type or out of the int32 range.
 func (md ggufMetadata) optInt(key string) (int, bool) {
 	v, _ := md.f.Get(key)
-	x, ok := ggufread.Int(v)
+	x, ok := gguf.Int(v)
 	if !ok || x < math.MinInt32 || x > math.MaxUint32 {
 		return 0, false
 	}

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/saddle-ml/saddle/internal/gguf"
 )
 
 // ggufKV is one metadata entry for writeGGUF: value is string, uint32, bool, []string or []int32.
@@ -32,35 +34,35 @@ func writeGGUF(t *testing.T, path string, kvs []ggufKV) {
 		str(kv.key)
 		switch v := kv.value.(type) {
 		case string:
-			w(uint32(ggufString))
+			w(uint32(gguf.ValueString))
 			str(v)
 		case uint32:
-			w(uint32(ggufUint32))
+			w(uint32(gguf.ValueUint32))
 			w(v)
 		case bool:
-			w(uint32(ggufBool))
+			w(uint32(gguf.ValueBool))
 			if v {
 				w(uint8(1))
 			} else {
 				w(uint8(0))
 			}
 		case []string:
-			w(uint32(ggufArray))
-			w(uint32(ggufString))
+			w(uint32(gguf.ValueArray))
+			w(uint32(gguf.ValueString))
 			w(uint64(len(v)))
 			for _, s := range v {
 				str(s)
 			}
 		case []int32:
-			w(uint32(ggufArray))
-			w(uint32(ggufInt32))
+			w(uint32(gguf.ValueArray))
+			w(uint32(gguf.ValueInt32))
 			w(uint64(len(v)))
 			for _, x := range v {
 				w(x)
 			}
 		case []float32:
-			w(uint32(ggufArray))
-			w(uint32(ggufFloat32))
+			w(uint32(gguf.ValueArray))
+			w(uint32(gguf.ValueFloat32))
 			w(uint64(len(v)))
 			for _, x := range v {
 				w(math.Float32bits(x))

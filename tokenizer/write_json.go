@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
 // HFFilesFromGGUF builds a Hugging Face tokenizer.json and tokenizer_config.json that tokenize like
@@ -156,10 +158,10 @@ func WriteHFFromGGUF(ggufPath, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := writeFileReplace(filepath.Join(dir, "tokenizer.json"), tj); err != nil {
+	if err := fileio.WriteFile(filepath.Join(dir, "tokenizer.json"), append(tj, '\n')); err != nil {
 		return err
 	}
-	return writeFileReplace(filepath.Join(dir, "tokenizer_config.json"), tc)
+	return fileio.WriteFile(filepath.Join(dir, "tokenizer_config.json"), append(tc, '\n'))
 }
 
 // spmMerges derives BPE merges from SentencePiece scores (see HFFilesFromGGUF).
@@ -310,25 +312,4 @@ func marshalIndentNoEscape(v any) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimRight(b.Bytes(), "\n"), nil
-}
-
-// writeFileReplace writes through a temporary file renamed over path.
-func writeFileReplace(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return os.Rename(tmp.Name(), path)
 }

@@ -29,6 +29,8 @@ import (
 
 	"github.com/saddle-ml/saddle/backend"
 	"github.com/saddle-ml/saddle/finetune"
+	"github.com/saddle-ml/saddle/internal/fileio"
+	"github.com/saddle-ml/saddle/internal/safetensors"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
@@ -315,7 +317,7 @@ func writeSynthetic(dir string, s synthConfig) error {
 	pc := model.Config{HiddenSize: s.Hidden, IntermediateSize: s.FFN, NumLayers: s.Layers, NumHeads: s.Heads,
 		NumKVHeads: s.KVHeads, HeadDim: s.Hidden / s.Heads, VocabSize: s.Vocab}
 	rng := rand.New(rand.NewPCG(42, 7))
-	named := map[string]lora.NamedTensor{}
+	named := map[string]safetensors.Tensor{}
 	for name, shape := range pc.ExpectedShapes() {
 		n := 1
 		for _, d := range shape {
@@ -329,7 +331,7 @@ func writeSynthetic(dir string, s synthConfig) error {
 				data[i] = float32(rng.NormFloat64() * 0.02)
 			}
 		}
-		named[name] = lora.NamedTensor{Shape: shape, Data: data}
+		named[name] = safetensors.Tensor{Shape: shape, Data: data}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -338,8 +340,8 @@ func writeSynthetic(dir string, s synthConfig) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "config.json"), js, 0o644); err != nil {
+	if err := fileio.WriteFile(filepath.Join(dir, "config.json"), js); err != nil {
 		return err
 	}
-	return lora.WriteSafetensors(filepath.Join(dir, "model.safetensors"), named, map[string]string{"format": "pt"})
+	return safetensors.Write(filepath.Join(dir, "model.safetensors"), named, map[string]string{"format": "pt"})
 }

@@ -17,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
 // rng draws only from PCG's raw outputs (a fixed algorithm), so the data does not change with
@@ -396,7 +398,7 @@ func writeJSONL(path string, rows []any) error {
 			return err
 		}
 	}
-	return os.WriteFile(path, buf.Bytes(), 0o644)
+	return fileio.WriteFile(path, buf.Bytes())
 }
 
 func main() {

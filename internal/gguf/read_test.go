@@ -1,4 +1,4 @@
-package ggufread
+package gguf
 
 import (
 	"bytes"
@@ -34,11 +34,12 @@ func (w *builder) count(v uint64) *builder {
 	}
 	return w.u64(v)
 }
-func (w *builder) str(s string) *builder  { w.count(uint64(len(s))); w.b = append(w.b, s...); return w }
-func (w *builder) raw(b ...byte) *builder { w.b = append(w.b, b...); return w }
+func (w *builder) vt(t ValueType) *builder { return w.u32(uint32(t)) }
+func (w *builder) str(s string) *builder   { w.count(uint64(len(s))); w.b = append(w.b, s...); return w }
+func (w *builder) raw(b ...byte) *builder  { w.b = append(w.b, b...); return w }
 
 // tensor writes one tensor description.
-func (w *builder) tensor(name string, typ uint32, offset uint64, dims ...uint64) *builder {
+func (w *builder) tensor(name string, typ TensorType, offset uint64, dims ...uint64) *builder {
 	w.str(name).u32(uint32(len(dims)))
 	for _, d := range dims {
 		if w.v1 {
@@ -47,7 +48,7 @@ func (w *builder) tensor(name string, typ uint32, offset uint64, dims ...uint64)
 			w.u64(d)
 		}
 	}
-	return w.u32(typ).u64(offset)
+	return w.u32(uint32(typ)).u64(offset)
 }
 
 // pad appends zero bytes up to a multiple of 32 and then n more.
@@ -77,22 +78,22 @@ func wantErr(t *testing.T, err error, parts ...string) {
 
 func TestParseValues(t *testing.T) {
 	w := newBuilder(3, 1, 15)
-	w.str("u8").u32(TypeUint8).raw(200)
-	w.str("i8").u32(TypeInt8).raw(0xff)
-	w.str("u16").u32(TypeUint16).raw(1, 2)
-	w.str("i16").u32(TypeInt16).raw(0xfe, 0xff)
-	w.str("u32").u32(TypeUint32).u32(1 << 31)
-	w.str("i32").u32(TypeInt32).u32(math.MaxUint32)
-	w.str("f32").u32(TypeFloat32).u32(math.Float32bits(1.5))
-	w.str("bool").u32(TypeBool).raw(1)
-	w.str("str").u32(TypeString).str("héllo")
-	w.str("u64").u32(TypeUint64).u64(math.MaxUint64)
-	w.str("i64").u32(TypeInt64).u64(uint64(1) << 62)
-	w.str("f64").u32(TypeFloat64).u64(math.Float64bits(-2.25))
-	w.str("strs").u32(TypeArray).u32(TypeString).u64(2).str("a").str("")
-	w.str("i32s").u32(TypeArray).u32(TypeInt32).u64(3).u32(1).u32(math.MaxUint32).u32(7)
-	w.str("general.alignment").u32(TypeUint32).u32(64)
-	w.tensor("w", 0, 0, 3, 2)
+	w.str("u8").vt(ValueUint8).raw(200)
+	w.str("i8").vt(ValueInt8).raw(0xff)
+	w.str("u16").vt(ValueUint16).raw(1, 2)
+	w.str("i16").vt(ValueInt16).raw(0xfe, 0xff)
+	w.str("u32").vt(ValueUint32).u32(1 << 31)
+	w.str("i32").vt(ValueInt32).u32(math.MaxUint32)
+	w.str("f32").vt(ValueFloat32).u32(math.Float32bits(1.5))
+	w.str("bool").vt(ValueBool).raw(1)
+	w.str("str").vt(ValueString).str("héllo")
+	w.str("u64").vt(ValueUint64).u64(math.MaxUint64)
+	w.str("i64").vt(ValueInt64).u64(uint64(1) << 62)
+	w.str("f64").vt(ValueFloat64).u64(math.Float64bits(-2.25))
+	w.str("strs").vt(ValueArray).vt(ValueString).u64(2).str("a").str("")
+	w.str("i32s").vt(ValueArray).vt(ValueInt32).u64(3).u32(1).u32(math.MaxUint32).u32(7)
+	w.str("general.alignment").vt(ValueUint32).u32(64)
+	w.tensor("w", TypeF32, 0, 3, 2)
 	for len(w.b)%64 != 0 {
 		w.raw(0)
 	}
@@ -130,7 +131,7 @@ func TestParseValues(t *testing.T) {
 	if f.Alignment != 64 || f.DataOffset%64 != 0 || len(f.Tensors) != 1 {
 		t.Fatalf("alignment %d, data offset %d, %d tensors", f.Alignment, f.DataOffset, len(f.Tensors))
 	}
-	if tt := f.Tensors[0]; tt.Name != "w" || !slices.Equal(tt.Dims, []uint64{3, 2}) || tt.Size != 24 || tt.Type != 0 {
+	if tt := f.Tensors[0]; tt.Name != "w" || !slices.Equal(tt.Dims, []uint64{3, 2}) || tt.Size != 24 || tt.Type != TypeF32 {
 		t.Errorf("tensor %+v", tt)
 	}
 	if f.DataOffset+24 != int64(len(w.b)) {
@@ -145,8 +146,8 @@ func mustGet(f *File, key string) any {
 
 func TestParseV1(t *testing.T) {
 	w := newBuilder(1, 1, 1)
-	w.str("general.name").u32(TypeString).str("old")
-	w.tensor("t", 1, 0, 4)
+	w.str("general.name").vt(ValueString).str("old")
+	w.tensor("t", TypeF16, 0, 4)
 	w.pad(8)
 	f, err := parse(w.b)
 	if err != nil {
@@ -158,8 +159,8 @@ func TestParseV1(t *testing.T) {
 }
 
 func TestParseErrors(t *testing.T) {
-	big := func(key string, typ uint32, n uint64) []byte {
-		return newBuilder(3, 0, 1).str(key).u32(TypeArray).u32(typ).u64(n).b
+	big := func(key string, typ ValueType, n uint64) []byte {
+		return newBuilder(3, 0, 1).str(key).vt(ValueArray).vt(typ).u64(n).b
 	}
 	cases := []struct {
 		name string
@@ -173,31 +174,31 @@ func TestParseErrors(t *testing.T) {
 		{"tensor count", newBuilder(3, 1<<40, 0).b, []string{"tensor count"}},
 		{"metadata count", newBuilder(3, 0, 1<<40).b, []string{"metadata count"}},
 		{"key length", newBuilder(3, 0, 1).u64(1 << 40).raw(make([]byte, 16)...).b, []string{"key length"}},
-		{"string length", newBuilder(3, 0, 1).str("k").u32(TypeString).u64(1 << 33).b, []string{`"k"`, "string length"}},
-		{"array count", big("k", TypeUint64, 1<<24), []string{`"k"`, "array count"}},
-		{"string array count", big("k", TypeString, 1<<50), []string{`"k"`, "array count"}},
-		{"nested array", big("k", TypeArray, 1), []string{`"k"`, "element type 9"}},
+		{"string length", newBuilder(3, 0, 1).str("k").vt(ValueString).u64(1 << 33).b, []string{`"k"`, "string length"}},
+		{"array count", big("k", ValueUint64, 1<<24), []string{`"k"`, "array count"}},
+		{"string array count", big("k", ValueString, 1<<50), []string{`"k"`, "array count"}},
+		{"nested array", big("k", ValueArray, 1), []string{`"k"`, "element type 9"}},
 		{"unknown array type", big("k", 13, 1), []string{`"k"`, "element type 13"}},
 		{"unknown value type", newBuilder(3, 0, 1).str("k").u32(99).b, []string{`"k"`, "unknown value type 99"}},
-		{"truncated string", newBuilder(3, 0, 1).str("k").u32(TypeString).u64(5).raw('a', 'b').b, []string{"string length 5"}},
-		{"duplicate key", newBuilder(3, 0, 2).str("k").u32(TypeUint8).raw(1).str("k").u32(TypeUint8).raw(2).b,
+		{"truncated string", newBuilder(3, 0, 1).str("k").vt(ValueString).u64(5).raw('a', 'b').b, []string{"string length 5"}},
+		{"duplicate key", newBuilder(3, 0, 2).str("k").vt(ValueUint8).raw(1).str("k").vt(ValueUint8).raw(2).b,
 			[]string{`"k"`, "twice"}},
-		{"alignment type", newBuilder(3, 0, 1).str("general.alignment").u32(TypeUint64).u64(32).b,
+		{"alignment type", newBuilder(3, 0, 1).str("general.alignment").vt(ValueUint64).u64(32).b,
 			[]string{"general.alignment", "uint64"}},
-		{"alignment zero", newBuilder(3, 0, 1).str("general.alignment").u32(TypeUint32).u32(0).b,
+		{"alignment zero", newBuilder(3, 0, 1).str("general.alignment").vt(ValueUint32).u32(0).b,
 			[]string{"general.alignment"}},
-		{"alignment not a power of two", newBuilder(3, 0, 1).str("general.alignment").u32(TypeUint32).u32(48).b,
+		{"alignment not a power of two", newBuilder(3, 0, 1).str("general.alignment").vt(ValueUint32).u32(48).b,
 			[]string{"general.alignment", "48"}},
-		{"too many dims", newBuilder(3, 1, 0).tensor("t", 0, 0, 1, 1, 1, 1, 1).b, []string{`"t"`, "5 dimensions"}},
-		{"dims overflow", newBuilder(3, 1, 0).tensor("t", 0, 0, 1<<40, 1<<40).pad(0).b, []string{`"t"`, "overflow"}},
-		{"size overflow", newBuilder(3, 1, 0).tensor("t", 0, 0, 1<<62).pad(0).b, []string{`"t"`, "F32 blocks"}},
-		{"q8 partial block", newBuilder(3, 1, 0).tensor("t", 8, 0, 33).pad(64).b, []string{`"t"`, "Q8_0 blocks"}},
-		{"duplicate tensor", newBuilder(3, 2, 0).tensor("t", 0, 0, 1).tensor("t", 0, 32, 1).pad(64).b,
+		{"too many dims", newBuilder(3, 1, 0).tensor("t", TypeF32, 0, 1, 1, 1, 1, 1).b, []string{`"t"`, "5 dimensions"}},
+		{"dims overflow", newBuilder(3, 1, 0).tensor("t", TypeF32, 0, 1<<40, 1<<40).pad(0).b, []string{`"t"`, "overflow"}},
+		{"size overflow", newBuilder(3, 1, 0).tensor("t", TypeF32, 0, 1<<62).pad(0).b, []string{`"t"`, "F32 blocks"}},
+		{"q8 partial block", newBuilder(3, 1, 0).tensor("t", TypeQ8_0, 0, 33).pad(64).b, []string{`"t"`, "Q8_0 blocks"}},
+		{"duplicate tensor", newBuilder(3, 2, 0).tensor("t", TypeF32, 0, 1).tensor("t", TypeF32, 32, 1).pad(64).b,
 			[]string{`"t"`, "twice"}},
-		{"misaligned offset", newBuilder(3, 1, 0).tensor("t", 0, 4, 1).pad(64).b, []string{`"t"`, "alignment"}},
-		{"data past the end", newBuilder(3, 1, 0).tensor("t", 0, 0, 100).pad(64).b, []string{`"t"`, "outside"}},
-		{"offset past the end", newBuilder(3, 1, 0).tensor("t", 0, 1<<40, 1).pad(64).b, []string{`"t"`, "outside"}},
-		{"no data section", newBuilder(3, 1, 0).tensor("t", 0, 0, 1).b, []string{"past the end"}},
+		{"misaligned offset", newBuilder(3, 1, 0).tensor("t", TypeF32, 4, 1).pad(64).b, []string{`"t"`, "alignment"}},
+		{"data past the end", newBuilder(3, 1, 0).tensor("t", TypeF32, 0, 100).pad(64).b, []string{`"t"`, "outside"}},
+		{"offset past the end", newBuilder(3, 1, 0).tensor("t", TypeF32, 1<<40, 1).pad(64).b, []string{`"t"`, "outside"}},
+		{"no data section", newBuilder(3, 1, 0).tensor("t", TypeF32, 0, 1).b, []string{"past the end"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -216,13 +217,13 @@ func TestUnknownTensorTypeIsNamedNotSized(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Tensors[0].Size != -1 || TensorTypeName(2) != "Q4_0" || TensorTypeName(77) != "type 77" {
-		t.Errorf("%+v %s %s", f.Tensors[0], TensorTypeName(2), TensorTypeName(77))
+	if f.Tensors[0].Size != -1 || TensorType(2).String() != "Q4_0" || TensorType(77).String() != "type 77" {
+		t.Errorf("%+v %s %s", f.Tensors[0], TensorType(2), TensorType(77))
 	}
 }
 
 func TestReadMetadataSkipsTensors(t *testing.T) {
-	w := newBuilder(3, 1, 1).str("a").u32(TypeBool).raw(0)
+	w := newBuilder(3, 1, 1).str("a").vt(ValueBool).raw(0)
 	w.raw(0xff, 0xff) // garbage where the tensor descriptions start
 	path := filepath.Join(t.TempDir(), "m.gguf")
 	if err := os.WriteFile(path, w.b, 0o644); err != nil {
@@ -259,13 +260,13 @@ func allocated(fn func()) uint64 {
 // that parsing allocates at most a small multiple of the input size.
 func FuzzParse(f *testing.F) {
 	w := newBuilder(3, 2, 3)
-	w.str("general.architecture").u32(TypeString).str("llama")
-	w.str("tokenizer.ggml.tokens").u32(TypeArray).u32(TypeString).u64(3).str("<s>").str("a").str("b")
-	w.str("tokenizer.ggml.scores").u32(TypeArray).u32(TypeFloat32).u64(3).u32(0).u32(0).u32(0)
-	w.tensor("a", 0, 0, 2, 2).tensor("b", 8, 32, 32)
+	w.str("general.architecture").vt(ValueString).str("llama")
+	w.str("tokenizer.ggml.tokens").vt(ValueArray).vt(ValueString).u64(3).str("<s>").str("a").str("b")
+	w.str("tokenizer.ggml.scores").vt(ValueArray).vt(ValueFloat32).u64(3).u32(0).u32(0).u32(0)
+	w.tensor("a", TypeF32, 0, 2, 2).tensor("b", TypeQ8_0, 32, 32)
 	f.Add(w.pad(64).b)
-	f.Add(newBuilder(1, 1, 0).tensor("t", 1, 0, 4).pad(8).b)
-	f.Add(newBuilder(2, 0, 1).str("general.alignment").u32(TypeUint32).u32(16).b)
+	f.Add(newBuilder(1, 1, 0).tensor("t", TypeF16, 0, 4).pad(8).b)
+	f.Add(newBuilder(2, 0, 1).str("general.alignment").vt(ValueUint32).u32(16).b)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var file *File
 		var err error
@@ -296,4 +297,15 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%d key/values, %d indexed", len(file.KVs), len(file.index))
 		}
 	})
+}
+
+func TestParseRefusesOverlappingTensors(t *testing.T) {
+	w := newBuilder(3, 3, 0).tensor("a", TypeF32, 0, 16).tensor("b", TypeF32, 32, 8).tensor("c", TypeF16, 64, 8).pad(96)
+	_, err := parse(w.b)
+	wantErr(t, err, "t.gguf", `tensor "b"`, `tensor "a"`, "overlaps")
+	// Touching ranges, and tensors of unknown size, are fine.
+	w = newBuilder(3, 3, 0).tensor("a", TypeF32, 0, 8).tensor("b", TypeF32, 32, 8).tensor("q4", 2, 0, 32).pad(64)
+	if _, err := parse(w.b); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -1,0 +1,205 @@
+// Package dtype holds the storage codecs of tensor data, by name: "F32", "F16", "BF16" and "Q8_0" (ggml's block of
+// an f16 scale and 32 int8 values). The safetensors and GGUF packages both use it, so each codec exists once.
+// All data are little-endian; in memory, values are float32.
+package dtype
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/bits"
+
+	"github.com/gomlx/compute/dtypes/bfloat16"
+	"github.com/gomlx/compute/dtypes/float16"
+)
+
+// Storage types, by the names safetensors and ggml give them.
+const (
+	F32  = "F32"
+	F16  = "F16"
+	BF16 = "BF16"
+	Q8_0 = "Q8_0"
+)
+
+// Q8BlockSize and Q8BlockBytes describe ggml's Q8_0 block: an f16 scale d, then 32 int8 q; value = d·q.
+const (
+	Q8BlockSize  = 32
+	Q8BlockBytes = 2 + Q8BlockSize
+)
+
+// MaxElements bounds the element count of one tensor; it keeps size arithmetic far from overflow.
+const MaxElements = 1 << 40
+
+// layout is a storage type's block: blockSize elements take blockBytes bytes.
+type layout struct{ blockSize, blockBytes int64 }
+
+var layouts = map[string]layout{F32: {1, 4}, F16: {1, 2}, BF16: {1, 2}, Q8_0: {Q8BlockSize, Q8BlockBytes}}
+
+// Known reports whether name is a storage type this package decodes and encodes.
+func Known(name string) bool {
+	_, ok := layouts[name]
+	return ok
+}
+
+// BlockSize is the number of elements that are stored together (32 for Q8_0, else 1); 0 for an unknown name.
+func BlockSize(name string) int { return int(layouts[name].blockSize) }
+
+// Elements multiplies the dimensions of a shape, refusing an empty shape, dimensions that are not positive, and
+// more than MaxElements elements.
+func Elements(shape []int) (int64, error) {
+	if len(shape) == 0 {
+		return 0, errors.New("tensor has no dimensions")
+	}
+	n := uint64(1)
+	for _, d := range shape {
+		if d <= 0 {
+			return 0, fmt.Errorf("invalid dimension %d in shape %v", d, shape)
+		}
+		hi, lo := bits.Mul64(n, uint64(d))
+		if hi != 0 || lo > MaxElements {
+			return 0, fmt.Errorf("shape %v has too many elements", shape)
+		}
+		n = lo
+	}
+	return int64(n), nil
+}
+
+// Size is the byte size of n elements stored as name.
+func Size(name string, n int64) (int64, error) {
+	l, ok := layouts[name]
+	if !ok {
+		return 0, fmt.Errorf("unsupported dtype %s (supported: F32, F16, BF16, Q8_0)", name)
+	}
+	if n < 0 || n > MaxElements {
+		return 0, fmt.Errorf("%d elements is out of range", n)
+	}
+	if n%l.blockSize != 0 {
+		return 0, fmt.Errorf("%s needs a multiple of %d elements, got %d", name, l.blockSize, n)
+	}
+	return n / l.blockSize * l.blockBytes, nil
+}
+
+// Decode converts b, whole elements (or blocks) stored as name, into the start of dst and returns the rest of
+// dst.
+func Decode(name string, b []byte, dst []float32) ([]float32, error) {
+	l, ok := layouts[name]
+	if !ok {
+		return nil, fmt.Errorf("unsupported dtype %s (supported: F32, F16, BF16, Q8_0)", name)
+	}
+	blocks := int64(len(b)) / l.blockBytes
+	if int64(len(b))%l.blockBytes != 0 || int64(len(dst)) < blocks*l.blockSize {
+		return nil, fmt.Errorf("%d bytes of %s do not decode into %d values", len(b), name, len(dst))
+	}
+	le := binary.LittleEndian
+	switch name {
+	case F32:
+		for i := range blocks {
+			dst[i] = math.Float32frombits(le.Uint32(b[4*i:]))
+		}
+	case F16:
+		for i := range blocks {
+			dst[i] = float16.FromBits(le.Uint16(b[2*i:])).Float32()
+		}
+	case BF16:
+		for i := range blocks {
+			dst[i] = bfloat16.FromBits(le.Uint16(b[2*i:])).Float32()
+		}
+	case Q8_0:
+		for k := range blocks {
+			blk := b[k*Q8BlockBytes:]
+			d := float16.FromBits(le.Uint16(blk)).Float32()
+			for j := range int64(Q8BlockSize) {
+				dst[k*Q8BlockSize+j] = d * float32(int8(blk[2+j]))
+			}
+		}
+	}
+	return dst[blocks*l.blockSize:], nil
+}
+
+// ReadAt reads n elements stored as name at offset off of r and decodes them, reading a bounded chunk at a time
+// so that only the float32 result is allocated in full. Errors name the byte range, not the file.
+func ReadAt(r io.ReaderAt, off int64, name string, n int64) ([]float32, error) {
+	size, err := Size(name, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]float32, n)
+	// Chunks hold whole blocks: 4·34·2048 bytes is a multiple of 2, 4 and 34.
+	const chunk = 4 * Q8BlockBytes * 2048
+	buf := make([]byte, min(chunk, size))
+	dst := out
+	for done := int64(0); done < size; {
+		b := buf[:min(int64(len(buf)), size-done)]
+		if _, err := r.ReadAt(b, off+done); err != nil {
+			return nil, fmt.Errorf("reading %d bytes at offset %d: %w", len(b), off+done, err)
+		}
+		if dst, err = Decode(name, b, dst); err != nil {
+			return nil, err
+		}
+		done += int64(len(b))
+	}
+	return out, nil
+}
+
+// Encode writes data stored as name to w (F32, F16, BF16, or Q8_0 for a whole number of blocks). Q8_0 follows
+// ggml's quantize_row_q8_0_ref. w's errors are returned.
+func Encode(w io.Writer, name string, data []float32) error {
+	l, ok := layouts[name]
+	if !ok {
+		return fmt.Errorf("unsupported dtype %s (supported: F32, F16, BF16, Q8_0)", name)
+	}
+	if int64(len(data))%l.blockSize != 0 {
+		return fmt.Errorf("%s needs a multiple of %d elements, got %d", name, l.blockSize, len(data))
+	}
+	const chunkBlocks = 2048
+	buf := make([]byte, 0, chunkBlocks*l.blockBytes)
+	le := binary.LittleEndian
+	for start := 0; start < len(data); {
+		end := min(len(data), start+chunkBlocks*int(l.blockSize))
+		b := buf[:0]
+		switch name {
+		case F32:
+			for _, v := range data[start:end] {
+				b = le.AppendUint32(b, math.Float32bits(v))
+			}
+		case F16:
+			for _, v := range data[start:end] {
+				b = le.AppendUint16(b, float16.FromFloat32(v).Bits())
+			}
+		case BF16:
+			for _, v := range data[start:end] {
+				b = le.AppendUint16(b, bfloat16.FromFloat32(v).Bits())
+			}
+		case Q8_0:
+			for blk := start; blk < end; blk += Q8BlockSize {
+				b = b[:len(b)+Q8BlockBytes]
+				quantizeQ8_0(data[blk:blk+Q8BlockSize], b[len(b)-Q8BlockBytes:])
+			}
+		}
+		if _, err := w.Write(b); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+// quantizeQ8_0 stores one block of Q8BlockSize values into out (Q8BlockBytes bytes) as ggml's
+// quantize_row_q8_0_ref does: d = max|x|/127, q = round(x/d) (half away from zero), d stored as f16.
+func quantizeQ8_0(x []float32, out []byte) {
+	var amax float32
+	for _, v := range x {
+		amax = max(amax, float32(math.Abs(float64(v))))
+	}
+	d := amax / 127
+	var id float32
+	if d != 0 {
+		id = 1 / d
+	}
+	binary.LittleEndian.PutUint16(out, float16.FromFloat32(d).Bits())
+	for j, v := range x {
+		out[2+j] = byte(int8(math.Round(float64(v * id))))
+	}
+}

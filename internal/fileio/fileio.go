@@ -1,0 +1,84 @@
+// Package fileio writes files so that a reader, a crash or a kill never leaves half of one behind: data go to a
+// temporary file beside the target, which is fsynced and renamed over the target, and then the folder is fsynced.
+// Every file the project writes goes through here.
+package fileio
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// Write creates path (or replaces it) with what fill writes. fill writes through a buffer, which keeps the first
+// write error and reports it when flushed, so fill may ignore the results of single writes. When fill returns an
+// error, or anything fails, the temporary file is removed and path is left as it was. fill's error is returned as
+// it is; other errors name path (or the temporary file). The file is made readable by everyone (0644): files the
+// project writes are meant to be shared.
+func Write(path string, fill func(w io.Writer) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	renamed := false
+	defer func() { // also when fill panics
+		if !renamed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	w := bufio.NewWriterSize(tmp, 1<<20)
+	if err := fill(w); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil { // CreateTemp makes 0600
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	renamed = true
+	return syncDir(filepath.Dir(path))
+}
+
+// WriteFile creates path (or replaces it) with data, as Write does.
+func WriteFile(path string, data []byte) error {
+	return Write(path, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// ReplaceDir moves the finished folder tmp to final, replacing any folder already there, and fsyncs the parent
+// folder. tmp and final must be in the same parent folder, and the files in tmp already written (WriteFile
+// fsyncs each). A folder left at final by an earlier attempt is removed first, so for a moment neither exists:
+// readers should find final through a pointer file written after this returns.
+func ReplaceDir(tmp, final string) error {
+	if err := os.RemoveAll(final); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(final))
+}
+
+// syncDir fsyncs a folder, so that a rename inside it survives a crash.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

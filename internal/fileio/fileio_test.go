@@ -1,0 +1,95 @@
+package fileio
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+)
+
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func TestWriteReplacesAndShares(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f.json")
+	if err := os.WriteFile(path, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(path, []byte("new")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(path); string(b) != "new" {
+		t.Errorf("content %q", b)
+	}
+	if st, _ := os.Stat(path); st.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644", st.Mode().Perm())
+	}
+	if got := names(t, dir); !slices.Equal(got, []string{"f.json"}) {
+		t.Errorf("folder holds %v", got)
+	}
+}
+
+func TestWriteFailureLeavesTargetAlone(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("boom")
+	err := Write(path, func(w io.Writer) error {
+		w.Write([]byte("half"))
+		return boom
+	})
+	if err != boom {
+		t.Fatalf("error %v, want fill's error as it is", err)
+	}
+	func() {
+		defer func() { recover() }()
+		Write(path, func(w io.Writer) error { panic("fill panicked") })
+	}()
+	if b, _ := os.ReadFile(path); string(b) != "old" {
+		t.Errorf("target changed to %q", b)
+	}
+	if got := names(t, dir); !slices.Equal(got, []string{"f"}) {
+		t.Errorf("temporary files left: %v", got)
+	}
+	if err := WriteFile(filepath.Join(dir, "absent", "f"), nil); err == nil {
+		t.Error("writing into a missing folder succeeded")
+	}
+}
+
+func TestReplaceDir(t *testing.T) {
+	root := t.TempDir()
+	final := filepath.Join(root, "step-1")
+	for _, content := range []string{"first", "second"} {
+		tmp, err := os.MkdirTemp(root, ".step-1.tmp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteFile(filepath.Join(tmp, "state.json"), []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+		if err := ReplaceDir(tmp, final); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(filepath.Join(final, "state.json")); string(b) != content {
+			t.Errorf("state.json = %q, want %q", b, content)
+		}
+		if got := names(t, root); !slices.Equal(got, []string{"step-1"}) {
+			t.Errorf("root holds %v", got)
+		}
+	}
+}
