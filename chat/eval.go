@@ -1,4 +1,4 @@
-package finetune
+package chat
 
 // Evaluator for the Jinja2 subset: Python-like values, operators, filters, tests and methods.
 // Where Python/Jinja semantics would need more than this subset, evaluation fails with an

@@ -1,4 +1,4 @@
-package finetune
+package chat
 
 import (
 	"encoding/json"
@@ -42,7 +42,7 @@ func loadTokenizerConfig(t *testing.T, name string) tokenizerConfig {
 	return cfg
 }
 
-func renderOK(t *testing.T, tmpl *ChatTemplate, msgs []Message, o ChatRenderOptions) string {
+func renderOK(t *testing.T, tmpl *Template, msgs []Message, o Options) string {
 	t.Helper()
 	s, err := tmpl.Render(msgs, o)
 	if err != nil {
@@ -66,11 +66,11 @@ var threeTurns = []Message{
 
 func TestChatTemplateLlama3(t *testing.T) {
 	cfg := loadTokenizerConfig(t, "llama3")
-	tmpl, err := ParseChatTemplate(cfg.ChatTemplate)
+	tmpl, err := Parse(cfg.ChatTemplate)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := ChatRenderOptions{BOSToken: "<|begin_of_text|>", EOSToken: "<|end_of_text|>"}
+	o := Options{BOSToken: "<|begin_of_text|>", EOSToken: "<|end_of_text|>"}
 	// Llama 3 format: BOS, then per message "<|start_header_id|>ROLE<|end_header_id|>\n\n" +
 	// trimmed content + "<|eot_id|>"; this template version always ends with the assistant header.
 	hdr := func(role string) string { return "<|start_header_id|>" + role + "<|end_header_id|>\n\n" }
@@ -88,11 +88,11 @@ func TestChatTemplateLlama3(t *testing.T) {
 
 func TestChatTemplateQwen3(t *testing.T) {
 	cfg := loadTokenizerConfig(t, "qwen3")
-	tmpl, err := ParseChatTemplate(cfg.ChatTemplate)
+	tmpl, err := Parse(cfg.ChatTemplate)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := ChatRenderOptions{EOSToken: "<|im_end|>"}
+	o := Options{EOSToken: "<|im_end|>"}
 	// ChatML: "<|im_start|>ROLE\n" + content + "<|im_end|>\n". Qwen3 writes an empty think block
 	// into an assistant turn that follows the last user query when it is the final message, and
 	// strips reasoning from earlier assistant turns.
@@ -132,11 +132,11 @@ func TestChatTemplateQwen3(t *testing.T) {
 
 func TestChatTemplateGemma3(t *testing.T) {
 	cfg := loadTokenizerConfig(t, "gemma3")
-	tmpl, err := ParseChatTemplate(cfg.ChatTemplate)
+	tmpl, err := Parse(cfg.ChatTemplate)
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := ChatRenderOptions{BOSToken: "<bos>", EOSToken: "<eos>"}
+	o := Options{BOSToken: "<bos>", EOSToken: "<eos>"}
 	// Gemma 3: the system prompt is prepended to the first user turn; the assistant role is "model".
 	want := "<bos><start_of_turn>user\nYou are Pip, a small robot.\n\nCan you fix my kite?<end_of_turn>\n" +
 		"<start_of_turn>model\nBeep boop! Yes, I can fix it.<end_of_turn>\n"
@@ -187,12 +187,12 @@ func TestJinjaSubset(t *testing.T) {
 		{"block set", "{% set x %}in{{ 1 }}{% endset %}[{{ x }}]", "[in1]"},
 	}
 	for _, c := range cases {
-		tmpl, err := ParseChatTemplate(c.tmpl)
+		tmpl, err := Parse(c.tmpl)
 		if err != nil {
 			t.Errorf("%s: parse: %v", c.name, err)
 			continue
 		}
-		got, err := tmpl.Render(msgs, ChatRenderOptions{})
+		got, err := tmpl.Render(msgs, Options{})
 		if err != nil {
 			t.Errorf("%s: render: %v", c.name, err)
 			continue
@@ -218,7 +218,7 @@ func TestJinjaUnsupported(t *testing.T) {
 		{"{% raw %}{% endraw %}", `statement "raw"`},
 	}
 	for _, c := range parseErrs {
-		_, err := ParseChatTemplate(c.tmpl)
+		_, err := Parse(c.tmpl)
 		if err == nil || !strings.Contains(err.Error(), c.construct) {
 			t.Errorf("%q: err = %v, want mention of %s", c.tmpl, err, c.construct)
 		}
@@ -233,12 +233,12 @@ func TestJinjaUnsupported(t *testing.T) {
 		{"{{ 'ß'.upper() }}", "case conversion"},
 	}
 	for _, c := range runErrs {
-		tmpl, err := ParseChatTemplate(c.tmpl)
+		tmpl, err := Parse(c.tmpl)
 		if err != nil {
 			t.Errorf("%q: parse: %v", c.tmpl, err)
 			continue
 		}
-		_, err = tmpl.Render(nil, ChatRenderOptions{})
+		_, err = tmpl.Render(nil, Options{})
 		if err == nil || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("%q: err = %v, want mention of %q", c.tmpl, err, c.msg)
 		}

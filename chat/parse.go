@@ -1,4 +1,4 @@
-package finetune
+package chat
 
 // Lexer and parser for the Jinja2 subset of chat templates (see chat.go for the supported list).
 // The whitespace rules are those of the environment Hugging Face uses for chat templates:
