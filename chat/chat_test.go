@@ -149,50 +149,54 @@ func TestChatTemplateGemma3(t *testing.T) {
 
 // ---- the Jinja subset ----
 
+// subsetCases are rendered with subsetMessages by TestJinjaSubset; the conformance test renders them with
+// Jinja2 as well.
+var subsetMessages = []Message{{"user", "hi"}, {"assistant", "yo"}}
+
+var subsetCases = []struct{ name, tmpl, want string }{
+	{"text", "abc", "abc"},
+	{"trailing newline dropped", "abc\n", "abc"},
+	{"concat", "{{ 'a' + 'b' ~ 3 }}", "ab3"},
+	{"filter binds tighter than +", "{{ 'x' + '  y ' | trim + 'z' }}", "xyz"},
+	{"arith", "{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 2 * 3 - 1 }}", "3 -4 1 2 3.5 5"},
+	{"loop vars", "{% for m in messages %}{{ loop.index0 }}{{ loop.index }}{{ loop.first }}{{ loop.last }}{{ loop.length }}|{% endfor %}",
+		"01TrueFalse2|12FalseTrue2|"},
+	{"if elif else", "{% for x in [1, 2, 3] %}{% if x == 1 %}a{% elif x == 2 %}b{% else %}c{% endif %}{% endfor %}", "abc"},
+	{"trim_blocks and lstrip_blocks", "{% if true %}\n    x\n    {% endif %}\ny", "    x\ny"},
+	{"whitespace control", "a  {%- if true -%}  b  {%- endif -%}  c", "abc"},
+	{"plus modifier disables lstrip", "a\n  {%+ if true %}b{% endif %}", "a\n  b"},
+	{"expression tags keep newlines", "{{ 'a' }}\n{{ 'b' }}", "a\nb"},
+	{"comments", "a{# c #}\nb", "ab"},
+	{"scoping: loop set does not leak", "{% set x = 1 %}{% for m in messages %}{% set x = 2 %}{% endfor %}{{ x }}", "1"},
+	{"namespace", "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}", "2"},
+	{"slices", "{{ 'hello'[1:3] }}{{ [1,2,3][::-1] }}{{ 'abc'[-1] }}{{ messages[1:] | length }}", "el[3, 2, 1]c1"},
+	{"methods", "{{ ' a b '.strip() }}|{{ 'a</t>b'.split('</t>')[-1] }}|{{ 'xxa'.lstrip('x') }}|{{ 'ab'.startswith('a') }}|{{ 'ab'.endswith(('x','b')) }}",
+		"a b|b|a|True|True"},
+	{"tests", "{{ x is defined }}{{ none is none }}{{ 'a' is string }}{{ 1 is not string }}{{ messages is iterable }}{{ 4 is divisibleby 2 }}",
+		"FalseTrueTrueTrueTrueTrue"},
+	{"in", "{{ 'a' in 'cat' }}{{ 3 not in [1, 2] }}{{ 'role' in messages[0] }}", "TrueTrueTrue"},
+	{"ternary", "{{ 'a' if false else 'b' }}{{ 'c' if true }}", "bc"},
+	{"and/or return operands", "{{ 0 or 'x' }}{{ 'y' and 'z' }}{{ none or '' }}|", "xz|"},
+	{"tojson", `{{ {'a': [1, 2.5, none, true], 'b': 'é"\n'} | tojson }}`, `{"a": [1, 2.5, null, true], "b": "é\"\n"}`},
+	{"tojson indent", "{{ {'a': [1]} | tojson(indent=2) }}", "{\n  \"a\": [\n    1\n  ]\n}"},
+	{"str of values", "{{ none }}{{ true }}{{ 1.0 }}{{ [1, 'a'] }}{{ undefined_var }}", "NoneTrue1.0[1, 'a']"},
+	{"messages attributes", "{% for m in messages %}{{ m.role }}:{{ m['content'] }};{% endfor %}", "user:hi;assistant:yo;"},
+	{"for else and break", "{% for x in [] %}a{% else %}empty{% endfor %}{% for x in [1,2,3] %}{% if x == 2 %}{% break %}{% endif %}{{ x }}{% endfor %}", "empty1"},
+	{"dict items", "{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }},{% endfor %}", "a=1,b=2,"},
+	{"default filter", "{{ nope | default('d') }}{{ '' | default('e', true) }}", "de"},
+	{"generation prompt var", "{% if add_generation_prompt %}G{% endif %}", ""},
+	{"escapes", `{{ "a\tb\\n" }}`, "a\tb\\n"},
+	{"block set", "{% set x %}in{{ 1 }}{% endset %}[{{ x }}]", "[in1]"},
+}
+
 func TestJinjaSubset(t *testing.T) {
-	msgs := []Message{{"user", "hi"}, {"assistant", "yo"}}
-	cases := []struct{ name, tmpl, want string }{
-		{"text", "abc", "abc"},
-		{"trailing newline dropped", "abc\n", "abc"},
-		{"concat", "{{ 'a' + 'b' ~ 3 }}", "ab3"},
-		{"filter binds tighter than +", "{{ 'x' + '  y ' | trim + 'z' }}", "xyz"},
-		{"arith", "{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 2 * 3 - 1 }}", "3 -4 1 2 3.5 5"},
-		{"loop vars", "{% for m in messages %}{{ loop.index0 }}{{ loop.index }}{{ loop.first }}{{ loop.last }}{{ loop.length }}|{% endfor %}",
-			"01TrueFalse2|12FalseTrue2|"},
-		{"if elif else", "{% for x in [1, 2, 3] %}{% if x == 1 %}a{% elif x == 2 %}b{% else %}c{% endif %}{% endfor %}", "abc"},
-		{"trim_blocks and lstrip_blocks", "{% if true %}\n    x\n    {% endif %}\ny", "    x\ny"},
-		{"whitespace control", "a  {%- if true -%}  b  {%- endif -%}  c", "abc"},
-		{"plus modifier disables lstrip", "a\n  {%+ if true %}b{% endif %}", "a\n  b"},
-		{"expression tags keep newlines", "{{ 'a' }}\n{{ 'b' }}", "a\nb"},
-		{"comments", "a{# c #}\nb", "ab"},
-		{"scoping: loop set does not leak", "{% set x = 1 %}{% for m in messages %}{% set x = 2 %}{% endfor %}{{ x }}", "1"},
-		{"namespace", "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}", "2"},
-		{"slices", "{{ 'hello'[1:3] }}{{ [1,2,3][::-1] }}{{ 'abc'[-1] }}{{ messages[1:] | length }}", "el[3, 2, 1]c1"},
-		{"methods", "{{ ' a b '.strip() }}|{{ 'a</t>b'.split('</t>')[-1] }}|{{ 'xxa'.lstrip('x') }}|{{ 'ab'.startswith('a') }}|{{ 'ab'.endswith(('x','b')) }}",
-			"a b|b|a|True|True"},
-		{"tests", "{{ x is defined }}{{ none is none }}{{ 'a' is string }}{{ 1 is not string }}{{ messages is iterable }}{{ 4 is divisibleby 2 }}",
-			"FalseTrueTrueTrueTrueTrue"},
-		{"in", "{{ 'a' in 'cat' }}{{ 3 not in [1, 2] }}{{ 'role' in messages[0] }}", "TrueTrueTrue"},
-		{"ternary", "{{ 'a' if false else 'b' }}{{ 'c' if true }}", "bc"},
-		{"and/or return operands", "{{ 0 or 'x' }}{{ 'y' and 'z' }}{{ none or '' }}|", "xz|"},
-		{"tojson", `{{ {'a': [1, 2.5, none, true], 'b': 'é"\n'} | tojson }}`, `{"a": [1, 2.5, null, true], "b": "é\"\n"}`},
-		{"tojson indent", "{{ {'a': [1]} | tojson(indent=2) }}", "{\n  \"a\": [\n    1\n  ]\n}"},
-		{"str of values", "{{ none }}{{ true }}{{ 1.0 }}{{ [1, 'a'] }}{{ undefined_var }}", "NoneTrue1.0[1, 'a']"},
-		{"messages attributes", "{% for m in messages %}{{ m.role }}:{{ m['content'] }};{% endfor %}", "user:hi;assistant:yo;"},
-		{"for else and break", "{% for x in [] %}a{% else %}empty{% endfor %}{% for x in [1,2,3] %}{% if x == 2 %}{% break %}{% endif %}{{ x }}{% endfor %}", "empty1"},
-		{"dict items", "{% for k, v in {'a': 1, 'b': 2}.items() %}{{ k }}={{ v }},{% endfor %}", "a=1,b=2,"},
-		{"default filter", "{{ nope | default('d') }}{{ '' | default('e', true) }}", "de"},
-		{"generation prompt var", "{% if add_generation_prompt %}G{% endif %}", ""},
-		{"escapes", `{{ "a\tb\\n" }}`, "a\tb\\n"},
-		{"block set", "{% set x %}in{{ 1 }}{% endset %}[{{ x }}]", "[in1]"},
-	}
-	for _, c := range cases {
+	for _, c := range subsetCases {
 		tmpl, err := Parse(c.tmpl)
 		if err != nil {
 			t.Errorf("%s: parse: %v", c.name, err)
 			continue
 		}
-		got, err := tmpl.Render(msgs, Options{})
+		got, err := tmpl.Render(subsetMessages, Options{})
 		if err != nil {
 			t.Errorf("%s: render: %v", c.name, err)
 			continue
@@ -203,36 +207,39 @@ func TestJinjaSubset(t *testing.T) {
 	}
 }
 
+// unsupportedParse are refused by Parse; unsupportedRun fail when rendered.
+var unsupportedParse = []struct{ tmpl, construct string }{
+	{"{% macro f() %}{% endmacro %}", `statement "macro"`},
+	{"{% include 'x' %}", `statement "include"`},
+	{"{{ messages | map(attribute='role') }}", `filter "map"`},
+	{"{{ x is callable }}", `test "callable"`},
+	{"{{ strftime_now('%d') }}", "function strftime_now()"},
+	{"{{ 'a'.title() }}", "method .title()"},
+	{"{% for m in messages if m.role %}{% endfor %}", "loop filter"},
+	{"{{ 2 ** 3 }}", "operator **"},
+	{"{% if true %}", "missing {% endif %}"},
+	{"{{ 'a' }", "unclosed tag"},
+	{"{% raw %}{% endraw %}", `statement "raw"`},
+}
+
+var unsupportedRun = []struct{ tmpl, msg string }{
+	{"{{ raise_exception('bad roles') }}", "bad roles"},
+	{"{{ 'a' + 1 }}", "unsupported operand"},
+	{"{{ nope.x }}", `"nope" is undefined`},
+	{"{{ 'a' + nope }}", `"nope" is undefined`},
+	{"{{ '%s' % 1 }}", "string formatting"},
+	{"{% set x = 1 %}{% set x.y = 2 %}", "non-namespace"},
+	{"{{ 'ß'.upper() }}", "case conversion"},
+}
+
 func TestJinjaUnsupported(t *testing.T) {
-	parseErrs := []struct{ tmpl, construct string }{
-		{"{% macro f() %}{% endmacro %}", `statement "macro"`},
-		{"{% include 'x' %}", `statement "include"`},
-		{"{{ messages | map(attribute='role') }}", `filter "map"`},
-		{"{{ x is callable }}", `test "callable"`},
-		{"{{ strftime_now('%d') }}", "function strftime_now()"},
-		{"{{ 'a'.title() }}", "method .title()"},
-		{"{% for m in messages if m.role %}{% endfor %}", "loop filter"},
-		{"{{ 2 ** 3 }}", "operator **"},
-		{"{% if true %}", "missing {% endif %}"},
-		{"{{ 'a' }", "unclosed tag"},
-		{"{% raw %}{% endraw %}", `statement "raw"`},
-	}
-	for _, c := range parseErrs {
+	for _, c := range unsupportedParse {
 		_, err := Parse(c.tmpl)
 		if err == nil || !strings.Contains(err.Error(), c.construct) {
 			t.Errorf("%q: err = %v, want mention of %s", c.tmpl, err, c.construct)
 		}
 	}
-	runErrs := []struct{ tmpl, msg string }{
-		{"{{ raise_exception('bad roles') }}", "bad roles"},
-		{"{{ 'a' + 1 }}", "unsupported operand"},
-		{"{{ nope.x }}", `"nope" is undefined`},
-		{"{{ 'a' + nope }}", `"nope" is undefined`},
-		{"{{ '%s' % 1 }}", "string formatting"},
-		{"{% set x = 1 %}{% set x.y = 2 %}", "non-namespace"},
-		{"{{ 'ß'.upper() }}", "case conversion"},
-	}
-	for _, c := range runErrs {
+	for _, c := range unsupportedRun {
 		tmpl, err := Parse(c.tmpl)
 		if err != nil {
 			t.Errorf("%q: parse: %v", c.tmpl, err)

@@ -8,19 +8,22 @@ import (
 	"testing"
 )
 
+// fuzzSeeds seed FuzzChatTemplate; the conformance test renders them with Jinja2 as well.
+var fuzzSeeds = []string{
+	"{% for m in messages %}<|{{ m.role }}|>\n{{ m.content | trim }}{% if not loop.last %}\n{% endif %}{% endfor %}" +
+		"{% if add_generation_prompt %}<|assistant|>{% endif %}",
+	"{{ bos_token }}{% for m in messages %}{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] + eos_token }}{% endgeneration %}" +
+		"{% else %}{{ '[INST] ' + m['content'] + ' [/INST]' }}{% endif %}{% endfor %}",
+	"{% set ns = namespace(x=[]) %}{% for i in range(3) %}{% set ns.x = ns.x + [i] %}{% endfor %}{{ ns.x | tojson(indent=2) }}",
+	"{{ ('ab' * 3)[1:4] ~ (messages | length) }}{{ {'a': [1, 2.5, none, true]} | tojson }}{{ 'x'.join(['a', 'b']) }}",
+	"{{ raise_exception('no') }}",
+	"{% if messages[0].role == 'system' %}{{ messages[0].content.strip().upper() }}{% endif %}{{ 7 // 2 }}{{ -3 % 2 }}",
+}
+
 // FuzzChatTemplate parses and renders arbitrary templates: errors are fine, panics, hangs and runaway memory
 // are not (the render limits in eval.go bound time and size).
 func FuzzChatTemplate(f *testing.F) {
-	for _, src := range []string{
-		"{% for m in messages %}<|{{ m.role }}|>\n{{ m.content | trim }}{% if not loop.last %}\n{% endif %}{% endfor %}" +
-			"{% if add_generation_prompt %}<|assistant|>{% endif %}",
-		"{{ bos_token }}{% for m in messages %}{% if m['role'] == 'assistant' %}{% generation %}{{ m['content'] + eos_token }}{% endgeneration %}" +
-			"{% else %}{{ '[INST] ' + m['content'] + ' [/INST]' }}{% endif %}{% endfor %}",
-		"{% set ns = namespace(x=[]) %}{% for i in range(3) %}{% set ns.x = ns.x + [i] %}{% endfor %}{{ ns.x | tojson(indent=2) }}",
-		"{{ ('ab' * 3)[1:4] ~ (messages | length) }}{{ {'a': [1, 2.5, none, true]} | tojson }}{{ 'x'.join(['a', 'b']) }}",
-		"{{ raise_exception('no') }}",
-		"{% if messages[0].role == 'system' %}{{ messages[0].content.strip().upper() }}{% endif %}{{ 7 // 2 }}{{ -3 % 2 }}",
-	} {
+	for _, src := range fuzzSeeds {
 		f.Add(src, "hello {{ world }}")
 	}
 	f.Fuzz(func(t *testing.T, src, content string) {
