@@ -54,7 +54,7 @@ func Parse(src string) (*Template, error) {
 // Options are the variables a template sees besides messages.
 type Options struct {
 	AddGenerationPrompt bool
-	BOSToken, EOSToken  string // "" when the tokenizer has none
+	BOSToken, EOSToken  string // "" when the tokenizer has none: the variable is then undefined
 	// Extra holds further variables (e.g. "enable_thinking", "tools"): nil, bool, int, int64,
 	// float64, string, []any, map[string]any (keys sorted) or []Message. "tools" is None unless set.
 	Extra map[string]any
@@ -80,8 +80,13 @@ func (t *Template) render(messages []Message, opts Options) (string, [][2]int, e
 	}
 	vars["messages"] = messagesValue(messages)
 	vars["add_generation_prompt"] = opts.AddGenerationPrompt
-	vars["bos_token"] = opts.BOSToken
-	vars["eos_token"] = opts.EOSToken
+	// As with transformers (the tokenizer's special_tokens_map), a token the tokenizer lacks stays undefined.
+	if opts.BOSToken != "" {
+		vars["bos_token"] = opts.BOSToken
+	}
+	if opts.EOSToken != "" {
+		vars["eos_token"] = opts.EOSToken
+	}
 	r := &renderer{}
 	err := r.exec(t.nodes, &tmplFrame{vars: vars})
 	switch err {

@@ -187,6 +187,7 @@ var subsetCases = []struct{ name, tmpl, want string }{
 	{"generation prompt var", "{% if add_generation_prompt %}G{% endif %}", ""},
 	{"escapes", `{{ "a\tb\\n" }}`, "a\tb\\n"},
 	{"block set", "{% set x %}in{{ 1 }}{% endset %}[{{ x }}]", "[in1]"},
+	{"special tokens the tokenizer lacks are undefined", "{{ bos_token is defined }}{{ eos_token is defined }}", "FalseFalse"},
 }
 
 func TestJinjaSubset(t *testing.T) {
