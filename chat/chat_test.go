@@ -179,6 +179,7 @@ var subsetCases = []struct{ name, tmpl, want string }{
 	{"and/or return operands", "{{ 0 or 'x' }}{{ 'y' and 'z' }}{{ none or '' }}|", "xz|"},
 	{"tojson", `{{ {'a': [1, 2.5, none, true], 'b': 'é"\n'} | tojson }}`, `{"a": [1, 2.5, null, true], "b": "é\"\n"}`},
 	{"tojson indent", "{{ {'a': [1]} | tojson(indent=2) }}", "{\n  \"a\": [\n    1\n  ]\n}"},
+	{"tojson indent below zero: newlines, no indentation", "{{ [1] | tojson(indent=-1) }}", "[\n1\n]"},
 	{"str of values", "{{ none }}{{ true }}{{ 1.0 }}{{ [1, 'a'] }}{{ undefined_var }}", "NoneTrue1.0[1, 'a']"},
 	{"messages attributes", "{% for m in messages %}{{ m.role }}:{{ m['content'] }};{% endfor %}", "user:hi;assistant:yo;"},
 	{"for else and break", "{% for x in [] %}a{% else %}empty{% endfor %}{% for x in [1,2,3] %}{% if x == 2 %}{% break %}{% endif %}{{ x }}{% endfor %}", "empty1"},
@@ -231,6 +232,7 @@ var unsupportedRun = []struct{ tmpl, msg string }{
 	{"{{ '%s' % 1 }}", "string formatting"},
 	{"{% set x = 1 %}{% set x.y = 2 %}", "non-namespace"},
 	{"{{ 'ß'.upper() }}", "case conversion"},
+	{"{{ [1] | tojson(2) }}", "ensure_ascii"}, // transformers' first tojson parameter is ensure_ascii
 }
 
 func TestJinjaUnsupported(t *testing.T) {

@@ -1033,11 +1033,16 @@ func applyFilter(name string, x value, args []value, kw map[string]value) (value
 		}
 		return nil, fmt.Errorf("object of type %s has no len()", typeName(x))
 	case "tojson":
-		if err := checkArgs("tojson", args, kw, 1, "indent"); err != nil {
+		// transformers' tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) is
+		// json.dumps with these arguments; ensure_ascii must stay false, separators and sort_keys unset.
+		if err := checkArgs("tojson", args, kw, 2, "ensure_ascii", "indent"); err != nil {
 			return nil, err
 		}
+		if truthy(argAt(args, kw, 0, "ensure_ascii", false)) {
+			return nil, fmt.Errorf("unsupported: tojson with ensure_ascii")
+		}
 		indent := -1
-		if v := argAt(args, kw, 0, "indent", nil); v != nil {
+		if v := argAt(args, kw, 1, "indent", nil); v != nil {
 			n, ok := numeric(v).(int64)
 			if !ok {
 				return nil, fmt.Errorf("unsupported: tojson indent of type %s", typeName(v))
@@ -1045,10 +1050,10 @@ func applyFilter(name string, x value, args []value, kw map[string]value) (value
 			if n > maxJSONIndent {
 				return nil, fmt.Errorf("unsupported: tojson indent %d (at most %d)", n, maxJSONIndent)
 			}
-			indent = int(n)
+			indent = int(max(n, 0)) // Python indents by " " * n, which is "" for n < 0
 		}
 		var b strings.Builder
-		if err := writeJSON(&b, x, max(indent, -1), 0); err != nil {
+		if err := writeJSON(&b, x, indent, 0); err != nil {
 			return nil, err
 		}
 		return b.String(), nil
