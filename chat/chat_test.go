@@ -180,6 +180,7 @@ var subsetCases = []struct{ name, tmpl, want string }{
 	{"tojson", `{{ {'a': [1, 2.5, none, true], 'b': 'é"\n'} | tojson }}`, `{"a": [1, 2.5, null, true], "b": "é\"\n"}`},
 	{"tojson indent", "{{ {'a': [1]} | tojson(indent=2) }}", "{\n  \"a\": [\n    1\n  ]\n}"},
 	{"tojson indent below zero: newlines, no indentation", "{{ [1] | tojson(indent=-1) }}", "[\n1\n]"},
+	{"int filter: Python's int(), else int(float())", "{{ ' 4_2 ' | int }},{{ '1e3' | int }},{{ '4__2' | int }},{{ 'nan' | int }},{{ '0x1p4' | int }},{{ '-7.9' | int }}", "42,1000,0,0,0,-7"},
 	{"str of values", "{{ none }}{{ true }}{{ 1.0 }}{{ [1, 'a'] }}{{ undefined_var }}", "NoneTrue1.0[1, 'a']"},
 	{"messages attributes", "{% for m in messages %}{{ m.role }}:{{ m['content'] }};{% endfor %}", "user:hi;assistant:yo;"},
 	{"for else and break", "{% for x in [] %}a{% else %}empty{% endfor %}{% for x in [1,2,3] %}{% if x == 2 %}{% break %}{% endif %}{{ x }}{% endfor %}", "empty1"},
@@ -233,6 +234,8 @@ var unsupportedRun = []struct{ tmpl, msg string }{
 	{"{% set x = 1 %}{% set x.y = 2 %}", "non-namespace"},
 	{"{{ 'ß'.upper() }}", "case conversion"},
 	{"{{ [1] | tojson(2) }}", "ensure_ascii"}, // transformers' first tojson parameter is ensure_ascii
+	{"{{ 'inf' | int }}", "infinity"},
+	{"{{ '٣' | int }}", "non-ASCII digits"},
 }
 
 func TestJinjaUnsupported(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -1090,19 +1091,9 @@ func applyFilter(name string, x value, args []value, kw map[string]value) (value
 		case bool, int64:
 			return numeric(v), nil
 		case float64:
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				return def, nil
-			}
-			return int64(v), nil
+			return floatToInt(v, def)
 		case string:
-			t := strings.TrimFunc(v, pyIsSpace)
-			if n, err := strconv.ParseInt(strings.ReplaceAll(t, "_", ""), 10, 64); err == nil {
-				return n, nil
-			}
-			if fl, err := strconv.ParseFloat(t, 64); err == nil && !math.IsNaN(fl) && !math.IsInf(fl, 0) {
-				return int64(fl), nil
-			}
-			return def, nil
+			return stringToInt(v, def)
 		}
 		return def, nil
 	case "first", "last", "list", "reverse":
@@ -1182,6 +1173,53 @@ func applyFilter(name string, x value, args []value, kw map[string]value) (value
 		return callMethod(d, "items", nil, nil)
 	}
 	return nil, fmt.Errorf("unsupported: filter %q", name)
+}
+
+// Python's int() and float() syntax for strings (ASCII digits; underscores only between digits).
+var (
+	pyIntRe    = regexp.MustCompile(`^[+-]?[0-9]+(_[0-9]+)*$`)
+	pyFloatRe  = regexp.MustCompile(`^[+-]?([0-9]+(_[0-9]+)*(\.([0-9]+(_[0-9]+)*)?)?|\.[0-9]+(_[0-9]+)*)([eE][+-]?[0-9]+(_[0-9]+)*)?$`)
+	pyInfNaNRe = regexp.MustCompile(`(?i)^[+-]?(inf|infinity|nan)$`)
+)
+
+// stringToInt is Jinja's int filter on a string: int(s), else int(float(s)), else def.
+func stringToInt(s string, def value) (value, error) {
+	t := strings.TrimFunc(s, pyIsSpace)
+	for _, r := range t {
+		if r >= utf8.RuneSelf && unicode.IsDigit(r) {
+			return nil, fmt.Errorf("unsupported: int filter on non-ASCII digits")
+		}
+	}
+	switch {
+	case pyIntRe.MatchString(t):
+		n, err := strconv.ParseInt(strings.ReplaceAll(t, "_", ""), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("unsupported: int filter on an integer beyond 64 bits")
+		}
+		return n, nil
+	case pyFloatRe.MatchString(t):
+		f, _ := strconv.ParseFloat(strings.ReplaceAll(t, "_", ""), 64) // ±Inf when too large, as in Python
+		return floatToInt(f, def)
+	case pyInfNaNRe.MatchString(t):
+		if strings.HasSuffix(strings.ToLower(t), "nan") {
+			return def, nil
+		}
+		return floatToInt(math.Inf(1), def)
+	}
+	return def, nil
+}
+
+// floatToInt is Python's int(f) as the int filter uses it: NaN gives def, infinity raises.
+func floatToInt(f float64, def value) (value, error) {
+	switch {
+	case math.IsNaN(f):
+		return def, nil
+	case math.IsInf(f, 0):
+		return nil, fmt.Errorf("cannot convert float infinity to integer")
+	case math.Abs(f) >= 1<<63:
+		return nil, fmt.Errorf("unsupported: int filter on a number beyond 64 bits")
+	}
+	return int64(f), nil
 }
 
 func applyTest(name string, x value, args []value) (bool, error) {
