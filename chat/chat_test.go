@@ -189,6 +189,7 @@ var subsetCases = []struct{ name, tmpl, want string }{
 	{"generation prompt var", "{% if add_generation_prompt %}G{% endif %}", ""},
 	{"escapes", `{{ "a\tb\\n" }}`, "a\tb\\n"},
 	{"block set", "{% set x %}in{{ 1 }}{% endset %}[{{ x }}]", "[in1]"},
+	{"a tag ends outside brackets", "{{ {'a': {'b': 1}} }}{% set d = {'x': {'y': 2}} %}{{ d.x.y }}", "{'a': {'b': 1}}2"},
 	{"special tokens the tokenizer lacks are undefined", "{{ bos_token is defined }}{{ eos_token is defined }}", "FalseFalse"},
 }
 

@@ -155,20 +155,24 @@ func nextTagOpen(s string, from int) int {
 	return -1
 }
 
-// findTagClose finds want ("}}" or "%}") from j, skipping string literals.
+// findTagClose finds want ("}}" or "%}") from j, skipping string literals. As in Jinja's lexer, a tag ends only
+// outside brackets: in {{ {'a': {'b': 1}} }} the first "}}" closes two dicts.
 func findTagClose(s string, j int, want string) (int, error) {
+	depth := 0
 	for k := j; k < len(s); k++ {
-		c := s[k]
-		if c == '\'' || c == '"' {
+		switch c := s[k]; {
+		case c == '\'' || c == '"':
 			end, err := skipString(s, k)
 			if err != nil {
 				return 0, err
 			}
 			k = end - 1
-			continue
-		}
-		if strings.HasPrefix(s[k:], want) {
+		case depth == 0 && strings.HasPrefix(s[k:], want):
 			return k, nil
+		case c == '(' || c == '[' || c == '{':
+			depth++
+		case (c == ')' || c == ']' || c == '}') && depth > 0:
+			depth--
 		}
 	}
 	return 0, fmt.Errorf("unclosed tag (missing %q)", want)
