@@ -190,6 +190,7 @@ var subsetCases = []struct{ name, tmpl, want string }{
 	{"escapes", `{{ "a\tb\\n" }}`, "a\tb\\n"},
 	{"block set", "{% set x %}in{{ 1 }}{% endset %}[{{ x }}]", "[in1]"},
 	{"a tag ends outside brackets", "{{ {'a': {'b': 1}} }}{% set d = {'x': {'y': 2}} %}{{ d.x.y }}", "{'a': {'b': 1}}2"},
+	{"number literals as Jinja reads them", "{{ 0x1F }} {{ 0b101 }} {{ 0o17 }} {{ 1_000 }} {{ 00 }} {{ 1_0.5e1 }} {{ 1e400 }} {{ (1, 2).1 }}", "31 5 15 1000 0 105.0 inf 2"},
 	{"special tokens the tokenizer lacks are undefined", "{{ bos_token is defined }}{{ eos_token is defined }}", "FalseFalse"},
 }
 
@@ -224,6 +225,8 @@ var unsupportedParse = []struct{ tmpl, construct string }{
 	{"{% if true %}", "missing {% endif %}"},
 	{"{{ 'a' }", "unclosed tag"},
 	{"{% raw %}{% endraw %}", `statement "raw"`},
+	{"{{ 012 }}", `unexpected "12"`}, // Jinja reads no leading zeros
+	{"{{ 1__0 }}", `unexpected "__0"`},
 }
 
 var unsupportedRun = []struct{ tmpl, msg string }{

@@ -6,6 +6,8 @@ package chat
 
 import (
 	"fmt"
+	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"unicode"
@@ -212,6 +214,13 @@ type etok struct {
 
 var ops3 = []string{"//", "**", "==", "!=", "<=", ">="}
 
+// Number literals as Jinja's lexer reads them: float_re first, then integer_re (0b/0o/0x prefixes, no leading
+// zeros); an underscore may separate digits.
+var (
+	floatLitRe = regexp.MustCompile(`^(?i)([0-9]+_)*[0-9]+((\.([0-9]+_)*[0-9]+)?e[+-]?([0-9]+_)*[0-9]+|\.([0-9]+_)*[0-9]+)`)
+	intLitRe   = regexp.MustCompile(`^(?i)(0b(_?[01])+|0o(_?[0-7])+|0x(_?[0-9a-f])+|[1-9](_?[0-9])*|0(_?0)*)`)
+)
+
 func lexExpr(src string) ([]etok, error) {
 	var toks []etok
 	i := 0
@@ -232,33 +241,15 @@ func lexExpr(src string) ([]etok, error) {
 			toks = append(toks, etok{etString, s})
 			i = end
 		case c >= '0' && c <= '9':
-			j := i
-			for j < len(src) && (src[j] >= '0' && src[j] <= '9' || src[j] == '_') {
-				j++
+			kind, m := etFloat, ""
+			if i == 0 || src[i-1] != '.' { // Jinja's float_re does not start after a "."
+				m = floatLitRe.FindString(src[i:])
 			}
-			kind := etInt
-			if j+1 < len(src) && src[j] == '.' && src[j+1] >= '0' && src[j+1] <= '9' {
-				kind = etFloat
-				j++
-				for j < len(src) && (src[j] >= '0' && src[j] <= '9' || src[j] == '_') {
-					j++
-				}
+			if m == "" {
+				kind, m = etInt, intLitRe.FindString(src[i:]) // matches at least the digit
 			}
-			if j < len(src) && (src[j] == 'e' || src[j] == 'E') {
-				k := j + 1
-				if k < len(src) && (src[k] == '+' || src[k] == '-') {
-					k++
-				}
-				if k < len(src) && src[k] >= '0' && src[k] <= '9' {
-					kind = etFloat
-					for k < len(src) && (src[k] >= '0' && src[k] <= '9' || src[k] == '_') {
-						k++
-					}
-					j = k
-				}
-			}
-			toks = append(toks, etok{kind, strings.ReplaceAll(src[i:j], "_", "")})
-			i = j
+			toks = append(toks, etok{kind, strings.ReplaceAll(m, "_", "")})
+			i += len(m)
 		case c == '_' || c < utf8.RuneSelf && unicode.IsLetter(rune(c)):
 			// Names are ASCII here: a non-ASCII byte such as 0xdb is not the letter U+00DB, and the loop below
 			// must consume at least the first byte.
@@ -696,14 +687,14 @@ func (p *exprParser) parsePrimary() (expr, error) {
 		}
 		return &litExpr{v: s}, nil
 	case etInt:
-		v, err := strconv.ParseInt(t.s, 10, 64)
+		v, err := strconv.ParseInt(t.s, 0, 64)
 		if err != nil {
 			return nil, fmt.Errorf("unsupported: integer literal %s", t.s)
 		}
 		return &litExpr{v: v}, nil
 	case etFloat:
 		v, err := strconv.ParseFloat(t.s, 64)
-		if err != nil {
+		if err != nil && !math.IsInf(v, 0) { // too large: inf, as in Python
 			return nil, fmt.Errorf("bad number %s", t.s)
 		}
 		return &litExpr{v: v}, nil
@@ -808,7 +799,7 @@ func (p *exprParser) parsePostfix(x expr) (expr, error) {
 	}
 }
 
-func mustAtoi(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
+func mustAtoi(s string) int64 { v, _ := strconv.ParseInt(s, 0, 64); return v }
 
 func (p *exprParser) parseSubscript(obj expr) (expr, error) {
 	var parts [3]expr
