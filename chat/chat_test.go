@@ -227,6 +227,7 @@ var unsupportedParse = []struct{ tmpl, construct string }{
 	{"{% raw %}{% endraw %}", `statement "raw"`},
 	{"{{ 012 }}", `unexpected "12"`}, // Jinja reads no leading zeros
 	{"{{ 1__0 }}", `unexpected "__0"`},
+	{"{{ café }}", "non-ASCII name"},
 }
 
 var unsupportedRun = []struct{ tmpl, msg string }{

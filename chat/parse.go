@@ -270,6 +270,9 @@ func lexExpr(src string) ([]etok, error) {
 			if op == "" {
 				if !strings.ContainsRune("+-*/%~<>()[]{},.:|=", rune(c)) {
 					r, _ := utf8.DecodeRuneInString(src[i:])
+					if unicode.IsLetter(r) { // Jinja reads Unicode identifiers
+						return nil, fmt.Errorf("unsupported: non-ASCII name (%q)", r)
+					}
 					return nil, fmt.Errorf("unexpected character %q", r)
 				}
 				op = src[i : i+1]
