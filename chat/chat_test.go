@@ -19,12 +19,7 @@ type tokenizerConfig struct {
 // loadTokenizerConfig reads <cache>/<name>/tokenizer_config.json; skips when absent (fails on CI).
 func loadTokenizerConfig(t *testing.T, name string) tokenizerConfig {
 	t.Helper()
-	dir := os.Getenv("SADDLE_TOKENIZER_CACHE")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "saddle", "tokenizers")
-	}
-	path := filepath.Join(dir, name, "tokenizer_config.json")
+	path := filepath.Join(tokenizerCache(), name, "tokenizer_config.json")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if os.Getenv("CI") == "true" {
