@@ -364,188 +364,205 @@ func pyCase(s string, upper bool) (string, error) {
 
 // ---- filters and tests ----
 
+// filterSpec describes a supported filter: its arguments besides the filtered value, and whether an undefined
+// value acts as an empty one (Jinja's default Undefined) or is an error.
+type filterSpec struct {
+	maxPos      int
+	keywords    []string
+	undefinedOK bool
+	apply       func(name string, x value, args []value, kw map[string]value) (value, error)
+}
+
+// filters are the supported filters; the parser refuses any other name.
+var filters = map[string]filterSpec{
+	"trim":    {1, []string{"chars"}, true, filterTrim},
+	"length":  {0, nil, true, filterLength},
+	"count":   {0, nil, true, filterLength},
+	"tojson":  {2, []string{"ensure_ascii", "indent"}, false, filterToJSON},
+	"default": {2, []string{"default_value", "boolean"}, true, filterDefault},
+	"d":       {2, []string{"default_value", "boolean"}, true, filterDefault},
+	"upper":   {0, nil, true, filterCase},
+	"lower":   {0, nil, true, filterCase},
+	"string":  {0, nil, true, filterString},
+	"int":     {1, []string{"default"}, false, filterInt},
+	"first":   {0, nil, true, filterSequence},
+	"last":    {0, nil, true, filterSequence},
+	"list":    {0, nil, true, filterSequence},
+	"reverse": {0, nil, true, filterSequence},
+	"join":    {1, []string{"d"}, true, filterJoin},
+	"replace": {3, nil, false, filterReplace},
+	"items":   {0, nil, false, filterItems},
+}
+
 func applyFilter(name string, x value, args []value, kw map[string]value) (value, error) {
-	if u, ok := x.(undefined); ok {
-		switch name {
-		case "default", "d", "length", "count", "string", "trim", "upper", "lower", "list", "join", "first", "last", "reverse":
-			// Undefined behaves like an empty value for these (Jinja's default Undefined).
-		default:
-			return nil, undefErr(u)
+	spec, ok := filters[name]
+	if !ok {
+		return nil, fmt.Errorf("unsupported: filter %q", name)
+	}
+	if u, ok := x.(undefined); ok && !spec.undefinedOK {
+		return nil, undefErr(u)
+	}
+	if err := checkArgs(name, args, kw, spec.maxPos, spec.keywords...); err != nil {
+		return nil, err
+	}
+	return spec.apply(name, x, args, kw)
+}
+
+func filterTrim(_ string, x value, args []value, kw map[string]value) (value, error) {
+	s, err := pyStr(x)
+	if err != nil {
+		return nil, err
+	}
+	c := argAt(args, kw, 0, "chars", nil)
+	if c == nil {
+		return pyStrip(s, "strip", "", false), nil
+	}
+	cs, ok := c.(string)
+	if !ok {
+		return nil, fmt.Errorf("trim chars must be a string")
+	}
+	return pyStrip(s, "strip", cs, true), nil
+}
+
+func filterLength(_ string, x value, _ []value, _ map[string]value) (value, error) {
+	switch v := x.(type) {
+	case undefined:
+		return int64(0), nil
+	case string:
+		return int64(utf8.RuneCountInString(v)), nil
+	case []value, tuple:
+		return int64(len(asList(v))), nil
+	case *dict:
+		return int64(len(v.keys)), nil
+	}
+	return nil, fmt.Errorf("object of type %s has no len()", typeName(x))
+}
+
+// filterToJSON is transformers' tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False),
+// json.dumps with these arguments; ensure_ascii must stay false, separators and sort_keys unset.
+func filterToJSON(_ string, x value, args []value, kw map[string]value) (value, error) {
+	if truthy(argAt(args, kw, 0, "ensure_ascii", false)) {
+		return nil, fmt.Errorf("unsupported: tojson with ensure_ascii")
+	}
+	indent := -1
+	if v := argAt(args, kw, 1, "indent", nil); v != nil {
+		n, ok := numeric(v).(int64)
+		if !ok {
+			return nil, fmt.Errorf("unsupported: tojson indent of type %s", typeName(v))
 		}
+		if n > maxJSONIndent {
+			return nil, fmt.Errorf("unsupported: tojson indent %d (at most %d)", n, maxJSONIndent)
+		}
+		indent = int(max(n, 0)) // Python indents by " " * n, which is "" for n < 0
+	}
+	var b strings.Builder
+	if err := writeJSON(&b, x, indent, 0); err != nil {
+		return nil, err
+	}
+	return b.String(), nil
+}
+
+func filterDefault(_ string, x value, args []value, kw map[string]value) (value, error) {
+	def := argAt(args, kw, 0, "default_value", "")
+	boolean := truthy(argAt(args, kw, 1, "boolean", false))
+	if _, ok := x.(undefined); ok || (boolean && !truthy(x)) {
+		return def, nil
+	}
+	return x, nil
+}
+
+func filterCase(name string, x value, _ []value, _ map[string]value) (value, error) {
+	s, err := pyStr(x)
+	if err != nil {
+		return nil, err
+	}
+	return pyCase(s, name == "upper")
+}
+
+func filterString(_ string, x value, _ []value, _ map[string]value) (value, error) { return pyStr(x) }
+
+func filterInt(_ string, x value, args []value, kw map[string]value) (value, error) {
+	def := argAt(args, kw, 0, "default", int64(0))
+	switch v := x.(type) {
+	case bool, int64:
+		return numeric(v), nil
+	case float64:
+		return floatToInt(v, def)
+	case string:
+		return stringToInt(v, def)
+	}
+	return def, nil
+}
+
+// filterSequence is first, last, list and reverse.
+func filterSequence(name string, x value, _ []value, _ map[string]value) (value, error) {
+	if s, ok := x.(string); ok && name == "reverse" {
+		rs := []rune(s)
+		for i, j := 0, len(rs)-1; i < j; i, j = i+1, j-1 {
+			rs[i], rs[j] = rs[j], rs[i]
+		}
+		return string(rs), nil
+	}
+	items, err := iterate(x)
+	if err != nil {
+		return nil, err
 	}
 	switch name {
-	case "trim":
-		if err := checkArgs("trim", args, kw, 1, "chars"); err != nil {
-			return nil, err
+	case "first", "last":
+		if len(items) == 0 {
+			return undefined{name + " of empty sequence"}, nil
 		}
-		s, err := pyStr(x)
-		if err != nil {
-			return nil, err
+		if name == "first" {
+			return items[0], nil
 		}
-		c := argAt(args, kw, 0, "chars", nil)
-		if c == nil {
-			return pyStrip(s, "strip", "", false), nil
-		}
-		cs, ok := c.(string)
-		if !ok {
-			return nil, fmt.Errorf("trim chars must be a string")
-		}
-		return pyStrip(s, "strip", cs, true), nil
-	case "length", "count":
-		if err := checkArgs(name, args, kw, 0); err != nil {
-			return nil, err
-		}
-		switch v := x.(type) {
-		case undefined:
-			return int64(0), nil
-		case string:
-			return int64(utf8.RuneCountInString(v)), nil
-		case []value, tuple:
-			return int64(len(asList(v))), nil
-		case *dict:
-			return int64(len(v.keys)), nil
-		}
-		return nil, fmt.Errorf("object of type %s has no len()", typeName(x))
-	case "tojson":
-		// transformers' tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False) is
-		// json.dumps with these arguments; ensure_ascii must stay false, separators and sort_keys unset.
-		if err := checkArgs("tojson", args, kw, 2, "ensure_ascii", "indent"); err != nil {
-			return nil, err
-		}
-		if truthy(argAt(args, kw, 0, "ensure_ascii", false)) {
-			return nil, fmt.Errorf("unsupported: tojson with ensure_ascii")
-		}
-		indent := -1
-		if v := argAt(args, kw, 1, "indent", nil); v != nil {
-			n, ok := numeric(v).(int64)
-			if !ok {
-				return nil, fmt.Errorf("unsupported: tojson indent of type %s", typeName(v))
-			}
-			if n > maxJSONIndent {
-				return nil, fmt.Errorf("unsupported: tojson indent %d (at most %d)", n, maxJSONIndent)
-			}
-			indent = int(max(n, 0)) // Python indents by " " * n, which is "" for n < 0
-		}
-		var b strings.Builder
-		if err := writeJSON(&b, x, indent, 0); err != nil {
-			return nil, err
-		}
-		return b.String(), nil
-	case "default", "d":
-		if err := checkArgs(name, args, kw, 2, "default_value", "boolean"); err != nil {
-			return nil, err
-		}
-		def := argAt(args, kw, 0, "default_value", "")
-		boolean := truthy(argAt(args, kw, 1, "boolean", false))
-		if _, ok := x.(undefined); ok || (boolean && !truthy(x)) {
-			return def, nil
-		}
-		return x, nil
-	case "upper", "lower":
-		if err := checkArgs(name, args, kw, 0); err != nil {
-			return nil, err
-		}
-		s, err := pyStr(x)
-		if err != nil {
-			return nil, err
-		}
-		return pyCase(s, name == "upper")
-	case "string":
-		if err := checkArgs(name, args, kw, 0); err != nil {
-			return nil, err
-		}
-		return pyStr(x)
-	case "int":
-		if err := checkArgs(name, args, kw, 1, "default"); err != nil {
-			return nil, err
-		}
-		def := argAt(args, kw, 0, "default", int64(0))
-		switch v := x.(type) {
-		case bool, int64:
-			return numeric(v), nil
-		case float64:
-			return floatToInt(v, def)
-		case string:
-			return stringToInt(v, def)
-		}
-		return def, nil
-	case "first", "last", "list", "reverse":
-		if err := checkArgs(name, args, kw, 0); err != nil {
-			return nil, err
-		}
-		var items []value
-		if s, ok := x.(string); ok && name == "reverse" {
-			rs := []rune(s)
-			for i, j := 0, len(rs)-1; i < j; i, j = i+1, j-1 {
-				rs[i], rs[j] = rs[j], rs[i]
-			}
-			return string(rs), nil
-		}
-		items, err := iterate(x)
-		if err != nil {
-			return nil, err
-		}
-		switch name {
-		case "first", "last":
-			if len(items) == 0 {
-				return undefined{name + " of empty sequence"}, nil
-			}
-			if name == "first" {
-				return items[0], nil
-			}
-			return items[len(items)-1], nil
-		case "reverse":
-			out := make([]value, len(items))
-			for i, it := range items {
-				out[len(items)-1-i] = it
-			}
-			return out, nil
-		}
-		return append([]value(nil), items...), nil
-	case "join":
-		if err := checkArgs(name, args, kw, 1, "d"); err != nil {
-			return nil, err
-		}
-		sepv := argAt(args, kw, 0, "d", "")
-		sep, ok := sepv.(string)
-		if !ok {
-			return nil, fmt.Errorf("join separator must be a string")
-		}
-		items, err := iterate(x)
-		if err != nil {
-			return nil, err
-		}
-		parts := make([]string, len(items))
-		total := 0
+		return items[len(items)-1], nil
+	case "reverse":
+		out := make([]value, len(items))
 		for i, it := range items {
-			if parts[i], err = pyStr(it); err != nil {
-				return nil, err
-			}
-			if total += len(parts[i]) + len(sep); total > maxStringLen {
-				return nil, errTooLarge
-			}
+			out[len(items)-1-i] = it
 		}
-		return strings.Join(parts, sep), nil
-	case "replace":
-		if err := checkArgs(name, args, kw, 3); err != nil {
-			return nil, err
-		}
-		s, err := pyStr(x)
-		if err != nil {
-			return nil, err
-		}
-		return callStrMethod(s, "replace", args, nil)
-	case "items":
-		if err := checkArgs(name, args, kw, 0); err != nil {
-			return nil, err
-		}
-		d, ok := x.(*dict)
-		if !ok {
-			return nil, fmt.Errorf("items filter needs a mapping, not %s", typeName(x))
-		}
-		return callMethod(d, "items", nil, nil)
+		return out, nil
 	}
-	return nil, fmt.Errorf("unsupported: filter %q", name)
+	return append([]value(nil), items...), nil
+}
+
+func filterJoin(_ string, x value, args []value, kw map[string]value) (value, error) {
+	sepv := argAt(args, kw, 0, "d", "")
+	sep, ok := sepv.(string)
+	if !ok {
+		return nil, fmt.Errorf("join separator must be a string")
+	}
+	items, err := iterate(x)
+	if err != nil {
+		return nil, err
+	}
+	parts := make([]string, len(items))
+	total := 0
+	for i, it := range items {
+		if parts[i], err = pyStr(it); err != nil {
+			return nil, err
+		}
+		if total += len(parts[i]) + len(sep); total > maxStringLen {
+			return nil, errTooLarge
+		}
+	}
+	return strings.Join(parts, sep), nil
+}
+
+func filterReplace(_ string, x value, args []value, _ map[string]value) (value, error) {
+	s, err := pyStr(x)
+	if err != nil {
+		return nil, err
+	}
+	return callStrMethod(s, "replace", args, nil)
+}
+
+func filterItems(_ string, x value, _ []value, _ map[string]value) (value, error) {
+	d, ok := x.(*dict)
+	if !ok {
+		return nil, fmt.Errorf("items filter needs a mapping, not %s", typeName(x))
+	}
+	return callMethod(d, "items", nil, nil)
 }
 
 // Python's int() and float() syntax for strings (ASCII digits; underscores only between digits).

@@ -433,13 +433,8 @@ type kwarg struct {
 	v    expr
 }
 
-// Names the parser accepts; anything else is reported as unsupported at parse time.
+// Names the parser accepts (and filters in builtins.go); anything else is reported as unsupported at parse time.
 var (
-	knownFilters = map[string]bool{
-		"trim": true, "length": true, "count": true, "tojson": true, "default": true, "d": true,
-		"upper": true, "lower": true, "string": true, "int": true, "first": true, "last": true,
-		"join": true, "list": true, "reverse": true, "replace": true, "items": true,
-	}
 	knownTests = map[string]bool{
 		"defined": true, "undefined": true, "none": true, "string": true, "number": true,
 		"integer": true, "float": true, "boolean": true, "true": true, "false": true,
@@ -906,7 +901,7 @@ func (p *exprParser) parseFilterExpr(x expr) (expr, error) {
 				p.next()
 				name += "." + p.next().s
 			}
-			if !knownFilters[name] {
+			if _, ok := filters[name]; !ok {
 				return nil, fmt.Errorf("unsupported: filter %q", name)
 			}
 			f := &filterExpr{x: x, name: name}
