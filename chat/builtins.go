@@ -151,166 +151,185 @@ func callMethod(recv value, name string, args []value, kw map[string]value) (val
 	return nil, fmt.Errorf("unsupported: method %s on %s", name, typeName(recv))
 }
 
+// strMethods are the supported str methods: positional-argument limit, keyword arguments, implementation.
+var strMethods = map[string]struct {
+	maxPos   int
+	keywords []string
+	call     func(name, s string, args []value, kw map[string]value) (value, error)
+}{
+	"startswith": {1, nil, strStartsEndsWith},
+	"endswith":   {1, nil, strStartsEndsWith},
+	"strip":      {1, nil, strStrip},
+	"lstrip":     {1, nil, strStrip},
+	"rstrip":     {1, nil, strStrip},
+	"split":      {2, []string{"sep", "maxsplit"}, strSplit},
+	"upper":      {0, nil, strCase},
+	"lower":      {0, nil, strCase},
+	"replace":    {3, nil, strReplace},
+	"find":       {1, nil, strFind},
+	"join":       {1, nil, strJoin},
+}
+
 func callStrMethod(s, name string, args []value, kw map[string]value) (value, error) {
-	strArg := func(i int, kwName string) (string, bool, error) {
-		v := argAt(args, kw, i, kwName, nil)
-		if v == nil {
-			return "", false, nil
+	m, ok := strMethods[name]
+	if !ok {
+		return nil, fmt.Errorf("unsupported: method str.%s", name)
+	}
+	if err := checkArgs("str."+name, args, kw, m.maxPos, m.keywords...); err != nil {
+		return nil, err
+	}
+	return m.call(name, s, args, kw)
+}
+
+// strArg returns the string argument at position i (or keyword kwName); has is false when it is absent or None.
+func strArg(method string, args []value, kw map[string]value, i int, kwName string) (a string, has bool, err error) {
+	v := argAt(args, kw, i, kwName, nil)
+	if v == nil {
+		return "", false, nil
+	}
+	a, ok := v.(string)
+	if !ok {
+		return "", false, fmt.Errorf("str.%s argument must be a string, not %s", method, typeName(v))
+	}
+	return a, true, nil
+}
+
+func strStartsEndsWith(name, s string, args []value, _ map[string]value) (value, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("str.%s takes one argument", name)
+	}
+	var cands []string
+	switch a := args[0].(type) {
+	case string:
+		cands = []string{a}
+	case tuple, []value:
+		for _, x := range asList(a) {
+			xs, ok := x.(string)
+			if !ok {
+				return nil, fmt.Errorf("str.%s: tuple items must be strings", name)
+			}
+			cands = append(cands, xs)
 		}
-		a, ok := v.(string)
+	default:
+		return nil, fmt.Errorf("str.%s argument must be a string or tuple, not %s", name, typeName(a))
+	}
+	for _, c := range cands {
+		if (name == "startswith" && strings.HasPrefix(s, c)) || (name == "endswith" && strings.HasSuffix(s, c)) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func strStrip(name, s string, args []value, kw map[string]value) (value, error) {
+	chars, has, err := strArg(name, args, kw, 0, "")
+	if err != nil {
+		return nil, err
+	}
+	return pyStrip(s, name, chars, has), nil
+}
+
+func strSplit(name, s string, args []value, kw map[string]value) (value, error) {
+	sep, has, err := strArg(name, args, kw, 0, "sep")
+	if err != nil {
+		return nil, err
+	}
+	maxsplit := int64(-1)
+	if v := argAt(args, kw, 1, "maxsplit", nil); v != nil {
+		m, ok := numeric(v).(int64)
 		if !ok {
-			return "", false, fmt.Errorf("str.%s argument must be a string, not %s", name, typeName(v))
+			return nil, fmt.Errorf("str.split maxsplit must be an integer")
 		}
-		return a, true, nil
+		maxsplit = m
 	}
-	switch name {
-	case "startswith", "endswith":
-		if err := checkArgs("str."+name, args, kw, 1); err != nil {
-			return nil, err
+	var parts []string
+	if !has {
+		parts = pySplitWhitespace(s, maxsplit)
+	} else {
+		if sep == "" {
+			return nil, fmt.Errorf("str.split: empty separator")
 		}
-		if len(args) != 1 {
-			return nil, fmt.Errorf("str.%s takes one argument", name)
+		parts = strings.SplitN(s, sep, int(maxsplit)+1)
+		if maxsplit < 0 {
+			parts = strings.Split(s, sep)
 		}
-		var cands []string
-		switch a := args[0].(type) {
-		case string:
-			cands = []string{a}
-		case tuple, []value:
-			for _, x := range asList(a) {
-				xs, ok := x.(string)
-				if !ok {
-					return nil, fmt.Errorf("str.%s: tuple items must be strings", name)
-				}
-				cands = append(cands, xs)
-			}
-		default:
-			return nil, fmt.Errorf("str.%s argument must be a string or tuple, not %s", name, typeName(a))
-		}
-		for _, c := range cands {
-			if (name == "startswith" && strings.HasPrefix(s, c)) || (name == "endswith" && strings.HasSuffix(s, c)) {
-				return true, nil
-			}
-		}
-		return false, nil
-	case "strip", "lstrip", "rstrip":
-		if err := checkArgs("str."+name, args, kw, 1); err != nil {
-			return nil, err
-		}
-		chars, has, err := strArg(0, "")
-		if err != nil {
-			return nil, err
-		}
-		return pyStrip(s, name, chars, has), nil
-	case "split":
-		if err := checkArgs("str.split", args, kw, 2, "sep", "maxsplit"); err != nil {
-			return nil, err
-		}
-		sep, has, err := strArg(0, "sep")
-		if err != nil {
-			return nil, err
-		}
-		maxsplit := int64(-1)
-		if v := argAt(args, kw, 1, "maxsplit", nil); v != nil {
-			m, ok := numeric(v).(int64)
-			if !ok {
-				return nil, fmt.Errorf("str.split maxsplit must be an integer")
-			}
-			maxsplit = m
-		}
-		var parts []string
-		if !has {
-			parts = pySplitWhitespace(s, maxsplit)
-		} else {
-			if sep == "" {
-				return nil, fmt.Errorf("str.split: empty separator")
-			}
-			parts = strings.SplitN(s, sep, int(maxsplit)+1)
-			if maxsplit < 0 {
-				parts = strings.Split(s, sep)
-			}
-		}
-		out := make([]value, len(parts))
-		for i, p := range parts {
-			out[i] = p
-		}
-		return out, nil
-	case "upper", "lower":
-		if err := checkArgs("str."+name, args, kw, 0); err != nil {
-			return nil, err
-		}
-		return pyCase(s, name == "upper")
-	case "replace":
-		if err := checkArgs("str.replace", args, kw, 3); err != nil {
-			return nil, err
-		}
-		if len(args) < 2 {
-			return nil, fmt.Errorf("str.replace takes 2 or 3 arguments")
-		}
-		old, ok1 := args[0].(string)
-		nw, ok2 := args[1].(string)
-		if !ok1 || !ok2 {
-			return nil, fmt.Errorf("str.replace arguments must be strings")
-		}
-		n := -1
-		if len(args) == 3 {
-			c, ok := numeric(args[2]).(int64)
-			if !ok {
-				return nil, fmt.Errorf("str.replace count must be an integer")
-			}
-			n = int(c)
-		}
-		if old == "" {
-			return nil, fmt.Errorf("unsupported: str.replace with an empty pattern")
-		}
-		if len(nw) > len(old) {
-			k := strings.Count(s, old)
-			if n >= 0 {
-				k = min(k, n)
-			}
-			if k > 0 && (len(nw)-len(old) > maxStringLen || len(s)+k*(len(nw)-len(old)) > maxStringLen) {
-				return nil, errTooLarge
-			}
-		}
-		return strings.Replace(s, old, nw, n), nil
-	case "find":
-		if err := checkArgs("str.find", args, kw, 1); err != nil {
-			return nil, err
-		}
-		sub, has, err := strArg(0, "")
-		if err != nil || !has {
-			return nil, fmt.Errorf("str.find takes one string argument")
-		}
-		i := strings.Index(s, sub)
-		if i < 0 {
-			return int64(-1), nil
-		}
-		return int64(utf8.RuneCountInString(s[:i])), nil
-	case "join":
-		if err := checkArgs("str.join", args, kw, 1); err != nil {
-			return nil, err
-		}
-		if len(args) != 1 {
-			return nil, fmt.Errorf("str.join takes one argument")
-		}
-		items, err := iterate(args[0])
-		if err != nil {
-			return nil, err
-		}
-		parts := make([]string, len(items))
-		total := 0
-		for i, it := range items {
-			p, ok := it.(string)
-			if !ok {
-				return nil, fmt.Errorf("str.join: item %d is %s, not a string", i, typeName(it))
-			}
-			parts[i] = p
-			if total += len(p) + len(s); total > maxStringLen {
-				return nil, errTooLarge
-			}
-		}
-		return strings.Join(parts, s), nil
 	}
-	return nil, fmt.Errorf("unsupported: method str.%s", name)
+	out := make([]value, len(parts))
+	for i, p := range parts {
+		out[i] = p
+	}
+	return out, nil
+}
+
+func strCase(name, s string, _ []value, _ map[string]value) (value, error) {
+	return pyCase(s, name == "upper")
+}
+
+func strReplace(_, s string, args []value, _ map[string]value) (value, error) {
+	if len(args) < 2 {
+		return nil, fmt.Errorf("str.replace takes 2 or 3 arguments")
+	}
+	old, ok1 := args[0].(string)
+	nw, ok2 := args[1].(string)
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("str.replace arguments must be strings")
+	}
+	n := -1
+	if len(args) == 3 {
+		c, ok := numeric(args[2]).(int64)
+		if !ok {
+			return nil, fmt.Errorf("str.replace count must be an integer")
+		}
+		n = int(c)
+	}
+	if old == "" {
+		return nil, fmt.Errorf("unsupported: str.replace with an empty pattern")
+	}
+	if len(nw) > len(old) {
+		k := strings.Count(s, old)
+		if n >= 0 {
+			k = min(k, n)
+		}
+		if k > 0 && (len(nw)-len(old) > maxStringLen || len(s)+k*(len(nw)-len(old)) > maxStringLen) {
+			return nil, errTooLarge
+		}
+	}
+	return strings.Replace(s, old, nw, n), nil
+}
+
+func strFind(name, s string, args []value, kw map[string]value) (value, error) {
+	sub, has, err := strArg(name, args, kw, 0, "")
+	if err != nil || !has {
+		return nil, fmt.Errorf("str.find takes one string argument")
+	}
+	i := strings.Index(s, sub)
+	if i < 0 {
+		return int64(-1), nil
+	}
+	return int64(utf8.RuneCountInString(s[:i])), nil
+}
+
+func strJoin(_, s string, args []value, _ map[string]value) (value, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("str.join takes one argument")
+	}
+	items, err := iterate(args[0])
+	if err != nil {
+		return nil, err
+	}
+	parts := make([]string, len(items))
+	total := 0
+	for i, it := range items {
+		p, ok := it.(string)
+		if !ok {
+			return nil, fmt.Errorf("str.join: item %d is %s, not a string", i, typeName(it))
+		}
+		parts[i] = p
+		if total += len(p) + len(s); total > maxStringLen {
+			return nil, errTooLarge
+		}
+	}
+	return strings.Join(parts, s), nil
 }
 
 func pyStrip(s, which, chars string, has bool) string {

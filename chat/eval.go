@@ -432,8 +432,7 @@ func getAttr(obj value, name string) (value, error) {
 			return nil, fmt.Errorf("unsupported: loop.%s", name)
 		}
 	case string:
-		switch name {
-		case "startswith", "endswith", "strip", "lstrip", "rstrip", "split", "upper", "lower", "replace", "find", "join":
+		if _, ok := strMethods[name]; ok {
 			return methodValue{o, name}, nil
 		}
 	}
