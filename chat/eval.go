@@ -238,13 +238,7 @@ func evalExpr(e expr, f *tmplFrame) (value, error) {
 	case *litExpr:
 		return e.v, nil
 	case *nameExpr:
-		if v, ok := f.lookup(e.name); ok {
-			return v, nil
-		}
-		if knownFuncs[e.name] {
-			return funcValue{e.name}, nil
-		}
-		return undefined{e.name}, nil
+		return evalName(e, f), nil
 	case *attrExpr:
 		obj, err := evalExpr(e.obj, f)
 		if err != nil {
@@ -252,124 +246,153 @@ func evalExpr(e expr, f *tmplFrame) (value, error) {
 		}
 		return getAttr(obj, e.name)
 	case *indexExpr:
-		obj, err := evalExpr(e.obj, f)
-		if err != nil {
-			return nil, err
-		}
-		idx, err := evalExpr(e.idx, f)
-		if err != nil {
-			return nil, err
-		}
-		return getItem(obj, idx)
+		return evalIndex(e, f)
 	case *sliceExpr:
 		return evalSlice(e, f)
 	case *callExpr:
 		return evalCall(e, f)
 	case *filterExpr:
-		x, err := evalExpr(e.x, f)
-		if err != nil {
-			return nil, err
-		}
-		args, kw, err := evalArgs(e.args, e.kwargs, f)
-		if err != nil {
-			return nil, err
-		}
-		return applyFilter(e.name, x, args, kw)
+		return evalFilter(e, f)
 	case *testExpr:
-		x, err := evalExpr(e.x, f)
-		if err != nil {
-			return nil, err
-		}
-		args, _, err := evalArgs(e.args, nil, f)
-		if err != nil {
-			return nil, err
-		}
-		ok, err := applyTest(e.name, x, args)
-		return ok != e.neg, err
+		return evalTest(e, f)
 	case *unaryExpr:
-		x, err := evalExpr(e.x, f)
-		if err != nil {
-			return nil, err
-		}
-		switch e.op {
-		case "not":
-			return !truthy(x), nil
-		case "-":
-			switch v := numeric(x).(type) {
-			case int64:
-				return -v, nil
-			case float64:
-				return -v, nil
-			}
-		case "+":
-			if n := numeric(x); n != nil {
-				return n, nil
-			}
-		}
-		return nil, fmt.Errorf("bad operand type for unary %s: %s", e.op, typeName(x))
+		return evalUnary(e, f)
 	case *binExpr:
 		return evalBin(e, f)
 	case *condExpr:
-		c, err := evalExpr(e.cond, f)
-		if err != nil {
-			return nil, err
-		}
-		if truthy(c) {
-			return evalExpr(e.a, f)
-		}
-		if e.b == nil {
-			return undefined{"conditional expression"}, nil
-		}
-		return evalExpr(e.b, f)
-	case *listExpr, *tupleExpr:
-		var items []expr
-		if l, ok := e.(*listExpr); ok {
-			items = l.items
-		} else {
-			items = e.(*tupleExpr).items
-		}
-		out := make([]value, len(items))
-		for i, it := range items {
-			v, err := evalExpr(it, f)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = v
-		}
-		if _, ok := e.(*tupleExpr); ok {
-			return tuple(out), nil
-		}
-		return out, nil
+		return evalCond(e, f)
+	case *listExpr:
+		return evalAll(e.items, f)
+	case *tupleExpr:
+		items, err := evalAll(e.items, f)
+		return tuple(items), err
 	case *dictExpr:
-		d := newDict()
-		for i := range e.keys {
-			k, err := evalExpr(e.keys[i], f)
-			if err != nil {
-				return nil, err
-			}
-			ks, ok := k.(string)
-			if !ok {
-				return nil, fmt.Errorf("unsupported: dict literal with a non-string key")
-			}
-			v, err := evalExpr(e.vals[i], f)
-			if err != nil {
-				return nil, err
-			}
-			d.set(ks, v)
-		}
-		return d, nil
+		return evalDict(e, f)
 	}
 	return nil, fmt.Errorf("internal error: unknown expression %T", e)
 }
 
-func evalArgs(args []expr, kwargs []kwarg, f *tmplFrame) ([]value, map[string]value, error) {
-	out := make([]value, len(args))
-	for i, a := range args {
-		v, err := evalExpr(a, f)
+func evalName(e *nameExpr, f *tmplFrame) value {
+	if v, ok := f.lookup(e.name); ok {
+		return v
+	}
+	if knownFuncs[e.name] {
+		return funcValue{e.name}
+	}
+	return undefined{e.name}
+}
+
+func evalIndex(e *indexExpr, f *tmplFrame) (value, error) {
+	obj, err := evalExpr(e.obj, f)
+	if err != nil {
+		return nil, err
+	}
+	idx, err := evalExpr(e.idx, f)
+	if err != nil {
+		return nil, err
+	}
+	return getItem(obj, idx)
+}
+
+func evalFilter(e *filterExpr, f *tmplFrame) (value, error) {
+	x, err := evalExpr(e.x, f)
+	if err != nil {
+		return nil, err
+	}
+	args, kw, err := evalArgs(e.args, e.kwargs, f)
+	if err != nil {
+		return nil, err
+	}
+	return applyFilter(e.name, x, args, kw)
+}
+
+func evalTest(e *testExpr, f *tmplFrame) (value, error) {
+	x, err := evalExpr(e.x, f)
+	if err != nil {
+		return nil, err
+	}
+	args, err := evalAll(e.args, f)
+	if err != nil {
+		return nil, err
+	}
+	ok, err := applyTest(e.name, x, args)
+	return ok != e.neg, err
+}
+
+func evalUnary(e *unaryExpr, f *tmplFrame) (value, error) {
+	x, err := evalExpr(e.x, f)
+	if err != nil {
+		return nil, err
+	}
+	switch e.op {
+	case "not":
+		return !truthy(x), nil
+	case "-":
+		switch v := numeric(x).(type) {
+		case int64:
+			return -v, nil
+		case float64:
+			return -v, nil
+		}
+	case "+":
+		if n := numeric(x); n != nil {
+			return n, nil
+		}
+	}
+	return nil, fmt.Errorf("bad operand type for unary %s: %s", e.op, typeName(x))
+}
+
+func evalCond(e *condExpr, f *tmplFrame) (value, error) {
+	c, err := evalExpr(e.cond, f)
+	if err != nil {
+		return nil, err
+	}
+	if truthy(c) {
+		return evalExpr(e.a, f)
+	}
+	if e.b == nil {
+		return undefined{"conditional expression"}, nil
+	}
+	return evalExpr(e.b, f)
+}
+
+// evalAll evaluates exprs in order (list and tuple items, arguments).
+func evalAll(exprs []expr, f *tmplFrame) ([]value, error) {
+	out := make([]value, len(exprs))
+	for i, it := range exprs {
+		v, err := evalExpr(it, f)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		out[i] = v
+	}
+	return out, nil
+}
+
+func evalDict(e *dictExpr, f *tmplFrame) (value, error) {
+	d := newDict()
+	for i := range e.keys {
+		k, err := evalExpr(e.keys[i], f)
+		if err != nil {
+			return nil, err
+		}
+		ks, ok := k.(string)
+		if !ok {
+			return nil, fmt.Errorf("unsupported: dict literal with a non-string key")
+		}
+		v, err := evalExpr(e.vals[i], f)
+		if err != nil {
+			return nil, err
+		}
+		d.set(ks, v)
+	}
+	return d, nil
+}
+
+func evalArgs(args []expr, kwargs []kwarg, f *tmplFrame) ([]value, map[string]value, error) {
+	out, err := evalAll(args, f)
+	if err != nil {
+		return nil, nil, err
 	}
 	var kw map[string]value
 	if len(kwargs) > 0 {
