@@ -13,6 +13,8 @@ import (
 
 // ---- operators ----
 
+// arith is + - * / // % on values other than undefined: numbers (bools count as ints), then strings, lists and
+// tuples.
 func arith(op string, l, r value) (value, error) {
 	if u, ok := l.(undefined); ok {
 		return nil, undefErr(u)
@@ -21,62 +23,76 @@ func arith(op string, l, r value) (value, error) {
 		return nil, undefErr(u)
 	}
 	ln, rn := numeric(l), numeric(r)
-	if ln != nil && rn != nil {
-		li, lInt := ln.(int64)
-		ri, rInt := rn.(int64)
-		if lInt && rInt {
-			switch op {
-			case "+":
-				return li + ri, nil
-			case "-":
-				return li - ri, nil
-			case "*":
-				return li * ri, nil
-			case "/":
-				if ri == 0 {
-					return nil, fmt.Errorf("division by zero")
-				}
-				return float64(li) / float64(ri), nil
-			case "//":
-				if ri == 0 {
-					return nil, fmt.Errorf("division by zero")
-				}
-				q := li / ri
-				if (li%ri != 0) && ((li < 0) != (ri < 0)) {
-					q--
-				}
-				return q, nil
-			case "%":
-				if ri == 0 {
-					return nil, fmt.Errorf("modulo by zero")
-				}
-				return pyMod(li, ri), nil
-			}
-		}
-		lf, rf := toFloat(ln), toFloat(rn)
-		switch op {
-		case "+":
-			return lf + rf, nil
-		case "-":
-			return lf - rf, nil
-		case "*":
-			return lf * rf, nil
-		case "/":
-			if rf == 0 {
-				return nil, fmt.Errorf("division by zero")
-			}
-			return lf / rf, nil
-		case "//", "%":
-			if rf == 0 {
-				return nil, fmt.Errorf("division by zero")
-			}
-			q := math.Floor(lf / rf)
-			if op == "//" {
-				return q, nil
-			}
-			return lf - q*rf, nil
-		}
+	if ln == nil || rn == nil {
+		return seqArith(op, l, r)
 	}
+	li, lInt := ln.(int64)
+	ri, rInt := rn.(int64)
+	if lInt && rInt {
+		return intArith(op, li, ri)
+	}
+	return floatArith(op, toFloat(ln), toFloat(rn))
+}
+
+func intArith(op string, l, r int64) (value, error) {
+	switch op {
+	case "+":
+		return l + r, nil
+	case "-":
+		return l - r, nil
+	case "*":
+		return l * r, nil
+	case "/":
+		if r == 0 {
+			return nil, fmt.Errorf("division by zero")
+		}
+		return float64(l) / float64(r), nil
+	case "//":
+		if r == 0 {
+			return nil, fmt.Errorf("division by zero")
+		}
+		q := l / r
+		if (l%r != 0) && ((l < 0) != (r < 0)) {
+			q--
+		}
+		return q, nil
+	case "%":
+		if r == 0 {
+			return nil, fmt.Errorf("modulo by zero")
+		}
+		return pyMod(l, r), nil
+	}
+	return nil, fmt.Errorf("unsupported operand types for %s: int and int", op)
+}
+
+func floatArith(op string, l, r float64) (value, error) {
+	switch op {
+	case "+":
+		return l + r, nil
+	case "-":
+		return l - r, nil
+	case "*":
+		return l * r, nil
+	case "/":
+		if r == 0 {
+			return nil, fmt.Errorf("division by zero")
+		}
+		return l / r, nil
+	case "//", "%":
+		if r == 0 {
+			return nil, fmt.Errorf("division by zero")
+		}
+		q := math.Floor(l / r)
+		if op == "//" {
+			return q, nil
+		}
+		return l - q*r, nil
+	}
+	return nil, fmt.Errorf("unsupported operand types for %s: float and float", op)
+}
+
+// seqArith is + on two strings, lists or tuples and string repetition (str * int).
+func seqArith(op string, l, r value) (value, error) {
 	switch op {
 	case "+":
 		switch lv := l.(type) {
@@ -104,7 +120,7 @@ func arith(op string, l, r value) (value, error) {
 		}
 	case "*":
 		if s, ok := l.(string); ok {
-			if n, ok := rn.(int64); ok {
+			if n, ok := numeric(r).(int64); ok {
 				if n < 0 {
 					n = 0
 				}
