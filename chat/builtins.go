@@ -69,6 +69,9 @@ func callFunc(name string, args []value, kw map[string]value) (value, error) {
 				return nil, fmt.Errorf("range() too long")
 			}
 			out = append(out, i)
+			if (step > 0 && i > math.MaxInt64-step) || (step < 0 && i < math.MinInt64-step) {
+				break // the next i is past stop
+			}
 		}
 		return out, nil
 	}

@@ -185,6 +185,7 @@ var subsetCases = []struct{ name, tmpl, want string }{
 	{"escapes", `{{ "a\tb\\n" }}`, "a\tb\\n"},
 	{"block set", "{% set x %}in{{ 1 }}{% endset %}[{{ x }}]", "[in1]"},
 	{"a tag ends outside brackets", "{{ {'a': {'b': 1}} }}{% set d = {'x': {'y': 2}} %}{{ d.x.y }}", "{'a': {'b': 1}}2"},
+	{"range up to the largest int", "{{ range(9223372036854775800, 9223372036854775807, 5) | list }}", "[9223372036854775800, 9223372036854775805]"},
 	{"number literals as Jinja reads them", "{{ 0x1F }} {{ 0b101 }} {{ 0o17 }} {{ 1_000 }} {{ 00 }} {{ 1_0.5e1 }} {{ 1e400 }} {{ (1, 2).1 }}", "31 5 15 1000 0 105.0 inf 2"},
 	{"special tokens the tokenizer lacks are undefined", "{{ bos_token is defined }}{{ eos_token is defined }}", "FalseFalse"},
 }
@@ -233,7 +234,9 @@ var unsupportedRun = []struct{ tmpl, msg string }{
 	{"{{ '%s' % 1 }}", "string formatting"},
 	{"{% set x = 1 %}{% set x.y = 2 %}", "non-namespace"},
 	{"{{ 'ß'.upper() }}", "case conversion"},
-	{"{{ [1] | tojson(2) }}", "ensure_ascii"}, // transformers' first tojson parameter is ensure_ascii
+	{"{{ [1] | tojson(2) }}", "ensure_ascii"},           // transformers' first tojson parameter is ensure_ascii
+	{"{{ 9223372036854775807 + 1 }}", "beyond 64 bits"}, // Python's ints have no limit
+	{"{{ -(-9223372036854775807 - 1) }}", "beyond 64 bits"},
 	{"{{ 'inf' | int }}", "infinity"},
 	{"{{ '٣' | int }}", "non-ASCII digits"},
 }

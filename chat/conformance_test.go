@@ -80,6 +80,8 @@ var probes = []string{
 	"{{ 'x' if messages | length > 2 else 'y' }}{{ messages | length is odd }}{{ messages | length is even }}{{ messages | length / 3 }}{{ (messages | length) * 0.1 }}{{ range(messages | length) | list }}",
 	"{% for s in ['42', ' 4_2 ', '4__2', '_4', '1e3', '-7.9', '.5', '5.', 'x', '0x1A', '0x1p4', '', 'nan', '-Infinity'] %}{{ (s | int) if 'nf' not in s else 'inf' }},{% endfor %}{{ 3.7 | int }}{{ true | int }}{{ none | int }}",
 	"{{ 0.1 + 0.2 }} {{ 1e16 }} {{ 1e15 }} {{ 1e-5 }} {{ 0.0001 }} {{ 1 / 3 }} {{ 2.5e300 * 1.0 }} {{ -0.0 }} {{ 10 / 4 }} {{ 7 // 2.0 }} {{ -7 % 2.5 }} {{ 1.0 == 1 }} {{ 3 - 2.5 }}",
+	"{{ 9223372036854775807 - 1 + 1 }} {{ -9223372036854775807 - 1 }} {{ 3037000499 * 3037000499 }} {{ (-9223372036854775807 - 1) // 2 }}",
+	"{{ 4611686018427387904 * 2 }}", "{{ -9223372036854775807 - 2 }}", "{{ (-9223372036854775807 - 1) // -1 }}",
 	"{{ 1_000 }} {{ 0x1F }} {{ 0B1_01 }} {{ 0o17 }} {{ 00 }} {{ 1_0.5e1_0 }} {{ 1e400 }} {{ messages.0.role if messages }} {{ (1, 2).1 }} {{ 1.e3 }}",
 	`{{ 'a' * 3 }}{{ 'ab' * -1 }}{{ [1, 2] + [3] }}{{ (1, 2) + (3,) }}{{ (1,) }}{{ () }}{{ {} }}{{ {'a': {'b': (1, 'x')}} }}{{ [none, true, 1.5, 'q\'s', "d\"q", '\t\x01é😀\u200b'] }}`,
 	`{{ 'a\u00e9\x41\101\'\"\\\q' }}`,
@@ -156,14 +158,14 @@ func conformanceTemplates(t *testing.T) []confTemplate {
 		}
 	}
 	add := func(name, src string) { out = append(out, confTemplate{name: name, src: src}) }
-	for _, c := range subsetCases {
-		add("subset/"+c.name, c.tmpl)
+	for i, c := range subsetCases {
+		add(fmt.Sprintf("subset/%d %s", i, c.name), c.tmpl)
 	}
-	for _, c := range unsupportedParse {
-		add("unsupported-parse/"+c.construct, c.tmpl)
+	for i, c := range unsupportedParse {
+		add(fmt.Sprintf("unsupported-parse/%d %s", i, c.construct), c.tmpl)
 	}
-	for _, c := range unsupportedRun {
-		add("unsupported-run/"+c.msg, c.tmpl)
+	for i, c := range unsupportedRun {
+		add(fmt.Sprintf("unsupported-run/%d %s", i, c.msg), c.tmpl)
 	}
 	for i, src := range fuzzSeeds {
 		add(fmt.Sprintf("fuzz-seed/%d", i), src)

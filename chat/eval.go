@@ -8,6 +8,7 @@ package chat
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 )
 
@@ -330,6 +331,9 @@ func evalUnary(e *unaryExpr, f *tmplFrame) (value, error) {
 	case "-":
 		switch v := numeric(x).(type) {
 		case int64:
+			if v == math.MinInt64 {
+				return nil, errIntOverflow
+			}
 			return -v, nil
 		case float64:
 			return -v, nil

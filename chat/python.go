@@ -4,6 +4,7 @@ package chat
 // json.dumps(ensure_ascii=False).
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strconv"
@@ -34,14 +35,29 @@ func arith(op string, l, r value) (value, error) {
 	return floatArith(op, toFloat(ln), toFloat(rn))
 }
 
+// errIntOverflow refuses integer results Python would give beyond int64 (its ints have no limit).
+var errIntOverflow = errors.New("unsupported: integer beyond 64 bits")
+
 func intArith(op string, l, r int64) (value, error) {
 	switch op {
 	case "+":
-		return l + r, nil
+		s := l + r
+		if (r > 0 && s < l) || (r < 0 && s > l) {
+			return nil, errIntOverflow
+		}
+		return s, nil
 	case "-":
-		return l - r, nil
+		d := l - r
+		if (r > 0 && d > l) || (r < 0 && d < l) {
+			return nil, errIntOverflow
+		}
+		return d, nil
 	case "*":
-		return l * r, nil
+		p := l * r
+		if l != 0 && (p/l != r || (l == -1 && r == math.MinInt64)) {
+			return nil, errIntOverflow
+		}
+		return p, nil
 	case "/":
 		if r == 0 {
 			return nil, fmt.Errorf("division by zero")
@@ -50,6 +66,9 @@ func intArith(op string, l, r int64) (value, error) {
 	case "//":
 		if r == 0 {
 			return nil, fmt.Errorf("division by zero")
+		}
+		if l == math.MinInt64 && r == -1 {
+			return nil, errIntOverflow
 		}
 		q := l / r
 		if (l%r != 0) && ((l < 0) != (r < 0)) {
