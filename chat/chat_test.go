@@ -186,7 +186,9 @@ var subsetCases = []struct{ name, tmpl, want string }{
 	{"block set", "{% set x %}in{{ 1 }}{% endset %}[{{ x }}]", "[in1]"},
 	{"a tag ends outside brackets", "{{ {'a': {'b': 1}} }}{% set d = {'x': {'y': 2}} %}{{ d.x.y }}", "{'a': {'b': 1}}2"},
 	{"range up to the largest int", "{{ range(9223372036854775800, 9223372036854775807, 5) | list }}", "[9223372036854775800, 9223372036854775805]"},
-	{"number literals as Jinja reads them", "{{ 0x1F }} {{ 0b101 }} {{ 0o17 }} {{ 1_000 }} {{ 00 }} {{ 1_0.5e1 }} {{ 1e400 }} {{ (1, 2).1 }}", "31 5 15 1000 0 105.0 inf 2"},
+	{"number literals as Jinja reads them", "{{ 0x1F }} {{ 0b101 }} {{ 0o17 }} {{ 1_000 }} {{ 00 }} {{ 1_0.5e1 }} {{ (1, 2).1 }}", "31 5 15 1000 0 105.0 2"},
+	{"numbers compare exactly; NaN is unordered", "{% set ns = namespace(a=1e308) %}{% set n = ns.a * 10 - ns.a * 10 %}{{ n < 1 }}{{ n <= 1 }}{{ n >= n }}" +
+		"{{ 9007199254740993 > 9007199254740992.0 }}{{ 9007199254740993 == 9007199254740992.0 }}", "FalseFalseFalseTrueFalse"},
 	{"special tokens the tokenizer lacks are undefined", "{{ bos_token is defined }}{{ eos_token is defined }}", "FalseFalse"},
 }
 
@@ -224,6 +226,7 @@ var unsupportedParse = []struct{ tmpl, construct string }{
 	{"{{ 012 }}", `unexpected "12"`}, // Jinja reads no leading zeros
 	{"{{ 1__0 }}", `unexpected "__0"`},
 	{"{{ café }}", "non-ASCII name"},
+	{"{{ 1e400 }}", "beyond float64"},
 }
 
 var unsupportedRun = []struct{ tmpl, msg string }{
@@ -237,6 +240,7 @@ var unsupportedRun = []struct{ tmpl, msg string }{
 	{"{{ [1] | tojson(2) }}", "ensure_ascii"},           // transformers' first tojson parameter is ensure_ascii
 	{"{{ 9223372036854775807 + 1 }}", "beyond 64 bits"}, // Python's ints have no limit
 	{"{{ -(-9223372036854775807 - 1) }}", "beyond 64 bits"},
+	{"{{ [1] < [2] }}", "ordering of lists"},
 	{"{{ 'inf' | int }}", "infinity"},
 	{"{{ '٣' | int }}", "non-ASCII digits"},
 }

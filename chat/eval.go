@@ -710,19 +710,7 @@ func evalBin(e *binExpr, f *tmplFrame) (value, error) {
 		}
 		return ls + rs, nil
 	case "<", ">", "<=", ">=":
-		c, err := pyCompare(l, r, e.op)
-		if err != nil {
-			return nil, err
-		}
-		switch e.op {
-		case "<":
-			return c < 0, nil
-		case ">":
-			return c > 0, nil
-		case "<=":
-			return c <= 0, nil
-		}
-		return c >= 0, nil
+		return pyCompare(l, r, e.op)
 	}
 	return arith(e.op, l, r)
 }

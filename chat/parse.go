@@ -692,7 +692,11 @@ func (p *exprParser) parsePrimary() (expr, error) {
 		return &litExpr{v: v}, nil
 	case etFloat:
 		v, err := strconv.ParseFloat(t.s, 64)
-		if err != nil && !math.IsInf(v, 0) { // too large: inf, as in Python
+		if err != nil && math.IsInf(v, 0) {
+			// Python reads inf, but Jinja's compiled code then names an undefined "inf" unless it folds a constant.
+			return nil, fmt.Errorf("unsupported: float literal %s beyond float64", t.s)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("bad number %s", t.s)
 		}
 		return &litExpr{v: v}, nil

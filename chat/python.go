@@ -4,9 +4,11 @@ package chat
 // json.dumps(ensure_ascii=False).
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"strconv"
 	"strings"
 	"unicode"
@@ -217,12 +219,8 @@ func pyEqualDepth(a, b value, depth int) bool {
 		return false
 	}
 	if an, bn := numeric(a), numeric(b); an != nil && bn != nil {
-		ai, aInt := an.(int64)
-		bi, bInt := bn.(int64)
-		if aInt && bInt {
-			return ai == bi
-		}
-		return toFloat(an) == toFloat(bn)
+		c, ordered := numCompare(an, bn)
+		return ordered && c == 0
 	}
 	switch av := a.(type) {
 	case nil:
@@ -271,25 +269,59 @@ func listEqual(a, b []value, depth int) bool {
 	return true
 }
 
-func pyCompare(a, b value, op string) (int, error) {
+// pyCompare is Python's < > <= >= on numbers and on strings.
+func pyCompare(a, b value, op string) (bool, error) {
+	var c int
 	if an, bn := numeric(a), numeric(b); an != nil && bn != nil {
-		af, bf := toFloat(an), toFloat(bn)
-		ai, aInt := an.(int64)
-		bi, bInt := bn.(int64)
-		switch {
-		case aInt && bInt && ai < bi, !(aInt && bInt) && af < bf:
-			return -1, nil
-		case aInt && bInt && ai > bi, !(aInt && bInt) && af > bf:
-			return 1, nil
+		var ordered bool
+		if c, ordered = numCompare(an, bn); !ordered {
+			return false, nil // NaN
 		}
-		return 0, nil
-	}
-	if as, ok := a.(string); ok {
-		if bs, ok := b.(string); ok {
-			return strings.Compare(as, bs), nil
+	} else if as, ok := a.(string); ok {
+		bs, ok := b.(string)
+		if !ok {
+			return false, fmt.Errorf("'%s' not supported between %s and %s", op, typeName(a), typeName(b))
 		}
+		c = strings.Compare(as, bs)
+	} else {
+		_, al := a.([]value)
+		_, bl := b.([]value)
+		_, at := a.(tuple)
+		_, bt := b.(tuple)
+		if (al && bl) || (at && bt) {
+			return false, fmt.Errorf("unsupported: ordering of %ss", typeName(a))
+		}
+		return false, fmt.Errorf("'%s' not supported between %s and %s", op, typeName(a), typeName(b))
 	}
-	return 0, fmt.Errorf("'%s' not supported between %s and %s", op, typeName(a), typeName(b))
+	switch op {
+	case "<":
+		return c < 0, nil
+	case ">":
+		return c > 0, nil
+	case "<=":
+		return c <= 0, nil
+	}
+	return c >= 0, nil
+}
+
+// numCompare compares two numbers (int64 or float64) exactly, as Python compares ints with floats; ordered is
+// false when one is NaN.
+func numCompare(a, b value) (c int, ordered bool) {
+	ai, aInt := a.(int64)
+	bi, bInt := b.(int64)
+	if aInt && bInt {
+		return cmp.Compare(ai, bi), true
+	}
+	af, bf := toFloat(a), toFloat(b)
+	switch {
+	case math.IsNaN(af) || math.IsNaN(bf):
+		return 0, false
+	case aInt:
+		return new(big.Float).SetInt64(ai).Cmp(big.NewFloat(bf)), true
+	case bInt:
+		return big.NewFloat(af).Cmp(new(big.Float).SetInt64(bi)), true
+	}
+	return cmp.Compare(af, bf), true
 }
 
 func pyIn(x, container value) (bool, error) {
@@ -301,6 +333,9 @@ func pyIn(x, container value) (bool, error) {
 		}
 		return strings.Contains(c, xs), nil
 	case []value, tuple:
+		if f, ok := x.(float64); ok && math.IsNaN(f) {
+			return false, fmt.Errorf("unsupported: NaN in a sequence (Python compares identity first)")
+		}
 		for _, it := range asList(c) {
 			if pyEqual(x, it) {
 				return true, nil
