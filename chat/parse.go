@@ -67,7 +67,6 @@ func splitTemplate(src string) ([]segment, error) {
 			}
 			return segs, nil
 		}
-		text := src[pos:i]
 		open := src[i : i+2]
 		j := i + 2
 		mod := byte(0)
@@ -75,69 +74,25 @@ func splitTemplate(src string) ([]segment, error) {
 			mod = src[j]
 			j++
 		}
-		switch {
-		case mod == '-':
-			text = strings.TrimRightFunc(text, pyIsSpace)
-		case mod == '+' || open == "{{":
-		default: // lstrip_blocks for {% and {#
-			l := strings.LastIndexByte(text, '\n') + 1
-			if (l > 0 || lineStart) && allSpace(text[l:]) {
-				text = text[:l]
-			}
+		if text := trimBeforeTag(src[pos:i], open, mod, lineStart); text != "" {
+			segs = append(segs, segment{kind: segText, text: text, line: line})
 		}
-		textLine := line
 		line += strings.Count(src[pos:i], "\n")
-		if text != "" {
-			segs = append(segs, segment{kind: segText, text: text, line: textLine})
-		}
 		tagLine := line
 
-		var closeStart, closeEnd int
-		switch open {
-		case "{#":
-			k := strings.Index(src[j:], "#}")
-			if k < 0 {
-				return nil, fmt.Errorf("line %d: unclosed comment", tagLine)
-			}
-			closeStart, closeEnd = j+k, j+k+2
-		default:
-			want := "}}"
-			if open == "{%" {
-				want = "%}"
-			}
-			k, err := findTagClose(src, j, want)
-			if err != nil {
-				return nil, fmt.Errorf("line %d: %v", tagLine, err)
-			}
-			closeStart, closeEnd = k, k+2
+		closeStart, err := findClose(src, j, open)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %v", tagLine, err)
 		}
+		closeEnd := closeStart + 2
 		inner := src[j:closeStart]
 		closeMod := byte(0)
 		if len(inner) > 0 && (inner[len(inner)-1] == '-' || (inner[len(inner)-1] == '+' && open != "{{")) {
 			closeMod = inner[len(inner)-1]
 			inner = inner[:len(inner)-1]
 		}
-		line += strings.Count(src[i:closeEnd], "\n")
-		pos = closeEnd
-		switch {
-		case closeMod == '-':
-			k := pos
-			for k < len(src) {
-				r, size := utf8.DecodeRuneInString(src[k:])
-				if !pyIsSpace(r) {
-					break
-				}
-				k += size
-			}
-			line += strings.Count(src[pos:k], "\n")
-			pos = k
-		case closeMod == '+' || open == "{{":
-		default: // trim_blocks for %} and #}
-			if pos < len(src) && src[pos] == '\n' {
-				pos++
-				line++
-			}
-		}
+		pos = skipAfterTag(src, closeEnd, open, closeMod)
+		line += strings.Count(src[i:pos], "\n")
 		lineStart = pos > 0 && src[pos-1] == '\n'
 		switch open {
 		case "{{":
@@ -146,6 +101,58 @@ func splitTemplate(src string) ([]segment, error) {
 			segs = append(segs, segment{kind: segStmt, text: inner, line: tagLine})
 		}
 	}
+}
+
+// trimBeforeTag applies whitespace control to the text before a tag: "-" strips the whitespace before it,
+// lstrip_blocks the spaces and tabs between a line start and {% or {#, unless the tag has "+".
+func trimBeforeTag(text, open string, mod byte, lineStart bool) string {
+	switch {
+	case mod == '-':
+		return strings.TrimRightFunc(text, pyIsSpace)
+	case mod == '+' || open == "{{":
+		return text
+	}
+	l := strings.LastIndexByte(text, '\n') + 1
+	if (l > 0 || lineStart) && allSpace(text[l:]) {
+		return text[:l]
+	}
+	return text
+}
+
+// findClose finds the end of the tag opened by open ("{{", "{%" or "{#") whose inside starts at j.
+func findClose(src string, j int, open string) (int, error) {
+	switch open {
+	case "{#":
+		k := strings.Index(src[j:], "#}")
+		if k < 0 {
+			return 0, fmt.Errorf("unclosed comment")
+		}
+		return j + k, nil
+	case "{%":
+		return findTagClose(src, j, "%}")
+	}
+	return findTagClose(src, j, "}}")
+}
+
+// skipAfterTag applies whitespace control after a tag ending at pos: "-" skips the whitespace after it,
+// trim_blocks one newline after %} and #}, unless the tag has "+". It returns where the next text starts.
+func skipAfterTag(src string, pos int, open string, closeMod byte) int {
+	switch {
+	case closeMod == '-':
+		for pos < len(src) {
+			r, size := utf8.DecodeRuneInString(src[pos:])
+			if !pyIsSpace(r) {
+				break
+			}
+			pos += size
+		}
+	case closeMod == '+' || open == "{{":
+	default:
+		if pos < len(src) && src[pos] == '\n' {
+			pos++
+		}
+	}
+	return pos
 }
 
 func nextTagOpen(s string, from int) int {
@@ -713,61 +720,76 @@ func (p *exprParser) parsePrimary() (expr, error) {
 	case etOp:
 		switch t.s {
 		case "(":
-			if p.acceptOp(")") {
-				return &tupleExpr{}, nil
-			}
-			x, err := p.parseExpr()
-			if err != nil {
-				return nil, err
-			}
-			if p.isOp(",") {
-				items := []expr{x}
-				for p.acceptOp(",") && !p.isOp(")") {
-					it, err := p.parseExpr()
-					if err != nil {
-						return nil, err
-					}
-					items = append(items, it)
-				}
-				x = &tupleExpr{items: items}
-			}
-			return x, p.expectOp(")")
+			return p.parseParen()
 		case "[":
-			var items []expr
-			for !p.isOp("]") {
-				it, err := p.parseExpr()
-				if err != nil {
-					return nil, err
-				}
-				items = append(items, it)
-				if !p.acceptOp(",") {
-					break
-				}
-			}
-			return &listExpr{items: items}, p.expectOp("]")
+			return p.parseList()
 		case "{":
-			d := &dictExpr{}
-			for !p.isOp("}") {
-				k, err := p.parseExpr()
-				if err != nil {
-					return nil, err
-				}
-				if err := p.expectOp(":"); err != nil {
-					return nil, err
-				}
-				v, err := p.parseExpr()
-				if err != nil {
-					return nil, err
-				}
-				d.keys, d.vals = append(d.keys, k), append(d.vals, v)
-				if !p.acceptOp(",") {
-					break
-				}
-			}
-			return d, p.expectOp("}")
+			return p.parseDict()
 		}
 	}
 	return nil, fmt.Errorf("unexpected %s", t.describe())
+}
+
+// parseParen parses what follows "(": a parenthesized expression or a tuple.
+func (p *exprParser) parseParen() (expr, error) {
+	if p.acceptOp(")") {
+		return &tupleExpr{}, nil
+	}
+	x, err := p.parseExpr()
+	if err != nil {
+		return nil, err
+	}
+	if p.isOp(",") {
+		items := []expr{x}
+		for p.acceptOp(",") && !p.isOp(")") {
+			it, err := p.parseExpr()
+			if err != nil {
+				return nil, err
+			}
+			items = append(items, it)
+		}
+		x = &tupleExpr{items: items}
+	}
+	return x, p.expectOp(")")
+}
+
+// parseList parses the items of a list literal after "[".
+func (p *exprParser) parseList() (expr, error) {
+	var items []expr
+	for !p.isOp("]") {
+		it, err := p.parseExpr()
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, it)
+		if !p.acceptOp(",") {
+			break
+		}
+	}
+	return &listExpr{items: items}, p.expectOp("]")
+}
+
+// parseDict parses the entries of a dict literal after "{".
+func (p *exprParser) parseDict() (expr, error) {
+	d := &dictExpr{}
+	for !p.isOp("}") {
+		k, err := p.parseExpr()
+		if err != nil {
+			return nil, err
+		}
+		if err := p.expectOp(":"); err != nil {
+			return nil, err
+		}
+		v, err := p.parseExpr()
+		if err != nil {
+			return nil, err
+		}
+		d.keys, d.vals = append(d.keys, k), append(d.vals, v)
+		if !p.acceptOp(",") {
+			break
+		}
+	}
+	return d, p.expectOp("}")
 }
 
 func (p *exprParser) parsePostfix(x expr) (expr, error) {
