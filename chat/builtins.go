@@ -24,58 +24,66 @@ func callFunc(name string, args []value, kw map[string]value) (value, error) {
 		}
 		return nil, &raiseError{msg}
 	case "namespace":
-		ns := &namespace{d: newDict()}
-		if len(args) > 1 {
-			return nil, fmt.Errorf("namespace() takes at most one positional argument")
-		}
-		if len(args) == 1 {
-			d, ok := args[0].(*dict)
-			if !ok {
-				return nil, fmt.Errorf("unsupported: namespace(%s)", typeName(args[0]))
-			}
-			for _, k := range d.keys {
-				ns.d.set(k, d.m[k])
-			}
-		}
-		for _, k := range sortedKeys(kw) { // Python keeps keyword order; only lookups matter here
-			ns.d.set(k, kw[k])
-		}
-		return ns, nil
+		return funcNamespace(args, kw)
 	case "range":
-		if len(kw) > 0 || len(args) == 0 || len(args) > 3 {
-			return nil, fmt.Errorf("range() takes 1 to 3 positional arguments")
-		}
-		var nums []int64
-		for _, a := range args {
-			n, ok := numeric(a).(int64)
-			if !ok {
-				return nil, fmt.Errorf("range() arguments must be integers, not %s", typeName(a))
-			}
-			nums = append(nums, n)
-		}
-		start, stop, step := int64(0), nums[0], int64(1)
-		if len(nums) > 1 {
-			start, stop = nums[0], nums[1]
-		}
-		if len(nums) > 2 {
-			step = nums[2]
-		}
-		if step == 0 {
-			return nil, fmt.Errorf("range() step must not be zero")
-		}
-		var out []value
-		for i := start; (step > 0 && i < stop) || (step < 0 && i > stop); i += step {
-			if len(out) >= 1_000_000 {
-				return nil, fmt.Errorf("range() too long")
-			}
-			out = append(out, i)
-			if (step > 0 && i > math.MaxInt64-step) || (step < 0 && i < math.MinInt64-step) {
-				break // the next i is past stop
-			}
-		}
-		return out, nil
+		return funcRange(args, kw)
 	}
 	return nil, fmt.Errorf("unsupported: function %s()", name)
+}
+
+func funcNamespace(args []value, kw map[string]value) (value, error) {
+	ns := &namespace{d: newDict()}
+	if len(args) > 1 {
+		return nil, fmt.Errorf("namespace() takes at most one positional argument")
+	}
+	if len(args) == 1 {
+		d, ok := args[0].(*dict)
+		if !ok {
+			return nil, fmt.Errorf("unsupported: namespace(%s)", typeName(args[0]))
+		}
+		for _, k := range d.keys {
+			ns.d.set(k, d.m[k])
+		}
+	}
+	for _, k := range sortedKeys(kw) { // Python keeps keyword order; only lookups matter here
+		ns.d.set(k, kw[k])
+	}
+	return ns, nil
+}
+
+func funcRange(args []value, kw map[string]value) (value, error) {
+	if len(kw) > 0 || len(args) == 0 || len(args) > 3 {
+		return nil, fmt.Errorf("range() takes 1 to 3 positional arguments")
+	}
+	var nums []int64
+	for _, a := range args {
+		n, ok := numeric(a).(int64)
+		if !ok {
+			return nil, fmt.Errorf("range() arguments must be integers, not %s", typeName(a))
+		}
+		nums = append(nums, n)
+	}
+	start, stop, step := int64(0), nums[0], int64(1)
+	if len(nums) > 1 {
+		start, stop = nums[0], nums[1]
+	}
+	if len(nums) > 2 {
+		step = nums[2]
+	}
+	if step == 0 {
+		return nil, fmt.Errorf("range() step must not be zero")
+	}
+	var out []value
+	for i := start; (step > 0 && i < stop) || (step < 0 && i > stop); i += step {
+		if len(out) >= 1_000_000 {
+			return nil, fmt.Errorf("range() too long")
+		}
+		out = append(out, i)
+		if (step > 0 && i > math.MaxInt64-step) || (step < 0 && i < math.MinInt64-step) {
+			break // the next i is past stop
+		}
+	}
+	return out, nil
 }
 
 func sortedKeys(m map[string]value) []string {

@@ -114,24 +114,8 @@ func (r *renderer) exec(nodes []tnode, f *tmplFrame) error {
 				return lineErr(n.line, err)
 			}
 		case *ifNode:
-			done := false
-			for i, c := range n.conds {
-				v, err := evalExpr(c, f)
-				if err != nil {
-					return lineErr(n.line, err)
-				}
-				if truthy(v) {
-					if err := r.exec(n.bodies[i], f); err != nil {
-						return err
-					}
-					done = true
-					break
-				}
-			}
-			if !done {
-				if err := r.exec(n.els, f); err != nil {
-					return err
-				}
+			if err := r.execIf(n, f); err != nil {
+				return err
 			}
 		case *forNode:
 			if err := r.execFor(n, f); err != nil {
@@ -157,6 +141,19 @@ func (r *renderer) exec(nodes []tnode, f *tmplFrame) error {
 		}
 	}
 	return nil
+}
+
+func (r *renderer) execIf(n *ifNode, f *tmplFrame) error {
+	for i, c := range n.conds {
+		v, err := evalExpr(c, f)
+		if err != nil {
+			return lineErr(n.line, err)
+		}
+		if truthy(v) {
+			return r.exec(n.bodies[i], f)
+		}
+	}
+	return r.exec(n.els, f)
 }
 
 func lineErr(line int, err error) error {
