@@ -25,6 +25,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/saddle-ml/saddle/chat"
 )
 
 // RecordKind is the shape of a JSONL line.
@@ -52,10 +54,10 @@ func (k RecordKind) String() string {
 type Record struct {
 	Source     string // "file:line", for error messages
 	Kind       RecordKind
-	Text       string    // TextRecord
-	Prompt     string    // PromptCompletionRecord
-	Completion string    // PromptCompletionRecord
-	Messages   []Message // ChatRecord
+	Text       string         // TextRecord
+	Prompt     string         // PromptCompletionRecord
+	Completion string         // PromptCompletionRecord
+	Messages   []chat.Message // ChatRecord
 }
 
 // ReadJSONL reads and validates a JSONL data file.
@@ -265,7 +267,7 @@ func stringField(fields map[string]json.RawMessage, key string) (string, error) 
 	return s, nil
 }
 
-func parseMessages(raw json.RawMessage) ([]Message, error) {
+func parseMessages(raw json.RawMessage) ([]chat.Message, error) {
 	if rawKind(raw) != "an array" {
 		return nil, fmt.Errorf(`"messages" must be an array, not %s`, rawKind(raw))
 	}
@@ -276,7 +278,7 @@ func parseMessages(raw json.RawMessage) ([]Message, error) {
 	if len(items) == 0 {
 		return nil, fmt.Errorf(`"messages" is empty`)
 	}
-	msgs := make([]Message, len(items))
+	msgs := make([]chat.Message, len(items))
 	hasAssistant := false
 	for i, it := range items {
 		if rawKind(it) != "an object" {

@@ -1,12 +1,14 @@
 package finetune
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/saddle-ml/saddle/chat"
 	"github.com/saddle-ml/saddle/tokenizer"
 )
 
@@ -122,7 +124,7 @@ func TestParseJSONLShapes(t *testing.T) {
 	if recs[1].Prompt != "Who fixes things?" || recs[1].Completion != " Pip does." {
 		t.Errorf("prompt/completion = %q / %q", recs[1].Prompt, recs[1].Completion)
 	}
-	if m := recs[2].Messages; len(m) != 2 || m[1] != (Message{"assistant", "Beep boop!"}) {
+	if m := recs[2].Messages; len(m) != 2 || m[1] != (chat.Message{Role: "assistant", Content: "Beep boop!"}) {
 		t.Errorf("messages = %+v", m)
 	}
 	if recs[3].Text != "é ✓ 😀" {
@@ -355,7 +357,7 @@ func maskedText(tok *fakeTok, ex Example) string {
 
 func TestChatMaskAssistantOnly(t *testing.T) {
 	tok := &fakeTok{bos: 1, eos: []int{11}, tmpl: chatMLTemplate, specials: []string{"<|im_start|>", "<|im_end|>"}}
-	msgs := []Message{{"system", "Be Pip."}, {"user", "Fix it?"}, {"assistant", "Beep boop!"}, {"user", "Thanks"}, {"assistant", "Bye."}}
+	msgs := []chat.Message{{Role: "system", Content: "Be Pip."}, {Role: "user", Content: "Fix it?"}, {Role: "assistant", Content: "Beep boop!"}, {Role: "user", Content: "Thanks"}, {Role: "assistant", Content: "Bye."}}
 	exs, st, err := TokenizeRecords([]Record{{Source: "c:1", Kind: ChatRecord, Messages: msgs}}, tok, TokenizeOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -409,22 +411,53 @@ func TestChatMaskAssistantOnly(t *testing.T) {
 	}
 }
 
+// tokenizerConfig is the part of a cached tokenizer_config.json these tests read.
+type tokenizerConfig struct {
+	ChatTemplate string `json:"chat_template"`
+}
+
+// loadTokenizerConfig reads <cache>/<name>/tokenizer_config.json; skips when absent (fails on CI).
+func loadTokenizerConfig(t *testing.T, name string) tokenizerConfig {
+	t.Helper()
+	dir := os.Getenv("SADDLE_TOKENIZER_CACHE")
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		dir = filepath.Join(home, ".cache", "saddle", "tokenizers")
+	}
+	path := filepath.Join(dir, name, "tokenizer_config.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s missing on CI (run scripts/fetch-tokenizers.sh): %v", path, err)
+		}
+		t.Skipf("%s not cached (run scripts/fetch-tokenizers.sh): %v", path, err)
+	}
+	var cfg tokenizerConfig
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	if cfg.ChatTemplate == "" {
+		t.Fatalf("%s has no chat_template", path)
+	}
+	return cfg
+}
+
 // The real templates with a character tokenizer that knows their special tokens.
 func TestChatMaskRealTemplates(t *testing.T) {
-	multi := []Message{
-		{"system", "Be Pip."},
-		{"user", "Hi"},
-		{"assistant", "<think>\nsay hi\n</think>\n\nHello!"},
-		{"user", "Fix it?"},
-		{"assistant", "Beep boop."},
+	multi := []chat.Message{
+		{Role: "system", Content: "Be Pip."},
+		{Role: "user", Content: "Hi"},
+		{Role: "assistant", Content: "<think>\nsay hi\n</think>\n\nHello!"},
+		{Role: "user", Content: "Fix it?"},
+		{Role: "assistant", Content: "Beep boop."},
 	}
-	plain := append([]Message(nil), multi...)
+	plain := append([]chat.Message(nil), multi...)
 	plain[2].Content = "Hello!"
 	cases := []struct {
 		name     string
 		bos, eos string
 		specials []string
-		msgs     []Message
+		msgs     []chat.Message
 		want     string // hand-derived text of the loss runs
 	}{
 		// Qwen3 adds an empty think block to the last assistant turn.

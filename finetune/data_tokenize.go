@@ -15,12 +15,14 @@ package finetune
 //   - messages: rendered with the chat template (add_generation_prompt=false), encoded without
 //     added special tokens (the template writes bos_token itself), no EOS appended (the template
 //     ends turns). Loss on the assistant turns (content and the template's end-of-turn text), see
-//     chat_spans.go; where the spans cannot be determined, on all tokens (counted in
+//     chat.Template.AssistantSpans; where the spans cannot be determined, on all tokens (counted in
 //     TokenizeStats.ChatAllTokens).
 
 import (
 	"fmt"
 	"math"
+
+	"github.com/saddle-ml/saddle/chat"
 )
 
 // DataTokenizer is what the data pipeline needs from a tokenizer (*tokenizer.Tokenizer has it).
@@ -72,8 +74,8 @@ func TokenizeRecords(recs []Record, tok DataTokenizer, opts TokenizeOptions) ([]
 	if ids := tok.EOS(); len(ids) > 0 && !opts.NoEOS {
 		eos = []int32{int32(ids[0])}
 	}
-	var tmpl *ChatTemplate
-	var ro ChatRenderOptions
+	var tmpl *chat.Template
+	var ro chat.Options
 	out := make([]Example, 0, len(recs))
 	for _, rec := range recs {
 		var ex Example
@@ -173,19 +175,19 @@ func commonPrefix[T comparable](a, b []T) int {
 	return n
 }
 
-func chatSetup(tok DataTokenizer, opts TokenizeOptions) (*ChatTemplate, ChatRenderOptions, error) {
+func chatSetup(tok DataTokenizer, opts TokenizeOptions) (*chat.Template, chat.Options, error) {
 	src := opts.ChatTemplate
 	if src == "" {
 		src = tok.ChatTemplate()
 	}
 	if src == "" {
-		return nil, ChatRenderOptions{}, fmt.Errorf(`"messages" need a chat template and the tokenizer has none (give one explicitly)`)
+		return nil, chat.Options{}, fmt.Errorf(`"messages" need a chat template and the tokenizer has none (give one explicitly)`)
 	}
-	t, err := ParseChatTemplate(src)
+	t, err := chat.Parse(src)
 	if err != nil {
-		return nil, ChatRenderOptions{}, err
+		return nil, chat.Options{}, err
 	}
-	var ro ChatRenderOptions
+	var ro chat.Options
 	if b := tok.BOS(); b >= 0 {
 		ro.BOSToken = tok.TokenString(b)
 	}
@@ -196,8 +198,8 @@ func chatSetup(tok DataTokenizer, opts TokenizeOptions) (*ChatTemplate, ChatRend
 }
 
 // tokenizeChat renders and encodes a conversation; all reports the fallback to loss on all tokens.
-func tokenizeChat(tok DataTokenizer, t *ChatTemplate, ro ChatRenderOptions, msgs []Message) (ex Example, all bool, err error) {
-	text, spans, ok, err := assistantSpans(t, msgs, ro)
+func tokenizeChat(tok DataTokenizer, t *chat.Template, ro chat.Options, msgs []chat.Message) (ex Example, all bool, err error) {
+	text, spans, ok, err := t.AssistantSpans(msgs, ro)
 	if err != nil {
 		return Example{}, false, err
 	}

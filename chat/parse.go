@@ -1,4 +1,4 @@
-package finetune
+package chat
 
 // Lexer and parser for the Jinja2 subset of chat templates (see chat.go for the supported list).
 // The whitespace rules are those of the environment Hugging Face uses for chat templates:
@@ -6,6 +6,8 @@ package finetune
 
 import (
 	"fmt"
+	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"unicode"
@@ -65,7 +67,6 @@ func splitTemplate(src string) ([]segment, error) {
 			}
 			return segs, nil
 		}
-		text := src[pos:i]
 		open := src[i : i+2]
 		j := i + 2
 		mod := byte(0)
@@ -73,69 +74,25 @@ func splitTemplate(src string) ([]segment, error) {
 			mod = src[j]
 			j++
 		}
-		switch {
-		case mod == '-':
-			text = strings.TrimRightFunc(text, pyIsSpace)
-		case mod == '+' || open == "{{":
-		default: // lstrip_blocks for {% and {#
-			l := strings.LastIndexByte(text, '\n') + 1
-			if (l > 0 || lineStart) && allSpace(text[l:]) {
-				text = text[:l]
-			}
+		if text := trimBeforeTag(src[pos:i], open, mod, lineStart); text != "" {
+			segs = append(segs, segment{kind: segText, text: text, line: line})
 		}
-		textLine := line
 		line += strings.Count(src[pos:i], "\n")
-		if text != "" {
-			segs = append(segs, segment{kind: segText, text: text, line: textLine})
-		}
 		tagLine := line
 
-		var closeStart, closeEnd int
-		switch open {
-		case "{#":
-			k := strings.Index(src[j:], "#}")
-			if k < 0 {
-				return nil, fmt.Errorf("line %d: unclosed comment", tagLine)
-			}
-			closeStart, closeEnd = j+k, j+k+2
-		default:
-			want := "}}"
-			if open == "{%" {
-				want = "%}"
-			}
-			k, err := findTagClose(src, j, want)
-			if err != nil {
-				return nil, fmt.Errorf("line %d: %v", tagLine, err)
-			}
-			closeStart, closeEnd = k, k+2
+		closeStart, err := findClose(src, j, open)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %v", tagLine, err)
 		}
+		closeEnd := closeStart + 2
 		inner := src[j:closeStart]
 		closeMod := byte(0)
 		if len(inner) > 0 && (inner[len(inner)-1] == '-' || (inner[len(inner)-1] == '+' && open != "{{")) {
 			closeMod = inner[len(inner)-1]
 			inner = inner[:len(inner)-1]
 		}
-		line += strings.Count(src[i:closeEnd], "\n")
-		pos = closeEnd
-		switch {
-		case closeMod == '-':
-			k := pos
-			for k < len(src) {
-				r, size := utf8.DecodeRuneInString(src[k:])
-				if !pyIsSpace(r) {
-					break
-				}
-				k += size
-			}
-			line += strings.Count(src[pos:k], "\n")
-			pos = k
-		case closeMod == '+' || open == "{{":
-		default: // trim_blocks for %} and #}
-			if pos < len(src) && src[pos] == '\n' {
-				pos++
-				line++
-			}
-		}
+		pos = skipAfterTag(src, closeEnd, open, closeMod)
+		line += strings.Count(src[i:pos], "\n")
 		lineStart = pos > 0 && src[pos-1] == '\n'
 		switch open {
 		case "{{":
@@ -144,6 +101,58 @@ func splitTemplate(src string) ([]segment, error) {
 			segs = append(segs, segment{kind: segStmt, text: inner, line: tagLine})
 		}
 	}
+}
+
+// trimBeforeTag applies whitespace control to the text before a tag: "-" strips the whitespace before it,
+// lstrip_blocks the spaces and tabs between a line start and {% or {#, unless the tag has "+".
+func trimBeforeTag(text, open string, mod byte, lineStart bool) string {
+	switch {
+	case mod == '-':
+		return strings.TrimRightFunc(text, pyIsSpace)
+	case mod == '+' || open == "{{":
+		return text
+	}
+	l := strings.LastIndexByte(text, '\n') + 1
+	if (l > 0 || lineStart) && allSpace(text[l:]) {
+		return text[:l]
+	}
+	return text
+}
+
+// findClose finds the end of the tag opened by open ("{{", "{%" or "{#") whose inside starts at j.
+func findClose(src string, j int, open string) (int, error) {
+	switch open {
+	case "{#":
+		k := strings.Index(src[j:], "#}")
+		if k < 0 {
+			return 0, fmt.Errorf("unclosed comment")
+		}
+		return j + k, nil
+	case "{%":
+		return findTagClose(src, j, "%}")
+	}
+	return findTagClose(src, j, "}}")
+}
+
+// skipAfterTag applies whitespace control after a tag ending at pos: "-" skips the whitespace after it,
+// trim_blocks one newline after %} and #}, unless the tag has "+". It returns where the next text starts.
+func skipAfterTag(src string, pos int, open string, closeMod byte) int {
+	switch {
+	case closeMod == '-':
+		for pos < len(src) {
+			r, size := utf8.DecodeRuneInString(src[pos:])
+			if !pyIsSpace(r) {
+				break
+			}
+			pos += size
+		}
+	case closeMod == '+' || open == "{{":
+	default:
+		if pos < len(src) && src[pos] == '\n' {
+			pos++
+		}
+	}
+	return pos
 }
 
 func nextTagOpen(s string, from int) int {
@@ -155,20 +164,24 @@ func nextTagOpen(s string, from int) int {
 	return -1
 }
 
-// findTagClose finds want ("}}" or "%}") from j, skipping string literals.
+// findTagClose finds want ("}}" or "%}") from j, skipping string literals. As in Jinja's lexer, a tag ends only
+// outside brackets: in {{ {'a': {'b': 1}} }} the first "}}" closes two dicts.
 func findTagClose(s string, j int, want string) (int, error) {
+	depth := 0
 	for k := j; k < len(s); k++ {
-		c := s[k]
-		if c == '\'' || c == '"' {
+		switch c := s[k]; {
+		case c == '\'' || c == '"':
 			end, err := skipString(s, k)
 			if err != nil {
 				return 0, err
 			}
 			k = end - 1
-			continue
-		}
-		if strings.HasPrefix(s[k:], want) {
+		case depth == 0 && strings.HasPrefix(s[k:], want):
 			return k, nil
+		case c == '(' || c == '[' || c == '{':
+			depth++
+		case (c == ')' || c == ']' || c == '}') && depth > 0:
+			depth--
 		}
 	}
 	return 0, fmt.Errorf("unclosed tag (missing %q)", want)
@@ -208,6 +221,13 @@ type etok struct {
 
 var ops3 = []string{"//", "**", "==", "!=", "<=", ">="}
 
+// Number literals as Jinja's lexer reads them: float_re first, then integer_re (0b/0o/0x prefixes, no leading
+// zeros); an underscore may separate digits.
+var (
+	floatLitRe = regexp.MustCompile(`^(?i)([0-9]+_)*[0-9]+((\.([0-9]+_)*[0-9]+)?e[+-]?([0-9]+_)*[0-9]+|\.([0-9]+_)*[0-9]+)`)
+	intLitRe   = regexp.MustCompile(`^(?i)(0b(_?[01])+|0o(_?[0-7])+|0x(_?[0-9a-f])+|[1-9](_?[0-9])*|0(_?0)*)`)
+)
+
 func lexExpr(src string) ([]etok, error) {
 	var toks []etok
 	i := 0
@@ -228,33 +248,15 @@ func lexExpr(src string) ([]etok, error) {
 			toks = append(toks, etok{etString, s})
 			i = end
 		case c >= '0' && c <= '9':
-			j := i
-			for j < len(src) && (src[j] >= '0' && src[j] <= '9' || src[j] == '_') {
-				j++
+			kind, m := etFloat, ""
+			if i == 0 || src[i-1] != '.' { // Jinja's float_re does not start after a "."
+				m = floatLitRe.FindString(src[i:])
 			}
-			kind := etInt
-			if j+1 < len(src) && src[j] == '.' && src[j+1] >= '0' && src[j+1] <= '9' {
-				kind = etFloat
-				j++
-				for j < len(src) && (src[j] >= '0' && src[j] <= '9' || src[j] == '_') {
-					j++
-				}
+			if m == "" {
+				kind, m = etInt, intLitRe.FindString(src[i:]) // matches at least the digit
 			}
-			if j < len(src) && (src[j] == 'e' || src[j] == 'E') {
-				k := j + 1
-				if k < len(src) && (src[k] == '+' || src[k] == '-') {
-					k++
-				}
-				if k < len(src) && src[k] >= '0' && src[k] <= '9' {
-					kind = etFloat
-					for k < len(src) && (src[k] >= '0' && src[k] <= '9' || src[k] == '_') {
-						k++
-					}
-					j = k
-				}
-			}
-			toks = append(toks, etok{kind, strings.ReplaceAll(src[i:j], "_", "")})
-			i = j
+			toks = append(toks, etok{kind, strings.ReplaceAll(m, "_", "")})
+			i += len(m)
 		case c == '_' || c < utf8.RuneSelf && unicode.IsLetter(rune(c)):
 			// Names are ASCII here: a non-ASCII byte such as 0xdb is not the letter U+00DB, and the loop below
 			// must consume at least the first byte.
@@ -275,6 +277,9 @@ func lexExpr(src string) ([]etok, error) {
 			if op == "" {
 				if !strings.ContainsRune("+-*/%~<>()[]{},.:|=", rune(c)) {
 					r, _ := utf8.DecodeRuneInString(src[i:])
+					if unicode.IsLetter(r) { // Jinja reads Unicode identifiers
+						return nil, fmt.Errorf("unsupported: non-ASCII name (%q)", r)
+					}
 					return nil, fmt.Errorf("unexpected character %q", r)
 				}
 				op = src[i : i+1]
@@ -435,13 +440,8 @@ type kwarg struct {
 	v    expr
 }
 
-// Names the parser accepts; anything else is reported as unsupported at parse time.
+// Names the parser accepts (and filters in builtins.go); anything else is reported as unsupported at parse time.
 var (
-	knownFilters = map[string]bool{
-		"trim": true, "length": true, "count": true, "tojson": true, "default": true, "d": true,
-		"upper": true, "lower": true, "string": true, "int": true, "first": true, "last": true,
-		"join": true, "list": true, "reverse": true, "replace": true, "items": true,
-	}
 	knownTests = map[string]bool{
 		"defined": true, "undefined": true, "none": true, "string": true, "number": true,
 		"integer": true, "float": true, "boolean": true, "true": true, "false": true,
@@ -692,13 +692,17 @@ func (p *exprParser) parsePrimary() (expr, error) {
 		}
 		return &litExpr{v: s}, nil
 	case etInt:
-		v, err := strconv.ParseInt(t.s, 10, 64)
+		v, err := strconv.ParseInt(t.s, 0, 64)
 		if err != nil {
 			return nil, fmt.Errorf("unsupported: integer literal %s", t.s)
 		}
 		return &litExpr{v: v}, nil
 	case etFloat:
 		v, err := strconv.ParseFloat(t.s, 64)
+		if err != nil && math.IsInf(v, 0) {
+			// Python reads inf, but Jinja's compiled code then names an undefined "inf" unless it folds a constant.
+			return nil, fmt.Errorf("unsupported: float literal %s beyond float64", t.s)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("bad number %s", t.s)
 		}
@@ -716,61 +720,76 @@ func (p *exprParser) parsePrimary() (expr, error) {
 	case etOp:
 		switch t.s {
 		case "(":
-			if p.acceptOp(")") {
-				return &tupleExpr{}, nil
-			}
-			x, err := p.parseExpr()
-			if err != nil {
-				return nil, err
-			}
-			if p.isOp(",") {
-				items := []expr{x}
-				for p.acceptOp(",") && !p.isOp(")") {
-					it, err := p.parseExpr()
-					if err != nil {
-						return nil, err
-					}
-					items = append(items, it)
-				}
-				x = &tupleExpr{items: items}
-			}
-			return x, p.expectOp(")")
+			return p.parseParen()
 		case "[":
-			var items []expr
-			for !p.isOp("]") {
-				it, err := p.parseExpr()
-				if err != nil {
-					return nil, err
-				}
-				items = append(items, it)
-				if !p.acceptOp(",") {
-					break
-				}
-			}
-			return &listExpr{items: items}, p.expectOp("]")
+			return p.parseList()
 		case "{":
-			d := &dictExpr{}
-			for !p.isOp("}") {
-				k, err := p.parseExpr()
-				if err != nil {
-					return nil, err
-				}
-				if err := p.expectOp(":"); err != nil {
-					return nil, err
-				}
-				v, err := p.parseExpr()
-				if err != nil {
-					return nil, err
-				}
-				d.keys, d.vals = append(d.keys, k), append(d.vals, v)
-				if !p.acceptOp(",") {
-					break
-				}
-			}
-			return d, p.expectOp("}")
+			return p.parseDict()
 		}
 	}
 	return nil, fmt.Errorf("unexpected %s", t.describe())
+}
+
+// parseParen parses what follows "(": a parenthesized expression or a tuple.
+func (p *exprParser) parseParen() (expr, error) {
+	if p.acceptOp(")") {
+		return &tupleExpr{}, nil
+	}
+	x, err := p.parseExpr()
+	if err != nil {
+		return nil, err
+	}
+	if p.isOp(",") {
+		items := []expr{x}
+		for p.acceptOp(",") && !p.isOp(")") {
+			it, err := p.parseExpr()
+			if err != nil {
+				return nil, err
+			}
+			items = append(items, it)
+		}
+		x = &tupleExpr{items: items}
+	}
+	return x, p.expectOp(")")
+}
+
+// parseList parses the items of a list literal after "[".
+func (p *exprParser) parseList() (expr, error) {
+	var items []expr
+	for !p.isOp("]") {
+		it, err := p.parseExpr()
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, it)
+		if !p.acceptOp(",") {
+			break
+		}
+	}
+	return &listExpr{items: items}, p.expectOp("]")
+}
+
+// parseDict parses the entries of a dict literal after "{".
+func (p *exprParser) parseDict() (expr, error) {
+	d := &dictExpr{}
+	for !p.isOp("}") {
+		k, err := p.parseExpr()
+		if err != nil {
+			return nil, err
+		}
+		if err := p.expectOp(":"); err != nil {
+			return nil, err
+		}
+		v, err := p.parseExpr()
+		if err != nil {
+			return nil, err
+		}
+		d.keys, d.vals = append(d.keys, k), append(d.vals, v)
+		if !p.acceptOp(",") {
+			break
+		}
+	}
+	return d, p.expectOp("}")
 }
 
 func (p *exprParser) parsePostfix(x expr) (expr, error) {
@@ -804,7 +823,7 @@ func (p *exprParser) parsePostfix(x expr) (expr, error) {
 	}
 }
 
-func mustAtoi(s string) int64 { v, _ := strconv.ParseInt(s, 10, 64); return v }
+func mustAtoi(s string) int64 { v, _ := strconv.ParseInt(s, 0, 64); return v }
 
 func (p *exprParser) parseSubscript(obj expr) (expr, error) {
 	var parts [3]expr
@@ -908,7 +927,7 @@ func (p *exprParser) parseFilterExpr(x expr) (expr, error) {
 				p.next()
 				name += "." + p.next().s
 			}
-			if !knownFilters[name] {
+			if _, ok := filters[name]; !ok {
 				return nil, fmt.Errorf("unsupported: filter %q", name)
 			}
 			f := &filterExpr{x: x, name: name}
