@@ -155,25 +155,37 @@ func field(obj map[string]json.RawMessage, key string, dst any, where string) er
 }
 
 // parsePattern reads {"String": s} or {"Regex": r}.
-// parseSequence parses obj[key], a list of components, with parse; components that parse to nothing (null) are
-// left out.
-func parseSequence[T comparable](obj map[string]json.RawMessage, key, where string, parse func(json.RawMessage, string) (T, error)) ([]T, error) {
+// parseComponent parses a tokenizer.json component: null is none (nil), a "Sequence" lists components under
+// seqKey (nulls among them left out) and becomes seq of them, and any other type is parsed by kind (from the raw
+// JSON or its fields).
+func parseComponent[T comparable](raw json.RawMessage, where, seqKey string, seq func([]T) T,
+	kind func(typ string, raw json.RawMessage, obj map[string]json.RawMessage, where string) (T, error)) (T, error) {
+	var none T
+	if isNull(raw) {
+		return none, nil
+	}
+	typ, obj, err := componentType(raw, where)
+	if err != nil {
+		return none, err
+	}
+	if typ != "Sequence" {
+		return kind(typ, raw, obj, where)
+	}
 	var subs []json.RawMessage
-	if err := field(obj, key, &subs, where); err != nil {
-		return nil, err
+	if err := field(obj, seqKey, &subs, where); err != nil {
+		return none, err
 	}
 	var out []T
-	var none T
-	for i, s := range subs {
-		c, err := parse(s, fmt.Sprintf("%s.%s[%d]", where, key, i))
+	for i, sub := range subs {
+		c, err := parseComponent(sub, fmt.Sprintf("%s.%s[%d]", where, seqKey, i), seqKey, seq, kind)
 		if err != nil {
-			return nil, err
+			return none, err
 		}
 		if c != none {
 			out = append(out, c)
 		}
 	}
-	return out, nil
+	return seq(out), nil
 }
 
 func parsePattern(obj map[string]json.RawMessage, where string) (literal string, re *regex, err error) {
@@ -200,17 +212,11 @@ func parsePattern(obj map[string]json.RawMessage, where string) (literal string,
 }
 
 func parseNormalizer(raw json.RawMessage, where string) (normalizer, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
-	typ, obj, err := componentType(raw, where)
-	if err != nil {
-		return nil, err
-	}
+	return parseComponent(raw, where, "normalizers", func(c []normalizer) normalizer { return seqNormalizer(c) }, normalizerKind)
+}
+
+func normalizerKind(typ string, raw json.RawMessage, obj map[string]json.RawMessage, where string) (normalizer, error) {
 	switch typ {
-	case "Sequence":
-		subs, err := parseSequence(obj, "normalizers", where, parseNormalizer)
-		return seqNormalizer(subs), err
 	case "Prepend":
 		var p string
 		if err := field(obj, "prepend", &p, where); err != nil {
@@ -316,17 +322,11 @@ func parseReplacement(obj map[string]json.RawMessage, where string) (rune, error
 }
 
 func parsePreTokenizer(raw json.RawMessage, where string) (preTokenizer, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
-	typ, obj, err := componentType(raw, where)
-	if err != nil {
-		return nil, err
-	}
+	return parseComponent(raw, where, "pretokenizers", func(c []preTokenizer) preTokenizer { return seqPreTokenizer(c) }, preTokenizerKind)
+}
+
+func preTokenizerKind(typ string, raw json.RawMessage, obj map[string]json.RawMessage, where string) (preTokenizer, error) {
 	switch typ {
-	case "Sequence":
-		subs, err := parseSequence(obj, "pretokenizers", where, parsePreTokenizer)
-		return seqPreTokenizer(subs), err
 	case "ByteLevel":
 		b := &byteLevelPreTokenizer{addPrefixSpace: true, useRegex: true}
 		if err := field(obj, "add_prefix_space", &b.addPrefixSpace, where); err != nil {
@@ -521,17 +521,11 @@ func parseMerges(raw json.RawMessage) ([][2]string, error) {
 }
 
 func parseDecoder(raw json.RawMessage, where string) (decoder, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
-	typ, obj, err := componentType(raw, where)
-	if err != nil {
-		return nil, err
-	}
+	return parseComponent(raw, where, "decoders", func(c []decoder) decoder { return seqDecoder(c) }, decoderKind)
+}
+
+func decoderKind(typ string, raw json.RawMessage, obj map[string]json.RawMessage, where string) (decoder, error) {
 	switch typ {
-	case "Sequence":
-		subs, err := parseSequence(obj, "decoders", where, parseDecoder)
-		return seqDecoder(subs), err
 	case "Replace":
 		lit, re, err := parsePattern(obj, where)
 		if err != nil {
@@ -583,17 +577,11 @@ func parseDecoder(raw json.RawMessage, where string) (decoder, error) {
 }
 
 func parsePostProcessor(raw json.RawMessage, where string) (postProcessor, error) {
-	if isNull(raw) {
-		return nil, nil
-	}
-	typ, obj, err := componentType(raw, where)
-	if err != nil {
-		return nil, err
-	}
+	return parseComponent(raw, where, "processors", func(c []postProcessor) postProcessor { return seqPostProcessor(c) }, postProcessorKind)
+}
+
+func postProcessorKind(typ string, raw json.RawMessage, obj map[string]json.RawMessage, where string) (postProcessor, error) {
 	switch typ {
-	case "Sequence":
-		subs, err := parseSequence(obj, "processors", where, parsePostProcessor)
-		return seqPostProcessor(subs), err
 	case "ByteLevel":
 		return passProcessor{}, nil
 	case "TemplateProcessing":
