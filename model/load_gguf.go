@@ -43,32 +43,31 @@ const ggufRopeFreqs = "rope_freqs.weight"
 // HFNameFromGGUF maps a llama.cpp tensor name ("blk.3.attn_q.weight") to its HF name
 // ("model.layers.3.self_attn.q_proj.weight"). ok is false for names outside the Llama-family set.
 func HFNameFromGGUF(name string) (hf string, ok bool) {
-	if hf, ok := ggufGlobalNames[name]; ok {
-		return hf, true
-	}
-	rest, found := strings.CutPrefix(name, "blk.")
-	if !found {
-		return "", false
-	}
-	num, suffix, found := strings.Cut(rest, ".")
-	layer, err := strconv.Atoi(num)
-	if !found || err != nil || layer < 0 || strconv.Itoa(layer) != num {
-		return "", false
-	}
-	if hf, ok := ggufLayerNames[suffix]; ok {
-		return "model.layers." + num + "." + hf, true
-	}
-	return "", false
+	return translateName(name, ggufGlobalNames, "blk.", ggufLayerNames, "model.layers.")
 }
 
 // GGUFNameFromHF is the inverse of HFNameFromGGUF.
 func GGUFNameFromHF(name string) (string, bool) {
-	for g, hf := range ggufGlobalNames {
-		if hf == name {
-			return g, true
-		}
+	return translateName(name, hfGlobalNames, "model.layers.", hfLayerNames, "blk.")
+}
+
+// hfGlobalNames and hfLayerNames are the inverse tables.
+var hfGlobalNames, hfLayerNames = inverse(ggufGlobalNames), inverse(ggufLayerNames)
+
+func inverse(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[v] = k
 	}
-	rest, found := strings.CutPrefix(name, "model.layers.")
+	return out
+}
+
+// translateName maps a global name through globals, and a layer name "<from>N.<suffix>" to "<to>N.<layers[suffix]>".
+func translateName(name string, globals map[string]string, from string, layers map[string]string, to string) (string, bool) {
+	if t, ok := globals[name]; ok {
+		return t, true
+	}
+	rest, found := strings.CutPrefix(name, from)
 	if !found {
 		return "", false
 	}
@@ -77,10 +76,8 @@ func GGUFNameFromHF(name string) (string, bool) {
 	if !found || err != nil || layer < 0 || strconv.Itoa(layer) != num {
 		return "", false
 	}
-	for g, hf := range ggufLayerNames {
-		if hf == suffix {
-			return "blk." + num + "." + g, true
-		}
+	if t, ok := layers[suffix]; ok {
+		return to + num + "." + t, true
 	}
 	return "", false
 }
