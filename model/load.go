@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/saddle-ml/saddle/internal/dtype"
+	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
 // RopeScaling describes a RoPE frequency adjustment. Types:
@@ -41,7 +42,7 @@ func Load(path string) (*Pretrained, error) {
 		return loadHF(path)
 	}
 	var magic [4]byte
-	f, err := os.Open(path)
+	f, _, err := fileio.Open(path)
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,6 @@
 // Package fileio writes files so that a reader, a crash or a kill never leaves half of one behind: data go to a
 // temporary file beside the target, which is fsynced and renamed over the target, and then the folder is fsynced.
-// Every file the project writes goes through here.
+// Every file the project writes goes through here; the binary file readers open their files through Open.
 package fileio
 
 import (
@@ -71,6 +71,27 @@ func ReplaceDir(tmp, final string) error {
 		return err
 	}
 	return syncDir(filepath.Dir(final))
+}
+
+// Open opens path for reading when it is a regular file and returns its size. Anything else (a folder, a FIFO, a
+// device) is refused before it is opened: opening or reading it could block or never end.
+func Open(path string) (*os.File, int64, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("%s: not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	if st, err = f.Stat(); err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, st.Size(), nil
 }
 
 // syncDir fsyncs a folder, so that a rename inside it survives a crash.

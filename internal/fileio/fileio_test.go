@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -90,6 +92,28 @@ func TestReplaceDir(t *testing.T) {
 		}
 		if got := names(t, root); !slices.Equal(got, []string{"step-1"}) {
 			t.Errorf("root holds %v", got)
+		}
+	}
+}
+
+func TestOpenRefusesWhatIsNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	if err := WriteFile(file, []byte("12345")); err != nil {
+		t.Fatal(err)
+	}
+	f, size, err := Open(file)
+	if err != nil || size != 5 {
+		t.Fatalf("Open(regular file) = size %d, %v", size, err)
+	}
+	f.Close()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{dir, fifo} { // a FIFO without a writer would block os.Open forever
+		if _, _, err := Open(p); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("Open(%s) error = %v, want \"not a regular file\"", p, err)
 		}
 	}
 }

@@ -19,10 +19,10 @@ import (
 	"io"
 	"math"
 	"math/bits"
-	"os"
 	"strconv"
 
 	"github.com/saddle-ml/saddle/internal/dtype"
+	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
 // ValueType is the type of a metadata value (ggml's gguf_type).
@@ -105,19 +105,12 @@ func Open(path string) (*File, error) { return open(path, false) }
 func ReadMetadata(path string) (*File, error) { return open(path, true) }
 
 func open(path string, metadataOnly bool) (*File, error) {
-	f, err := os.Open(path)
+	f, size, err := fileio.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s: not a regular file", path)
-	}
-	return Parse(bufio.NewReaderSize(f, 1<<16), st.Size(), path, metadataOnly)
+	return Parse(bufio.NewReaderSize(f, 1<<16), size, path, metadataOnly)
 }
 
 // Parse reads a GGUF header from r, which holds size bytes in all; name is used in errors.

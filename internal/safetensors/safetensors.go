@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 
 	"github.com/saddle-ml/saddle/internal/dtype"
@@ -60,22 +59,18 @@ type safetensorsEntry struct {
 // followed by nothing but padding; every tensor's data_offsets lie inside the data section, its byte count is
 // its shape times its dtype's size, and no two tensors' bytes overlap.
 func ReadHeader(path string) (*Header, error) {
-	f, err := os.Open(path)
+	f, size, err := fileio.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
 	var lenBuf [8]byte
 	if _, err := io.ReadFull(f, lenBuf[:]); err != nil {
 		return nil, fmt.Errorf("%s: reading safetensors header length: %w", path, err)
 	}
 	hlen := binary.LittleEndian.Uint64(lenBuf[:])
-	if hlen > maxHeaderSize || int64(hlen) > st.Size()-8 {
-		return nil, fmt.Errorf("%s: safetensors header length %d does not fit the file (%d bytes)", path, hlen, st.Size())
+	if hlen > maxHeaderSize || int64(hlen) > size-8 {
+		return nil, fmt.Errorf("%s: safetensors header length %d does not fit the file (%d bytes)", path, hlen, size)
 	}
 	hdr := make([]byte, hlen)
 	if _, err := io.ReadFull(f, hdr); err != nil {
@@ -86,7 +81,7 @@ func ReadHeader(path string) (*Header, error) {
 		return nil, fmt.Errorf("%s: safetensors header: %w", path, err)
 	}
 	dataStart := int64(8 + hlen)
-	dataSize := st.Size() - dataStart
+	dataSize := size - dataStart
 	h := &Header{Path: path, Entries: make([]Entry, 0, len(raw))}
 	ranges := make([]dtype.Range, 0, len(raw))
 	for _, r := range raw {
@@ -212,7 +207,7 @@ func Read(path string) (map[string]Tensor, map[string]string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	f, err := os.Open(path)
+	f, _, err := fileio.Open(path)
 	if err != nil {
 		return nil, nil, err
 	}
