@@ -3,6 +3,7 @@ package finetune
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,20 +12,20 @@ import (
 	"github.com/saddle-ml/saddle/internal/setting"
 )
 
-// ResumeChanges are the settings a resumed run may change; nil keeps the saved value. Every other setting comes
-// from the run configuration saved in the checkpoint.
-type ResumeChanges struct {
-	Steps, EvalEvery, SaveEvery, Keep, SkipNonfinite *int
-	DivergeFactor                                    *float64
-}
-
-// ResumableSettings names the settings ResumeChanges holds, as config keys.
+// ResumableSettings are the settings a resumed run may change (by their config keys); every other one comes from
+// the run configuration saved in the checkpoint.
 var ResumableSettings = []string{"steps", "eval_every", "save_every", "keep", "skip_nonfinite", "diverge_factor"}
 
 // Resume loads the checkpoint at path (a run folder, meaning its latest checkpoint, or one checkpoint folder) and
-// the run configuration saved with it, with changes applied. The run continues in its run folder.
-func Resume(path string, changes ResumeChanges) (*checkpoints.State, Config, error) {
+// the run configuration saved with it, with changes applied: resumable settings and their new values as JSON
+// ("steps": 200). The run continues in its run folder.
+func Resume(path string, changes map[string]json.RawMessage) (*checkpoints.State, Config, error) {
 	var cfg Config
+	for _, name := range slices.Sorted(maps.Keys(changes)) {
+		if !slices.Contains(ResumableSettings, name) {
+			return nil, cfg, setting.Errorf(name, "cannot change when resuming (the run's settings are in its config.json)")
+		}
+	}
 	st, err := checkpoints.Load(path)
 	if err != nil {
 		return nil, cfg, err
@@ -34,17 +35,14 @@ func Resume(path string, changes ResumeChanges) (*checkpoints.State, Config, err
 	}
 	// Run folders written before the learning rate left optimizers.Config list it among the explicit fields.
 	cfg.Opt.Explicit = slices.DeleteFunc(cfg.Opt.Explicit, func(f string) bool { return f == "lr" })
-	for _, c := range []struct {
-		dst *int
-		src *int
-	}{{&cfg.Steps, changes.Steps}, {&cfg.EvalEvery, changes.EvalEvery}, {&cfg.SaveEvery, changes.SaveEvery},
-		{&cfg.Keep, changes.Keep}, {&cfg.SkipNonfinite, changes.SkipNonfinite}} {
-		if c.src != nil {
-			*c.dst = *c.src
+	for _, name := range slices.Sorted(maps.Keys(changes)) {
+		patch, err := json.Marshal(map[string]json.RawMessage{name: changes[name]})
+		if err == nil {
+			err = json.Unmarshal(patch, &cfg)
 		}
-	}
-	if changes.DivergeFactor != nil {
-		cfg.DivergeFactor = *changes.DivergeFactor
+		if err != nil {
+			return nil, cfg, setting.Errorf(name, "%s is not a value it can take", changes[name])
+		}
 	}
 	// The run folder is the one given, or the one holding the given checkpoint folder.
 	cfg.Out = path

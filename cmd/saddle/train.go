@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +18,6 @@ import (
 
 	"github.com/saddle-ml/saddle/checkpoints"
 	"github.com/saddle-ml/saddle/finetune"
-	"github.com/saddle-ml/saddle/internal/setting"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
@@ -193,13 +193,14 @@ var cliResumeFlags = []string{"resume", "model", "backend", "pjrt-plugin", "json
 // resumable settings given as flags applied on top.
 func resumeConfig(cmd *cobra.Command) (*checkpoints.State, finetune.Config, error) {
 	f := cmd.Flags()
-	allowed := slices.Clone(cliResumeFlags)
-	for _, name := range finetune.ResumableSettings {
-		allowed = append(allowed, flagName(name))
-	}
+	changes := map[string]json.RawMessage{}
 	var bad []string
 	f.Visit(func(fl *pflag.Flag) {
-		if !slices.Contains(allowed, fl.Name) {
+		switch name := strings.ReplaceAll(fl.Name, "-", "_"); {
+		case slices.Contains(cliResumeFlags, fl.Name):
+		case slices.Contains(finetune.ResumableSettings, name):
+			changes[name] = json.RawMessage(fl.Value.String()) // the resumable settings are numbers
+		default:
 			bad = append(bad, "--"+fl.Name)
 		}
 	})
@@ -211,24 +212,8 @@ func resumeConfig(cmd *cobra.Command) (*checkpoints.State, finetune.Config, erro
 		return nil, finetune.Config{}, usagef("%s cannot change when resuming (the run's settings are in its config.json); "+
 			"only %s, --model and --backend may be given", strings.Join(bad, ", "), strings.Join(may, ", "))
 	}
-	intFlag := func(name string) *int {
-		if !f.Changed(name) {
-			return nil
-		}
-		v, _ := f.GetInt(name)
-		return &v
-	}
-	changes := finetune.ResumeChanges{Steps: intFlag("steps"), EvalEvery: intFlag("eval-every"),
-		SaveEvery: intFlag("save-every"), Keep: intFlag("keep"), SkipNonfinite: intFlag("skip-nonfinite")}
-	if f.Changed("diverge-factor") {
-		v, _ := f.GetFloat64("diverge-factor")
-		changes.DivergeFactor = &v
-	}
 	st, cfg, err := finetune.Resume(flagString(cmd, "resume"), changes)
-	var se *setting.Error
-	if errors.As(err, &se) {
-		return nil, cfg, usageError{err}
-	} else if err != nil {
+	if err != nil {
 		return nil, cfg, err
 	}
 	if !f.Changed("model") {
