@@ -19,11 +19,7 @@ func (q seqDecoder) decode(toks []string) []string {
 	return toks
 }
 
-type replaceDecoder struct {
-	literal string
-	re      *regex
-	content string
-}
+type replaceDecoder struct{ replace }
 
 func (d replaceDecoder) decode(toks []string) []string {
 	out := make([]string, len(toks))

@@ -188,6 +188,17 @@ func parseComponent[T comparable](raw json.RawMessage, where, seqKey string, seq
 	return seq(out), nil
 }
 
+// parseReplace reads a Replace component's pattern and content.
+func parseReplace(obj map[string]json.RawMessage, where string) (replace, error) {
+	lit, re, err := parsePattern(obj, where)
+	if err != nil {
+		return replace{}, err
+	}
+	r := replace{literal: lit, re: re}
+	err = field(obj, "content", &r.content, where)
+	return r, err
+}
+
 func parsePattern(obj map[string]json.RawMessage, where string) (literal string, re *regex, err error) {
 	var pat struct {
 		String *string `json:"String"`
@@ -224,15 +235,11 @@ func normalizerKind(typ string, raw json.RawMessage, obj map[string]json.RawMess
 		}
 		return prependNormalizer{prefix: p}, nil
 	case "Replace":
-		lit, re, err := parsePattern(obj, where)
+		r, err := parseReplace(obj, where)
 		if err != nil {
 			return nil, err
 		}
-		var content string
-		if err := field(obj, "content", &content, where); err != nil {
-			return nil, err
-		}
-		return replaceNormalizer{literal: lit, re: re, content: content}, nil
+		return replaceNormalizer{r}, nil
 	case "NFC":
 		return unicodeNormalizer{norm.NFC}, nil
 	case "NFD":
@@ -527,15 +534,11 @@ func parseDecoder(raw json.RawMessage, where string) (decoder, error) {
 func decoderKind(typ string, raw json.RawMessage, obj map[string]json.RawMessage, where string) (decoder, error) {
 	switch typ {
 	case "Replace":
-		lit, re, err := parsePattern(obj, where)
+		r, err := parseReplace(obj, where)
 		if err != nil {
 			return nil, err
 		}
-		var content string
-		if err := field(obj, "content", &content, where); err != nil {
-			return nil, err
-		}
-		return replaceDecoder{literal: lit, re: re, content: content}, nil
+		return replaceDecoder{r}, nil
 	case "ByteFallback":
 		return byteFallbackDecoder{}, nil
 	case "Fuse":

@@ -34,11 +34,14 @@ func (n prependNormalizer) normalize(s string) (string, bool) {
 	return n.prefix + s, false
 }
 
-type replaceNormalizer struct {
+// replace is HF's Replace (a normalizer and a decoder): every match of a String or Regex pattern becomes content.
+type replace struct {
 	literal string // non-empty: a plain string pattern
 	re      *regex // otherwise
 	content string
 }
+
+type replaceNormalizer struct{ replace }
 
 func (n replaceNormalizer) normalize(s string) (string, bool) {
 	out := replaceAll(s, n.literal, n.re, n.content)
@@ -53,7 +56,7 @@ func (n replaceNormalizer) normalize(s string) (string, bool) {
 	return out, dropped
 }
 
-func (n replaceNormalizer) spans(s string) []span {
+func (n replace) spans(s string) []span {
 	if n.literal != "" {
 		return findLiteral(s, n.literal)
 	}
