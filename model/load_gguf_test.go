@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -49,15 +50,10 @@ func ggufMetadataFor(c Config) []gguf.KV {
 
 // ggufTensorsFor lays out HF weights as llama.cpp would: GGUF names, Q/K rows permuted for llama, 1-D tensors
 // in F32 and matrices in dtype.
-func ggufTensorsFor(t *testing.T, c Config, weights map[string]*Tensor, dtype string) []gguf.Tensor {
+func ggufTensorsFor(t testing.TB, c Config, weights map[string]*Tensor, dtype string) []gguf.Tensor {
 	t.Helper()
-	names := make([]string, 0, len(weights))
-	for n := range weights {
-		names = append(names, n)
-	}
-	slices.Sort(names)
 	var out []gguf.Tensor
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(weights)) {
 		w := weights[n]
 		g, ok := GGUFNameFromHF(n)
 		if !ok {
@@ -111,16 +107,7 @@ func TestLoadGGUFRoundTrip(t *testing.T) {
 				if err := gguf.Write(path, ggufMetadataFor(c), ggufTensorsFor(t, c, weights, dtype)); err != nil {
 					t.Fatal(err)
 				}
-				p, err := Load(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if fmt.Sprintf("%+v", p.Config) != fmt.Sprintf("%+v", c) {
-					t.Errorf("config:\n got %+v\nwant %+v", p.Config, c)
-				}
-				if p.DType != dtype || p.Format != "gguf" || p.Path != path {
-					t.Errorf("dtype %q format %q path %q", p.DType, p.Format, p.Path)
-				}
+				p := loadAs(t, path, "gguf", dtype, c)
 				tol := halfTolerance(dtype)
 				if dtype == "Q8_0" {
 					tol = q8Tolerance(weights)
