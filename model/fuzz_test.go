@@ -318,16 +318,3 @@ func TestLoadRejectsOverlapsAndDuplicates(t *testing.T) {
 		wantErr(t, err, path, "blk.0.attn_q.weight", "twice")
 	})
 }
-
-// tensorInfoOffset finds the byte position of a tensor description's offset field.
-func tensorInfoOffset(t *testing.T, b []byte, name string) int {
-	t.Helper()
-	key := append(binary.LittleEndian.AppendUint64(nil, uint64(len(name))), name...)
-	pos := bytes.Index(b, key)
-	if pos < 0 {
-		t.Fatalf("tensor info %q not found", name)
-	}
-	pos += len(key)
-	nDims := int(binary.LittleEndian.Uint32(b[pos:]))
-	return pos + 4 + 8*nDims + 4
-}

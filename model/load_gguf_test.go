@@ -190,6 +190,21 @@ func patchTensorInfo(t *testing.T, path, name string, typ *uint32, offset *uint6
 	if err != nil {
 		t.Fatal(err)
 	}
+	pos := tensorInfoOffset(t, b, name)
+	if typ != nil {
+		binary.LittleEndian.PutUint32(b[pos-4:], *typ) // the type precedes the offset
+	}
+	if offset != nil {
+		binary.LittleEndian.PutUint64(b[pos:], *offset)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tensorInfoOffset finds the byte position of a tensor description's offset field.
+func tensorInfoOffset(t *testing.T, b []byte, name string) int {
+	t.Helper()
 	key := append(binary.LittleEndian.AppendUint64(nil, uint64(len(name))), name...)
 	pos := bytes.Index(b, key)
 	if pos < 0 {
@@ -197,16 +212,7 @@ func patchTensorInfo(t *testing.T, path, name string, typ *uint32, offset *uint6
 	}
 	pos += len(key)
 	nDims := int(binary.LittleEndian.Uint32(b[pos:]))
-	pos += 4 + 8*nDims
-	if typ != nil {
-		binary.LittleEndian.PutUint32(b[pos:], *typ)
-	}
-	if offset != nil {
-		binary.LittleEndian.PutUint64(b[pos+4:], *offset)
-	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return pos + 4 + 8*nDims + 4
 }
 
 func TestLoadGGUFErrors(t *testing.T) {
