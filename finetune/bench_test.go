@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/saddle-ml/saddle/backend"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
@@ -43,14 +42,7 @@ func BenchmarkTrainStepSynthetic(b *testing.B) {
 		}
 		p.Weights[name] = t
 	}
-	be, _, err := backend.New("go")
-	if err != nil {
-		b.Fatal(err)
-	}
-	m, err := model.New(be, p)
-	if err != nil {
-		b.Fatal(err)
-	}
+	m := newModel(b, p)
 	batch := Batch{B: 4, T: 256}
 	for range batch.B * batch.T {
 		batch.Inputs = append(batch.Inputs, int32(rng.IntN(cfg.VocabSize)))

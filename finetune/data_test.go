@@ -1,14 +1,14 @@
 package finetune
 
 import (
-	"encoding/json"
-	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
 	"github.com/saddle-ml/saddle/chat"
+	"github.com/saddle-ml/saddle/internal/testenv"
 	"github.com/saddle-ml/saddle/tokenizer"
 )
 
@@ -74,25 +74,9 @@ func (f *fakeTok) TokenString(id int) string {
 	return string(rune(id - 1000))
 }
 
-// sharedDir finds /work/shared (../shared from the repo root, or $SADDLE_SHARED).
-func sharedDir(t *testing.T) string {
-	t.Helper()
-	if d := os.Getenv("SADDLE_SHARED"); d != "" {
-		return d
-	}
-	return filepath.Join("..", "..", "shared")
-}
-
 func stories260K(t *testing.T) *tokenizer.Tokenizer {
 	t.Helper()
-	path := filepath.Join(sharedDir(t), "models", "stories260K-hf", "tokenizer.json")
-	if _, err := os.Stat(path); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("stories260K tokenizer missing on CI: %v", err)
-		}
-		t.Skipf("stories260K tokenizer not found: %v", err)
-	}
-	tok, err := tokenizer.FromFile(path)
+	tok, err := tokenizer.FromFile(testenv.Shared(t, "models", "stories260K-hf", "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +192,7 @@ func TestTokenizeTextEOS(t *testing.T) {
 			t.Fatalf("%s: %v", c.name, err)
 		}
 		ex := exs[0]
-		if !equal(ex.Tokens, c.want) {
+		if !slices.Equal(ex.Tokens, c.want) {
 			t.Errorf("%s: tokens %v, want %v", c.name, ex.Tokens, c.want)
 		}
 		for i, l := range ex.Loss {
@@ -223,18 +207,6 @@ func TestTokenizeTextEOS(t *testing.T) {
 	if _, _, err := TokenizeRecords([]Record{{Source: "s:9", Kind: TextRecord, Text: "a"}}, &fakeTok{bos: -1}, TokenizeOptions{}); err == nil || !strings.HasPrefix(err.Error(), "s:9: ") {
 		t.Errorf("one-token text: err = %v", err)
 	}
-}
-
-func equal(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestPromptCompletionMaskFake(t *testing.T) {
@@ -411,37 +383,6 @@ func TestChatMaskAssistantOnly(t *testing.T) {
 	}
 }
 
-// tokenizerConfig is the part of a cached tokenizer_config.json these tests read.
-type tokenizerConfig struct {
-	ChatTemplate string `json:"chat_template"`
-}
-
-// loadTokenizerConfig reads <cache>/<name>/tokenizer_config.json; skips when absent (fails on CI).
-func loadTokenizerConfig(t *testing.T, name string) tokenizerConfig {
-	t.Helper()
-	dir := os.Getenv("SADDLE_TOKENIZER_CACHE")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "saddle", "tokenizers")
-	}
-	path := filepath.Join(dir, name, "tokenizer_config.json")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing on CI (run scripts/fetch-tokenizers.sh): %v", path, err)
-		}
-		t.Skipf("%s not cached (run scripts/fetch-tokenizers.sh): %v", path, err)
-	}
-	var cfg tokenizerConfig
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
-	if cfg.ChatTemplate == "" {
-		t.Fatalf("%s has no chat_template", path)
-	}
-	return cfg
-}
-
 // The real templates with a character tokenizer that knows their special tokens.
 func TestChatMaskRealTemplates(t *testing.T) {
 	multi := []chat.Message{
@@ -471,8 +412,7 @@ func TestChatMaskRealTemplates(t *testing.T) {
 			"<think>\nsay hi\n</think>\n\nHello!<end_of_turn>\n|Beep boop.<end_of_turn>\n"},
 	}
 	for _, c := range cases {
-		cfg := loadTokenizerConfig(t, c.name)
-		tok := &fakeTok{bos: 10, eos: []int{11}, tmpl: cfg.ChatTemplate, specials: c.specials}
+		tok := &fakeTok{bos: 10, eos: []int{11}, tmpl: testenv.ChatTemplate(t, c.name), specials: c.specials}
 		if c.bos == "" {
 			tok.bos = -1
 		}
@@ -495,8 +435,7 @@ func TestChatMaskRealTemplates(t *testing.T) {
 
 	// Qwen3 strips the reasoning of an earlier assistant turn only when a later user turn follows,
 	// so no partial render lines up with that turn: loss on all tokens, reported.
-	cfg := loadTokenizerConfig(t, "qwen3")
-	tok := &fakeTok{bos: -1, eos: []int{11}, tmpl: cfg.ChatTemplate, specials: []string{"\x00nobos", "<|im_end|>", "<|im_start|>"}}
+	tok := &fakeTok{bos: -1, eos: []int{11}, tmpl: testenv.ChatTemplate(t, "qwen3"), specials: []string{"\x00nobos", "<|im_end|>", "<|im_start|>"}}
 	exs, st, err := TokenizeRecords([]Record{{Source: "q:1", Kind: ChatRecord, Messages: multi}}, tok, TokenizeOptions{})
 	if err != nil {
 		t.Fatal(err)

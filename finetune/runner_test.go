@@ -16,27 +16,12 @@ import (
 
 	"github.com/saddle-ml/saddle/backend"
 	"github.com/saddle-ml/saddle/checkpoints"
+	"github.com/saddle-ml/saddle/internal/testenv"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
 	"github.com/saddle-ml/saddle/tokenizer"
 )
-
-func sharedModels(t testing.TB) string {
-	t.Helper()
-	dir := os.Getenv("SADDLE_SHARED")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "shared")
-	}
-	dir = filepath.Join(dir, "models", "stories260K-hf")
-	if _, err := os.Stat(filepath.Join(dir, "model.safetensors")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("stories260K-hf missing at %s (set SADDLE_SHARED): %v", dir, err)
-		}
-		t.Skipf("stories260K-hf missing at %s (set SADDLE_SHARED)", dir)
-	}
-	return dir
-}
 
 type fixture struct {
 	model *model.Model
@@ -44,7 +29,7 @@ type fixture struct {
 }
 
 func newFixture(t testing.TB) fixture {
-	dir := sharedModels(t)
+	dir := filepath.Dir(testenv.Shared(t, "models", "stories260K-hf", "model.safetensors"))
 	tok, err := tokenizer.FromFile(filepath.Join(dir, "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +38,12 @@ func newFixture(t testing.TB) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return fixture{model: newModel(t, p), tok: tok}
+}
+
+// newModel builds p on the pure-Go backend.
+func newModel(t testing.TB, p *model.Pretrained) *model.Model {
+	t.Helper()
 	b, _, err := backend.New("go")
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +52,7 @@ func newFixture(t testing.TB) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fixture{model: m, tok: tok}
+	return m
 }
 
 // stories are a few lines in a style the base model has not seen, so training visibly lowers the loss.
@@ -259,27 +250,6 @@ func readRows(t *testing.T, path string) []MetricsRow {
 	return rows
 }
 
-func copyDir(t *testing.T, from, to string) {
-	t.Helper()
-	err := filepath.WalkDir(from, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(from, p)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(to, rel), 0o755)
-		}
-		data, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(to, rel), data, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestResumeIsBitwiseIdentical: resuming from the step-10 checkpoint of a run reproduces steps 11..20 exactly
 // (Adam state, dropout random state, data order, eval and escape bookkeeping all restored).
 func TestResumeIsBitwiseIdentical(t *testing.T) {
@@ -294,7 +264,7 @@ func TestResumeIsBitwiseIdentical(t *testing.T) {
 		t.Fatal(err)
 	}
 	resumedDir := t.TempDir()
-	copyDir(t, cfg.Out, resumedDir)
+	testenv.CopyTree(t, cfg.Out, resumedDir)
 	st, err := checkpoints.Load(filepath.Join(resumedDir, "checkpoints", "step-000010"))
 	if err != nil {
 		t.Fatal(err)

@@ -18,28 +18,9 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/internal/testenv"
 	"github.com/saddle-ml/saddle/model"
 )
-
-// sharedModels returns the stories260K GGUF file and HF folder; it skips when they are absent (fails on CI).
-func sharedModels(t *testing.T) (gguf, hf string) {
-	t.Helper()
-	dir := os.Getenv("SADDLE_SHARED")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "shared")
-	}
-	gguf = filepath.Join(dir, "models", "stories260K", "stories260K.gguf")
-	hf = filepath.Join(dir, "models", "stories260K-hf")
-	for _, p := range []string{gguf, filepath.Join(hf, "model.safetensors")} {
-		if _, err := os.Stat(p); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("shared test model missing (set SADDLE_SHARED): %v", err)
-			}
-			t.Skipf("shared test model missing (set SADDLE_SHARED): %v", err)
-		}
-	}
-	return gguf, hf
-}
 
 var (
 	pretrainedMu    sync.Mutex
@@ -146,6 +127,21 @@ func maxDiff(a, b [][]float32) float64 {
 }
 
 // checkAdapterMatters makes sure the adapter moves the logits far more than the tolerances used against it.
+// writeAndLoad writes the merge of set into p with write (WriteMergedHF or WriteMergedGGUF) at path and loads
+// the result.
+func writeAndLoad(t *testing.T, write func(string, *model.Pretrained, *Set, MergeOptions) error, path string,
+	p *model.Pretrained, set *Set, opts MergeOptions) *model.Pretrained {
+	t.Helper()
+	if err := write(path, p, set, opts); err != nil {
+		t.Fatal(err)
+	}
+	q, err := model.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q
+}
+
 func checkAdapterMatters(t *testing.T, base, adapted [][]float32) {
 	t.Helper()
 	d := maxDiff(base, adapted)
@@ -156,7 +152,7 @@ func checkAdapterMatters(t *testing.T, base, adapted [][]float32) {
 }
 
 func TestPEFTExportImportGivesTheSameLogits(t *testing.T) {
-	_, hf := sharedModels(t)
+	_, hf := testenv.Stories260K(t)
 	p := loadBase(t, hf)
 	base := logits(t, p, nil, nil)
 	for _, c := range []struct {
@@ -217,7 +213,7 @@ func TestPEFTExportImportGivesTheSameLogits(t *testing.T) {
 }
 
 func TestMergedExportsLoadAsPlainModels(t *testing.T) {
-	gguf, hf := sharedModels(t)
+	gguf, hf := testenv.Stories260K(t)
 	for _, basePath := range []string{hf, gguf} {
 		p := loadBase(t, basePath)
 		for _, depth := range []int{2, 3} {
@@ -237,13 +233,7 @@ func TestMergedExportsLoadAsPlainModels(t *testing.T) {
 
 				// As an HF folder.
 				dir := filepath.Join(t.TempDir(), "merged")
-				if err := WriteMergedHF(dir, p, set, MergeOptions{}); err != nil {
-					t.Fatal(err)
-				}
-				q, err := model.Load(dir)
-				if err != nil {
-					t.Fatal(err)
-				}
+				q := writeAndLoad(t, WriteMergedHF, dir, p, set, MergeOptions{})
 				if !reflect.DeepEqual(q.Config, p.Config) {
 					t.Errorf("merged config %+v\nbase config   %+v", q.Config, p.Config)
 				}
@@ -266,14 +256,7 @@ func TestMergedExportsLoadAsPlainModels(t *testing.T) {
 					}
 					return
 				}
-				out := filepath.Join(t.TempDir(), "merged.gguf")
-				if err := WriteMergedGGUF(out, p, set, MergeOptions{}); err != nil {
-					t.Fatal(err)
-				}
-				g, err := model.Load(out)
-				if err != nil {
-					t.Fatal(err)
-				}
+				g := writeAndLoad(t, WriteMergedGGUF, filepath.Join(t.TempDir(), "merged.gguf"), p, set, MergeOptions{})
 				if !reflect.DeepEqual(g.Config, p.Config) {
 					t.Errorf("merged GGUF config %+v\nbase config %+v", g.Config, p.Config)
 				}
@@ -293,18 +276,11 @@ func TestMergedExportsLoadAsPlainModels(t *testing.T) {
 
 // Greedy generation with the adapter hooked in equals greedy generation from the merged model.
 func TestGenerateWithAdapterEqualsMergedModel(t *testing.T) {
-	gguf, hf := sharedModels(t)
+	gguf, hf := testenv.Stories260K(t)
 	for _, basePath := range []string{gguf, hf} {
 		p := loadBase(t, basePath)
 		set := trainedSet(t, p.Config, 3, func(s *Spec) { s.Targets = []string{"all-linear"} })
-		dir := filepath.Join(t.TempDir(), "merged")
-		if err := WriteMergedHF(dir, p, set, MergeOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		q, err := model.Load(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
+		q := writeAndLoad(t, WriteMergedHF, filepath.Join(t.TempDir(), "merged"), p, set, MergeOptions{})
 		gen := func(p *model.Pretrained, set *Set) []int {
 			m, err := model.New(goBackend(t), p)
 			if err != nil {
@@ -339,17 +315,11 @@ func TestGenerateWithAdapterEqualsMergedModel(t *testing.T) {
 
 // Merged HF folders keep the base's storage dtype unless told otherwise, rounding W + ΔW once.
 func TestMergedKeepsTheBaseDType(t *testing.T) {
-	_, hf := sharedModels(t)
+	_, hf := testenv.Stories260K(t)
 	p := loadBase(t, hf)
 	set := trainedSet(t, p.Config, 2, nil)
 	half := filepath.Join(t.TempDir(), "f16")
-	if err := WriteMergedHF(half, p, set, MergeOptions{DType: "F16"}); err != nil {
-		t.Fatal(err)
-	}
-	q, err := model.Load(half)
-	if err != nil {
-		t.Fatal(err)
-	}
+	q := writeAndLoad(t, WriteMergedHF, half, p, set, MergeOptions{DType: "F16"})
 	var cfg map[string]any
 	data, _ := os.ReadFile(filepath.Join(half, "config.json"))
 	json.Unmarshal(data, &cfg)
@@ -358,14 +328,7 @@ func TestMergedKeepsTheBaseDType(t *testing.T) {
 	}
 	// That F16 folder as a base: the merge stays F16, each value float16(float32(W + ΔW)).
 	set2 := trainedSet(t, q.Config, 3, func(s *Spec) { s.Seed = 99 })
-	again := filepath.Join(t.TempDir(), "again")
-	if err := WriteMergedHF(again, q, set2, MergeOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := model.Load(again)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := writeAndLoad(t, WriteMergedHF, filepath.Join(t.TempDir(), "again"), q, set2, MergeOptions{})
 	if r.DType != "F16" {
 		t.Fatalf("merging into an F16 base wrote %s", r.DType)
 	}
@@ -385,25 +348,16 @@ func TestMergedKeepsTheBaseDType(t *testing.T) {
 }
 
 func TestMergedExportsRefuseToOverwriteTheBase(t *testing.T) {
-	gguf, hf := sharedModels(t)
+	gguf, hf := testenv.Stories260K(t)
 	// Work on copies: a regression must not be able to overwrite the shared models.
 	tmp := t.TempDir()
-	copyFile := func(src, dst string) {
-		data, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(dst, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	hfCopy := filepath.Join(tmp, "hf")
 	os.MkdirAll(hfCopy, 0o755)
 	for _, f := range []string{"config.json", "model.safetensors"} {
-		copyFile(filepath.Join(hf, f), filepath.Join(hfCopy, f))
+		testenv.CopyTree(t, filepath.Join(hf, f), filepath.Join(hfCopy, f))
 	}
 	ggufCopy := filepath.Join(tmp, "base.gguf")
-	copyFile(gguf, ggufCopy)
+	testenv.CopyTree(t, gguf, ggufCopy)
 	for _, base := range []string{hfCopy, ggufCopy} {
 		p, err := model.Load(base)
 		if err != nil {

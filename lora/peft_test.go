@@ -17,6 +17,7 @@ import (
 	"github.com/gomlx/go-huggingface/models/gguf"
 
 	"github.com/saddle-ml/saddle/internal/safetensors"
+	"github.com/saddle-ml/saddle/internal/testenv"
 	"github.com/saddle-ml/saddle/model"
 )
 
@@ -25,10 +26,7 @@ import (
 func TestPEFTFilesPassAnIndependentReader(t *testing.T) {
 	python, err := exec.LookPath("python3")
 	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("python3 not found")
-		}
-		t.Skip("python3 not found")
+		testenv.Missing(t, "python3 not found")
 	}
 	cfg := tinyConfig()
 	for _, c := range []struct {
@@ -116,7 +114,7 @@ func TestPEFTIndependentReaderCatchesAWrongScale(t *testing.T) {
 // The llama.cpp adapter GGUF, read back with go-huggingface's GGUF reader: keys, shapes in llama.cpp's
 // orientation, and lora_b whose un-permuted rows are saddle's (folded) B.
 func TestGGUFAdapterReadBack(t *testing.T) {
-	ggufBase, hf := sharedModels(t)
+	ggufBase, hf := testenv.Stories260K(t)
 	p := loadBase(t, hf)
 	for _, c := range []struct {
 		name   string

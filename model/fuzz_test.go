@@ -13,52 +13,28 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
-	"runtime/metrics"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/saddle-ml/saddle/internal/dtype"
 	"github.com/saddle-ml/saddle/internal/gguf"
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 // fuzzConfig is a model small enough that whole files make good fuzz seeds (about 2 KB).
 func fuzzConfig(arch string) Config {
-	c := Config{Architecture: arch, HiddenSize: 8, IntermediateSize: 8, NumLayers: 1, NumHeads: 2, NumKVHeads: 1,
-		HeadDim: 4, VocabSize: 6, MaxPositions: 16, RMSNormEps: 1e-5, RopeTheta: 10000, BOSTokenID: 1,
-		EOSTokenIDs: []int{2}}
-	switch arch {
-	case "qwen2":
-		c.AttentionBias = true
-	case "qwen3":
-		c.QKNorm = true
-	}
+	c := synthConfig(arch)
+	c.HiddenSize, c.IntermediateSize, c.NumLayers, c.NumHeads, c.NumKVHeads, c.HeadDim = 8, 8, 1, 2, 1, 4
+	c.VocabSize, c.MaxPositions, c.RMSNormEps, c.RopeTheta = 6, 16, 1e-5, 10000
 	return c
 }
 
 // fuzzGGUF writes c with weights stored as dtype (1-D tensors stay F32) and returns the file's bytes.
 func fuzzGGUF(tb testing.TB, c Config, dtype string) []byte {
 	tb.Helper()
-	weights := synthWeights(c, 3)
-	names := make([]string, 0, len(weights))
-	for n := range weights {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	var ts []gguf.Tensor
-	for _, n := range names {
-		g, ok := GGUFNameFromHF(n)
-		if !ok {
-			tb.Fatalf("no GGUF name for %s", n)
-		}
-		dt := dtype
-		if len(weights[n].Shape) == 1 {
-			dt = "F32"
-		}
-		ts = append(ts, gguf.Tensor{Name: g, Shape: weights[n].Shape, Data: weights[n].Data, DType: dt})
-	}
 	path := filepath.Join(tb.TempDir(), "seed.gguf")
-	if err := gguf.Write(path, ggufMetadataFor(c), ts); err != nil {
+	if err := gguf.Write(path, ggufMetadataFor(c), ggufTensorsFor(tb, c, synthWeights(c, 3), dtype)); err != nil {
 		tb.Fatal(err)
 	}
 	b, err := os.ReadFile(path)
@@ -70,51 +46,13 @@ func fuzzGGUF(tb testing.TB, c Config, dtype string) []byte {
 
 // fuzzSafetensors encodes weights as one safetensors file (F32, F16 or BF16), tensors in name order.
 func fuzzSafetensors(weights map[string]*Tensor, dtype string) []byte {
-	names := make([]string, 0, len(weights))
-	for n := range weights {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	header := map[string]any{"__metadata__": map[string]string{"format": "pt"}}
-	var data []byte
-	for _, n := range names {
-		enc := encodeValues(dtype, weights[n].Data)
-		header[n] = map[string]any{"dtype": dtype, "shape": weights[n].Shape,
-			"data_offsets": []int{len(data), len(data) + len(enc)}}
-		data = append(data, enc...)
-	}
-	h, _ := json.Marshal(header)
-	out := binary.LittleEndian.AppendUint64(nil, uint64(len(h)))
-	return append(append(out, h...), data...)
+	return safetensorsBytes(encodeTensors(weights, dtype))
 }
 
 // allocBudget is how many bytes loading an input of n bytes may allocate: the float32 weights are at most about
 // 4× the stored bytes (Q8_0 stores 32 values in 34 bytes), Q/K un-permuting copies them once more, and the
 // header structures are a small multiple of their encoded size. The constant covers read buffers and maps.
 func allocBudget(n int) uint64 { return 16*uint64(n) + 4<<20 }
-
-// measureAlloc runs fn and returns the bytes it allocated on the heap. runtime/metrics does not stop the world
-// (ReadMemStats does, which would halve the fuzzer's speed). The count covers every goroutine, and the fuzzing
-// engine's own goroutines allocate now and then: callers that find too much measure again (overBudget).
-func measureAlloc(fn func()) uint64 {
-	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
-	metrics.Read(sample)
-	before := sample[0].Value.Uint64()
-	fn()
-	metrics.Read(sample)
-	return sample[0].Value.Uint64() - before
-}
-
-// overBudget runs fn (at most twice) and reports the bytes it allocated when both runs exceed budget: noise from
-// other goroutines does not repeat, an allocation sized by the input does.
-func overBudget(budget uint64, fn func()) (uint64, bool) {
-	alloc := measureAlloc(fn)
-	if alloc <= budget {
-		return alloc, false
-	}
-	alloc = min(alloc, measureAlloc(fn))
-	return alloc, alloc > budget
-}
 
 // checkLoaded verifies that a successful load is consistent with its own config.
 func checkLoaded(t *testing.T, p *Pretrained) {
@@ -159,7 +97,7 @@ func FuzzLoadGGUF(f *testing.F) {
 		}
 		var p *Pretrained
 		var err error
-		if alloc, over := overBudget(allocBudget(len(data)), func() { p, err = Load(path) }); over {
+		if alloc, over := testenv.OverBudget(allocBudget(len(data)), func() { p, err = Load(path) }); over {
 			t.Fatalf("loading %d bytes allocated %d bytes (err: %v)", len(data), alloc, err)
 		}
 		if err != nil {
@@ -212,7 +150,7 @@ func FuzzLoadHF(f *testing.F) {
 			}
 		}
 		var p *Pretrained
-		if alloc, over := overBudget(allocBudget(len(config)+len(st)+len(index)), func() { p, err = Load(d) }); over {
+		if alloc, over := testenv.OverBudget(allocBudget(len(config)+len(st)+len(index)), func() { p, err = Load(d) }); over {
 			t.Fatalf("loading %d+%d+%d bytes allocated %d bytes (err: %v)", len(config), len(st), len(index), alloc, err)
 		}
 		if err != nil {
@@ -278,7 +216,7 @@ func TestLoadAllocationIsBounded(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "m.gguf")
 			os.WriteFile(path, b, 0o644)
 			var err error
-			alloc, over := overBudget(1<<20, func() { _, err = Load(path) })
+			alloc, over := testenv.OverBudget(1<<20, func() { _, err = Load(path) })
 			wantErr(t, err, path)
 			if over {
 				t.Errorf("a %d-byte file made Load allocate %d bytes", len(b), alloc)
@@ -291,7 +229,7 @@ func TestLoadAllocationIsBounded(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644)
 		os.WriteFile(filepath.Join(dir, "model.safetensors"), append(st, "{}"...), 0o644)
 		var err error
-		alloc, over := overBudget(1<<20, func() { _, err = Load(dir) })
+		alloc, over := testenv.OverBudget(1<<20, func() { _, err = Load(dir) })
 		wantErr(t, err, "model.safetensors", "header length")
 		if over {
 			t.Errorf("allocated %d bytes", alloc)
@@ -306,7 +244,7 @@ func TestLoadAllocationIsBounded(t *testing.T) {
 		os.WriteFile(filepath.Join(dir, "config.json"), cfg, 0o644)
 		os.WriteFile(filepath.Join(dir, "model.safetensors"), fuzzSafetensors(synthWeights(c, 1), dtype.F32), 0o644)
 		var err error
-		alloc, over := overBudget(4<<20, func() { _, err = Load(dir) })
+		alloc, over := testenv.OverBudget(4<<20, func() { _, err = Load(dir) })
 		wantErr(t, err, dir, "model.layers.1.self_attn.q_proj.weight", "missing", "16777216 layers")
 		if over {
 			t.Errorf("allocated %d bytes", alloc)
@@ -379,17 +317,4 @@ func TestLoadRejectsOverlapsAndDuplicates(t *testing.T) {
 		_, err := Load(path)
 		wantErr(t, err, path, "blk.0.attn_q.weight", "twice")
 	})
-}
-
-// tensorInfoOffset finds the byte position of a tensor description's offset field.
-func tensorInfoOffset(t *testing.T, b []byte, name string) int {
-	t.Helper()
-	key := append(binary.LittleEndian.AppendUint64(nil, uint64(len(name))), name...)
-	pos := bytes.Index(b, key)
-	if pos < 0 {
-		t.Fatalf("tensor info %q not found", name)
-	}
-	pos += len(key)
-	nDims := int(binary.LittleEndian.Uint32(b[pos:]))
-	return pos + 4 + 8*nDims + 4
 }

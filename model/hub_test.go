@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 // hubTestServer serves files[path] for GET <path> (path unescaped), counting requests and keeping the last
@@ -103,7 +105,8 @@ func TestResolveOffline(t *testing.T) {
 }
 
 func TestResolvePinnedFile(t *testing.T) {
-	real, err := os.ReadFile(loadTestShared(t, "models/stories260K/stories260K.gguf"))
+	ggufPath, _ := testenv.Stories260K(t)
+	real, err := os.ReadFile(ggufPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +196,7 @@ func TestResolveStall(t *testing.T) {
 }
 
 func TestResolveHFFolder(t *testing.T) {
-	src := loadTestShared(t, "models/stories260K-hf")
+	_, src := testenv.Stories260K(t)
 	files := map[string][]byte{}
 	for _, f := range []string{"config.json", "generation_config.json", "model.safetensors", "tokenizer.json"} {
 		b, err := os.ReadFile(filepath.Join(src, f))

@@ -3,7 +3,6 @@ package model_test
 import (
 	"math"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,31 +14,12 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/internal/testenv"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/tokenizer"
 )
 
 const storiesGreedy = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
-
-func sharedDir(t testing.TB) string {
-	t.Helper()
-	dir := os.Getenv("SADDLE_SHARED")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "shared")
-	}
-	if _, err := os.Stat(filepath.Join(dir, "models", "stories260K", "stories260K.gguf")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("shared test models missing at %s (set SADDLE_SHARED): %v", dir, err)
-		}
-		t.Skipf("shared test models missing at %s (set SADDLE_SHARED)", dir)
-	}
-	return dir
-}
-
-func storiesPaths(t testing.TB) (gguf, hf string) {
-	dir := sharedDir(t)
-	return filepath.Join(dir, "models", "stories260K", "stories260K.gguf"), filepath.Join(dir, "models", "stories260K-hf")
-}
 
 func newBackend(t testing.TB) compute.Backend {
 	t.Helper()
@@ -78,7 +58,7 @@ func greedy(t *testing.T, m *model.Model, prompt []int, n int) []int {
 }
 
 func TestGreedyStoriesGGUFAndHFAgree(t *testing.T) {
-	gguf, hf := storiesPaths(t)
+	gguf, hf := testenv.Stories260K(t)
 	tok, err := tokenizer.FromFile(filepath.Join(hf, "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +89,7 @@ func softmax(logits []float32) []float64 {
 }
 
 func TestNextTokenProbabilityOfComma(t *testing.T) {
-	_, hf := storiesPaths(t)
+	_, hf := testenv.Stories260K(t)
 	tok, err := tokenizer.FromFile(filepath.Join(hf, "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -148,7 +128,7 @@ func toInt32(ids []int) []int32 {
 // TestKVCacheMatchesFullForward compares prefill + one-token steps against the full-sequence forward. In float64
 // both paths agree to rounding; in float32 they differ only by summation order in differently shaped matmuls.
 func TestKVCacheMatchesFullForward(t *testing.T) {
-	gguf, _ := storiesPaths(t)
+	gguf, _ := testenv.Stories260K(t)
 	p, err := model.Load(gguf)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -49,15 +50,10 @@ func ggufMetadataFor(c Config) []gguf.KV {
 
 // ggufTensorsFor lays out HF weights as llama.cpp would: GGUF names, Q/K rows permuted for llama, 1-D tensors
 // in F32 and matrices in dtype.
-func ggufTensorsFor(t *testing.T, c Config, weights map[string]*Tensor, dtype string) []gguf.Tensor {
+func ggufTensorsFor(t testing.TB, c Config, weights map[string]*Tensor, dtype string) []gguf.Tensor {
 	t.Helper()
-	names := make([]string, 0, len(weights))
-	for n := range weights {
-		names = append(names, n)
-	}
-	slices.Sort(names)
 	var out []gguf.Tensor
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(weights)) {
 		w := weights[n]
 		g, ok := GGUFNameFromHF(n)
 		if !ok {
@@ -111,16 +107,7 @@ func TestLoadGGUFRoundTrip(t *testing.T) {
 				if err := gguf.Write(path, ggufMetadataFor(c), ggufTensorsFor(t, c, weights, dtype)); err != nil {
 					t.Fatal(err)
 				}
-				p, err := Load(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if fmt.Sprintf("%+v", p.Config) != fmt.Sprintf("%+v", c) {
-					t.Errorf("config:\n got %+v\nwant %+v", p.Config, c)
-				}
-				if p.DType != dtype || p.Format != "gguf" || p.Path != path {
-					t.Errorf("dtype %q format %q path %q", p.DType, p.Format, p.Path)
-				}
+				p := loadAs(t, path, "gguf", dtype, c)
 				tol := halfTolerance(dtype)
 				if dtype == "Q8_0" {
 					tol = q8Tolerance(weights)
@@ -203,6 +190,21 @@ func patchTensorInfo(t *testing.T, path, name string, typ *uint32, offset *uint6
 	if err != nil {
 		t.Fatal(err)
 	}
+	pos := tensorInfoOffset(t, b, name)
+	if typ != nil {
+		binary.LittleEndian.PutUint32(b[pos-4:], *typ) // the type precedes the offset
+	}
+	if offset != nil {
+		binary.LittleEndian.PutUint64(b[pos:], *offset)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tensorInfoOffset finds the byte position of a tensor description's offset field.
+func tensorInfoOffset(t *testing.T, b []byte, name string) int {
+	t.Helper()
 	key := append(binary.LittleEndian.AppendUint64(nil, uint64(len(name))), name...)
 	pos := bytes.Index(b, key)
 	if pos < 0 {
@@ -210,16 +212,7 @@ func patchTensorInfo(t *testing.T, path, name string, typ *uint32, offset *uint6
 	}
 	pos += len(key)
 	nDims := int(binary.LittleEndian.Uint32(b[pos:]))
-	pos += 4 + 8*nDims
-	if typ != nil {
-		binary.LittleEndian.PutUint32(b[pos:], *typ)
-	}
-	if offset != nil {
-		binary.LittleEndian.PutUint64(b[pos+4:], *offset)
-	}
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return pos + 4 + 8*nDims + 4
 }
 
 func TestLoadGGUFErrors(t *testing.T) {

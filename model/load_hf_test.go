@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -22,17 +23,11 @@ type stTensor struct {
 	offsets []int64
 }
 
-// writeSafetensors writes a safetensors file: 8-byte LE header length, JSON header, data (in name order).
-func writeSafetensors(t *testing.T, path string, tensors map[string]stTensor) {
-	t.Helper()
-	names := make([]string, 0, len(tensors))
-	for n := range tensors {
-		names = append(names, n)
-	}
-	slices.Sort(names)
+// safetensorsBytes encodes a safetensors file: 8-byte LE header length, JSON header, data (in name order).
+func safetensorsBytes(tensors map[string]stTensor) []byte {
 	header := map[string]any{"__metadata__": map[string]string{"format": "pt"}}
 	var data []byte
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(tensors)) {
 		st := tensors[n]
 		off := []int64{int64(len(data)), int64(len(data) + len(st.data))}
 		if st.offsets != nil {
@@ -41,15 +36,26 @@ func writeSafetensors(t *testing.T, path string, tensors map[string]stTensor) {
 		header[n] = map[string]any{"dtype": st.dtype, "shape": st.shape, "data_offsets": off}
 		data = append(data, st.data...)
 	}
-	h, err := json.Marshal(header)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, _ := json.Marshal(header) // strings, numbers and slices of them: cannot fail
 	out := binary.LittleEndian.AppendUint64(nil, uint64(len(h)))
-	out = append(append(out, h...), data...)
-	if err := os.WriteFile(path, out, 0o644); err != nil {
+	return append(append(out, h...), data...)
+}
+
+// writeSafetensors writes safetensorsBytes(tensors) to path.
+func writeSafetensors(t *testing.T, path string, tensors map[string]stTensor) {
+	t.Helper()
+	if err := os.WriteFile(path, safetensorsBytes(tensors), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// encodeTensors stores weights as dtype (F32, F16, BF16) for safetensorsBytes.
+func encodeTensors(weights map[string]*Tensor, dtype string) map[string]stTensor {
+	st := map[string]stTensor{}
+	for n, w := range weights {
+		st[n] = stTensor{dtype: dtype, shape: w.Shape, data: encodeValues(dtype, w.Data)}
+	}
+	return st
 }
 
 // encodeValues stores float32 values as dtype (F32, F16, BF16), little-endian.
@@ -98,22 +104,13 @@ func writeJSON(t *testing.T, path string, v any) {
 func writeHFModel(t *testing.T, dir string, cfgJSON map[string]any, weights map[string]*Tensor, dtype string, shards int) {
 	t.Helper()
 	writeJSON(t, filepath.Join(dir, "config.json"), cfgJSON)
-	names := make([]string, 0, len(weights))
-	for n := range weights {
-		names = append(names, n)
-	}
-	slices.Sort(names)
 	if shards == 1 {
-		st := map[string]stTensor{}
-		for _, n := range names {
-			st[n] = stTensor{dtype: dtype, shape: weights[n].Shape, data: encodeValues(dtype, weights[n].Data)}
-		}
-		writeSafetensors(t, filepath.Join(dir, "model.safetensors"), st)
+		writeSafetensors(t, filepath.Join(dir, "model.safetensors"), encodeTensors(weights, dtype))
 		return
 	}
 	weightMap := map[string]string{}
 	files := make([]map[string]stTensor, shards)
-	for i, n := range names {
+	for i, n := range slices.Sorted(maps.Keys(weights)) {
 		s := i % shards
 		if files[s] == nil {
 			files[s] = map[string]stTensor{}
@@ -154,16 +151,7 @@ func TestLoadHFRoundTrip(t *testing.T) {
 					cj["sliding_window"] = nil // Mistral v0.2+: full attention
 				}
 				writeHFModel(t, dir, cj, weights, dtype, 1)
-				p, err := Load(dir)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if fmt.Sprintf("%+v", p.Config) != fmt.Sprintf("%+v", c) {
-					t.Errorf("config:\n got %+v\nwant %+v", p.Config, c)
-				}
-				if p.DType != dtype || p.Format != "hf" || p.Path != dir {
-					t.Errorf("dtype %q format %q path %q", p.DType, p.Format, p.Path)
-				}
+				p := loadAs(t, dir, "hf", dtype, c)
 				compareWeights(t, p.Weights, weights, halfTolerance(dtype))
 			})
 		}

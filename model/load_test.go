@@ -12,28 +12,14 @@ import (
 	"testing"
 
 	"github.com/gomlx/go-huggingface/models/gguf"
-)
 
-// loadTestShared returns a path under the shared test data (../shared from the repo root, or $SADDLE_SHARED),
-// skipping the test when it is absent.
-func loadTestShared(t *testing.T, rel string) string {
-	t.Helper()
-	dir := os.Getenv("SADDLE_SHARED")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "shared")
-	}
-	p := filepath.Join(dir, rel)
-	if _, err := os.Stat(p); err != nil {
-		t.Skipf("shared test data missing (%v); set SADDLE_SHARED", err)
-	}
-	return p
-}
+	"github.com/saddle-ml/saddle/internal/testenv"
+)
 
 // TestLoadStoriesOracle loads the same model as GGUF (llama.cpp layout, Q/K permuted) and as an independently
 // converted HF folder: configs and every weight must agree exactly.
 func TestLoadStoriesOracle(t *testing.T) {
-	ggufPath := loadTestShared(t, "models/stories260K/stories260K.gguf")
-	hfPath := loadTestShared(t, "models/stories260K-hf")
+	ggufPath, hfPath := testenv.Stories260K(t)
 	g, err := Load(ggufPath)
 	if err != nil {
 		t.Fatal(err)
@@ -84,8 +70,8 @@ func TestLoadStoriesOracle(t *testing.T) {
 // TestStoriesGGUFIsPermuted makes sure the oracle test can fail: the raw GGUF q/k rows, read by the
 // go-huggingface reader, are LlamaCppPermute of the HF rows and differ from them.
 func TestStoriesGGUFIsPermuted(t *testing.T) {
-	ggufPath := loadTestShared(t, "models/stories260K/stories260K.gguf")
-	h, err := Load(loadTestShared(t, "models/stories260K-hf"))
+	ggufPath, hfPath := testenv.Stories260K(t)
+	h, err := Load(hfPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,6 +196,22 @@ func synthWeights(c Config, seed uint64) map[string]*Tensor {
 		w[name] = t
 	}
 	return w
+}
+
+// loadAs loads path and checks its config, storage dtype, format and path.
+func loadAs(t *testing.T, path, format, dtype string, want Config) *Pretrained {
+	t.Helper()
+	p, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprintf("%+v", p.Config) != fmt.Sprintf("%+v", want) {
+		t.Errorf("config:\n got %+v\nwant %+v", p.Config, want)
+	}
+	if p.DType != dtype || p.Format != format || p.Path != path {
+		t.Errorf("dtype %q format %q path %q", p.DType, p.Format, p.Path)
+	}
+	return p
 }
 
 // compareWeights checks got against want with a per-element tolerance function.

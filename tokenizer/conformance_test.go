@@ -3,35 +3,34 @@ package tokenizer
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 // The conformance test compares this package with the official Hugging Face tokenizers (the npm
 // native binding, run through scripts/tokenizer-oracle/oracle.js) on testdata/corpus.json, for
 // real tokenizer.json files downloaded by scripts/fetch-tokenizers.sh.
 
-func tokenizerCache() string {
-	if d := os.Getenv("SADDLE_TOKENIZER_CACHE"); d != "" {
-		return d
-	}
-	home, _ := os.UserHomeDir()
-	return filepath.Join(home, ".cache", "saddle", "tokenizers")
-}
+// fetchHint ends the message of a test skipped (failed on CI) for want of the oracle or a cached tokenizer.
+const fetchHint = "; run scripts/fetch-tokenizers.sh (needs npm and node)"
 
-// skipOrFail skips locally but fails on CI, where the oracle must run.
-func skipOrFail(t *testing.T, format string, args ...any) {
+// hfOracle returns the node binary that runs the oracle; it skips the test when node or the npm package is
+// missing (fails on CI, where the oracle must run).
+func hfOracle(t *testing.T) string {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...) + "; run scripts/fetch-tokenizers.sh (needs npm and node)"
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
+	node, err := exec.LookPath("node")
+	if err != nil {
+		testenv.Missing(t, "node not found"+fetchHint)
 	}
-	t.Skip(msg)
+	testenv.Cached(t, "node_modules", "tokenizers", "package.json")
+	return node
 }
 
 type oracleResult struct {
@@ -61,7 +60,7 @@ func startOracle(t *testing.T, node, tokJSON, corpusPath, idsPath string) *oracl
 	}
 	r := &oracleRun{}
 	r.cmd = exec.Command(node, script, tokJSON, corpusPath, idsPath)
-	r.cmd.Env = append(os.Environ(), "SADDLE_TOKENIZER_CACHE="+tokenizerCache())
+	r.cmd.Env = append(os.Environ(), "SADDLE_TOKENIZER_CACHE="+testenv.TokenizerCache())
 	r.cmd.Stdout, r.cmd.Stderr = &r.stdout, &r.stderr
 	if err := r.cmd.Start(); err != nil {
 		t.Fatalf("starting oracle: %v", err)
@@ -128,14 +127,7 @@ func decodeLists(tk *Tokenizer, seed uint64) [][]int {
 }
 
 func TestConformanceWithHF(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		skipOrFail(t, "node not found")
-	}
-	cache := tokenizerCache()
-	if _, err := os.Stat(filepath.Join(cache, "node_modules", "tokenizers", "package.json")); err != nil {
-		skipOrFail(t, "HF tokenizers oracle not installed in %s", cache)
-	}
+	node, cache := hfOracle(t), testenv.TokenizerCache()
 	corpus := loadCorpus(t)
 	corpusPath, err := filepath.Abs(filepath.Join("testdata", "corpus.json"))
 	if err != nil {
@@ -147,16 +139,16 @@ func TestConformanceWithHF(t *testing.T) {
 		{"qwen3", filepath.Join(cache, "qwen3", "tokenizer.json")},
 		{"gemma3", filepath.Join(cache, "gemma3", "tokenizer.json")},
 	}
-	if p := filepath.Join(sharedDir(t), "models", "stories260K-hf", "tokenizer.json"); fileExists(p) {
+	if p := filepath.Join(testenv.SharedDir(), "models", "stories260K-hf", "tokenizer.json"); fileExists(p) {
 		vocabs = append(vocabs, struct{ name, path string }{"stories260K", p})
 	} else {
-		t.Logf("stories260K-hf not found under %s; set SADDLE_SHARED", sharedDir(t))
+		t.Logf("stories260K-hf not found under %s; set SADDLE_SHARED", testenv.SharedDir())
 	}
 	totalStrings, totalMismatch := 0, 0
 	for vi, v := range vocabs {
 		t.Run(v.name, func(t *testing.T) {
 			if !fileExists(v.path) {
-				skipOrFail(t, "%s missing", v.path)
+				testenv.Missing(t, "%s missing"+fetchHint, v.path)
 			}
 			tk, err := FromFile(v.path)
 			if err != nil {
@@ -182,10 +174,10 @@ func TestConformanceWithHF(t *testing.T) {
 			}
 			for i, s := range corpus {
 				want := res.Encode[i]
-				if got := tk.Encode(s, false); !equalInts(got, want.IDs) {
+				if got := tk.Encode(s, false); !slices.Equal(got, want.IDs) {
 					report("Encode(%q, false):\n got %v\nwant %v", clip(s), got, want.IDs)
 				}
-				if got := tk.Encode(s, true); !equalInts(got, want.IDsSpecial) {
+				if got := tk.Encode(s, true); !slices.Equal(got, want.IDsSpecial) {
 					report("Encode(%q, true):\n got %v\nwant %v", clip(s), got, want.IDsSpecial)
 				}
 				if got := tk.Decode(want.IDsSpecial, false); got != want.Decode {
@@ -315,7 +307,7 @@ func buildVariant(t *testing.T, v variant, cache, dir string) string {
 	if v.base != "" {
 		data, err := os.ReadFile(filepath.Join(cache, v.base, "tokenizer.json"))
 		if err != nil {
-			skipOrFail(t, "%v", err)
+			testenv.Missing(t, "%v"+fetchHint, err)
 		}
 		if err := json.Unmarshal(data, &top); err != nil {
 			t.Fatal(err)
@@ -348,14 +340,7 @@ func buildVariant(t *testing.T, v variant, cache, dir string) string {
 }
 
 func TestConformanceVariantsWithHF(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		skipOrFail(t, "node not found")
-	}
-	cache := tokenizerCache()
-	if _, err := os.Stat(filepath.Join(cache, "node_modules", "tokenizers", "package.json")); err != nil {
-		skipOrFail(t, "HF tokenizers oracle not installed in %s", cache)
-	}
+	node, cache := hfOracle(t), testenv.TokenizerCache()
 	corpus := loadCorpus(t)
 	corpusPath, _ := filepath.Abs(filepath.Join("testdata", "corpus.json"))
 	dir := t.TempDir()
@@ -382,7 +367,7 @@ func TestConformanceVariantsWithHF(t *testing.T) {
 				want := res.Encode[i]
 				got, gotSpecial := tk.Encode(s, false), tk.Encode(s, true)
 				dec, decSkip := tk.Decode(want.IDsSpecial, false), tk.Decode(want.IDsSpecial, true)
-				if !equalInts(got, want.IDs) || !equalInts(gotSpecial, want.IDsSpecial) || dec != want.Decode || decSkip != want.DecodeSkip {
+				if !slices.Equal(got, want.IDs) || !slices.Equal(gotSpecial, want.IDsSpecial) || dec != want.Decode || decSkip != want.DecodeSkip {
 					mismatches++
 					if mismatches <= 8 {
 						t.Errorf("%q:\n got %v / %v, %q / %q\nwant %v / %v, %q / %q", clip(s), got, gotSpecial, clip(dec), clip(decSkip),

@@ -8,12 +8,12 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/saddle-ml/saddle/internal/gguf"
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 // Small but complete tokenizer.json files in the two families this package implements.
@@ -36,16 +36,6 @@ const (
 "model":{"type":"BPE","unk_token":"<unk>","fuse_unk":true,"byte_fallback":true,"vocab":{"<unk>":0,"<s>":1,"<0x41>":2,"▁":3,"h":4,"i":5,"hi":6,"▁hi":7},"merges":["h i","▁ hi"]}}`
 )
 
-// heapAllocated returns the heap bytes allocated while fn ran (by any goroutine).
-func heapAllocated(fn func()) uint64 {
-	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
-	metrics.Read(sample)
-	before := sample[0].Value.Uint64()
-	fn()
-	metrics.Read(sample)
-	return sample[0].Value.Uint64() - before
-}
-
 func FuzzFromJSON(f *testing.F) {
 	for _, seed := range []string{fuzzByteLevelJSON, fuzzSPMJSON} {
 		f.Add([]byte(seed), "ab abc Hi hi\n\t'S 123 <|end|> é\xff")
@@ -53,7 +43,7 @@ func FuzzFromJSON(f *testing.F) {
 	f.Add([]byte(`{"model":{"type":"WordPiece","vocab":{}}}`), "x")
 	f.Add([]byte(`{"model":{"type":"BPE","vocab":{"a":0}}}`), "a")
 	f.Add([]byte(`{"normalizer":{"type":"Precompiled"},"model":{"type":"BPE","vocab":{},"merges":[]}}`), "")
-	if data, err := os.ReadFile(filepath.Join(sharedDir(f), "models", "stories260K-hf", "tokenizer.json")); err == nil {
+	if data, err := os.ReadFile(filepath.Join(testenv.SharedDir(), "models", "stories260K-hf", "tokenizer.json")); err == nil {
 		f.Add(data, "Once upon a time, there was a robot.")
 	}
 	f.Fuzz(func(t *testing.T, data []byte, text string) {
@@ -63,10 +53,8 @@ func FuzzFromJSON(f *testing.F) {
 		// Ids index slices sized up to 2·len(vocab)+2^16, maps hold what the JSON holds. The count covers every
 		// goroutine (the fuzzing engine's too), so an excess is measured again before it counts.
 		budget := 64*uint64(len(data)) + 8<<20
-		if alloc := heapAllocated(load); alloc > budget {
-			if alloc = min(alloc, heapAllocated(load)); alloc > budget {
-				t.Fatalf("loading %d bytes allocated %d", len(data), alloc)
-			}
+		if alloc, over := testenv.OverBudget(budget, load); over {
+			t.Fatalf("loading %d bytes allocated %d", len(data), alloc)
 		}
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), "fuzz.json: ") {

@@ -7,11 +7,13 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
 
 	"github.com/saddle-ml/saddle/internal/gguf"
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 // ggufKV is one metadata entry for writeGGUF: value is string, uint32, bool, []string or []int32.
@@ -137,10 +139,7 @@ func TestGGUFByteLevelMatchesTokenizerJSON(t *testing.T) {
 	corpus := loadCorpus(t)
 	for _, c := range []struct{ name, pre string }{{"llama3", "llama-bpe"}, {"qwen3", "qwen2"}} {
 		t.Run(c.name, func(t *testing.T) {
-			src := filepath.Join(tokenizerCache(), c.name, "tokenizer.json")
-			if !fileExists(src) {
-				t.Skipf("%s missing; run scripts/fetch-tokenizers.sh", src)
-			}
+			src := testenv.Cached(t, c.name, "tokenizer.json")
 			ref, err := FromFile(src)
 			if err != nil {
 				t.Fatal(err)
@@ -160,7 +159,7 @@ func TestGGUFByteLevelMatchesTokenizerJSON(t *testing.T) {
 			}
 			for _, s := range corpus {
 				want := ref.Encode(s, false)
-				if got := gg.Encode(s, true); !equalInts(got, want) {
+				if got := gg.Encode(s, true); !slices.Equal(got, want) {
 					t.Errorf("Encode(%q): gguf %v, tokenizer.json %v", clip(s), got, want)
 					continue
 				}

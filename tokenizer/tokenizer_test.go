@@ -3,19 +3,22 @@ package tokenizer
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
+
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 func storiesTokenizers(t *testing.T) (hf, gg *Tokenizer) {
 	t.Helper()
-	hf, err := FromFile(sharedFile(t, "models/stories260K-hf/tokenizer.json"))
+	hf, err := FromFile(testenv.Shared(t, "models", "stories260K-hf", "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	gg, err = FromGGUF(sharedFile(t, "models/stories260K/stories260K.gguf"))
+	gg, err = FromGGUF(testenv.Shared(t, "models", "stories260K", "stories260K.gguf"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,16 +29,16 @@ func storiesTokenizers(t *testing.T) (hf, gg *Tokenizer) {
 func TestStoriesKnownIDs(t *testing.T) {
 	hf, gg := storiesTokenizers(t)
 	for name, tk := range map[string]*Tokenizer{"tokenizer.json": hf, "gguf": gg} {
-		if got, want := tk.Encode("Once upon a time", true), []int{1, 403, 407, 261, 378}; !equalInts(got, want) {
+		if got, want := tk.Encode("Once upon a time", true), []int{1, 403, 407, 261, 378}; !slices.Equal(got, want) {
 			t.Errorf("%s: Encode with BOS = %v, want %v", name, got, want)
 		}
-		if got, want := tk.Encode("Once upon a time", false), []int{403, 407, 261, 378}; !equalInts(got, want) {
+		if got, want := tk.Encode("Once upon a time", false), []int{403, 407, 261, 378}; !slices.Equal(got, want) {
 			t.Errorf("%s: Encode = %v, want %v", name, got, want)
 		}
 		if got := tk.Decode([]int{1, 403, 407, 261, 378}, true); got != "Once upon a time" {
 			t.Errorf("%s: Decode = %q", name, got)
 		}
-		if tk.BOS() != 1 || !equalInts(tk.EOS(), []int{2}) || tk.VocabSize() != 512 {
+		if tk.BOS() != 1 || !slices.Equal(tk.EOS(), []int{2}) || tk.VocabSize() != 512 {
 			t.Errorf("%s: BOS %d EOS %v VocabSize %d, want 1 [2] 512", name, tk.BOS(), tk.EOS(), tk.VocabSize())
 		}
 	}
@@ -50,7 +53,7 @@ func TestStoriesGGUFMatchesTokenizerJSON(t *testing.T) {
 	for _, s := range corpus {
 		for _, special := range []bool{false, true} {
 			want := hf.Encode(s, special)
-			if got := gg.Encode(s, special); !equalInts(got, want) {
+			if got := gg.Encode(s, special); !slices.Equal(got, want) {
 				t.Errorf("Encode(%q, %v): gguf %v, tokenizer.json %v", clip(s), special, got, want)
 				continue
 			}
@@ -167,11 +170,11 @@ func TestConfigFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tk.BOS() != 0 || !equalInts(tk.EOS(), []int{5, 1}) || tk.ChatTemplate() != "D" || tk.VocabSize() != 6 {
+	if tk.BOS() != 0 || !slices.Equal(tk.EOS(), []int{5, 1}) || tk.ChatTemplate() != "D" || tk.VocabSize() != 6 {
 		t.Errorf("BOS %d EOS %v template %q VocabSize %d", tk.BOS(), tk.EOS(), tk.ChatTemplate(), tk.VocabSize())
 	}
 	// "ab ab" → "ab", "Ġab"; the template adds <|end|> first.
-	if got, want := tk.Encode("ab ab", true), []int{5, 2, 4}; !equalInts(got, want) {
+	if got, want := tk.Encode("ab ab", true), []int{5, 2, 4}; !slices.Equal(got, want) {
 		t.Errorf("Encode = %v, want %v", got, want)
 	}
 	if got := tk.Decode([]int{5, 2, 4}, true); got != "ab ab" {
@@ -241,32 +244,26 @@ func TestUTF8Lossy(t *testing.T) {
 	}
 }
 
-func BenchmarkEncodeStories(b *testing.B) {
-	tk, err := FromFile(sharedFile(b, "models/stories260K-hf/tokenizer.json"))
+// benchEncode measures encoding text with the tokenizer.json at path.
+func benchEncode(b *testing.B, path, text string) {
+	tk, err := FromFile(path)
 	if err != nil {
 		b.Fatal(err)
 	}
-	text := strings.Repeat("Once upon a time, there was a little girl named Lily. ", 200)
 	b.SetBytes(int64(len(text)))
 	for b.Loop() {
 		tk.Encode(text, true)
 	}
 }
 
+func BenchmarkEncodeStories(b *testing.B) {
+	benchEncode(b, testenv.Shared(b, "models", "stories260K-hf", "tokenizer.json"),
+		strings.Repeat("Once upon a time, there was a little girl named Lily. ", 200))
+}
+
 func BenchmarkEncodeLlama3(b *testing.B) {
-	p := filepath.Join(tokenizerCache(), "llama3", "tokenizer.json")
-	if !fileExists(p) {
-		b.Skip("run scripts/fetch-tokenizers.sh")
-	}
-	tk, err := FromFile(p)
-	if err != nil {
-		b.Fatal(err)
-	}
-	text := strings.Repeat("Once upon a time, there was a little girl named Lily.\n  She said: \"it's 12345 dollars\". ", 100)
-	b.SetBytes(int64(len(text)))
-	for b.Loop() {
-		tk.Encode(text, true)
-	}
+	benchEncode(b, testenv.Cached(b, "llama3", "tokenizer.json"),
+		strings.Repeat("Once upon a time, there was a little girl named Lily.\n  She said: \"it's 12345 dollars\". ", 100))
 }
 
 func TestConcurrentUse(t *testing.T) {
@@ -276,7 +273,7 @@ func TestConcurrentUse(t *testing.T) {
 	for i, s := range corpus {
 		want[i] = hf.Encode(s, true)
 	}
-	hf2, err := FromFile(sharedFile(t, "models/stories260K-hf/tokenizer.json")) // cold cache
+	hf2, err := FromFile(testenv.Shared(t, "models", "stories260K-hf", "tokenizer.json")) // cold cache
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +282,7 @@ func TestConcurrentUse(t *testing.T) {
 	for g := 0; g < 4; g++ {
 		go func() {
 			for i, s := range corpus {
-				if got := hf2.Encode(s, true); !equalInts(got, want[i]) {
+				if got := hf2.Encode(s, true); !slices.Equal(got, want[i]) {
 					errs <- s
 				}
 				hf2.Decode(want[i], true)
@@ -307,9 +304,9 @@ func FuzzStoriesRoundTrip(f *testing.F) {
 	for _, s := range []string{"Once upon a time", "héllo 😀 \n\t x", "<0x41>", "  "} {
 		f.Add(s)
 	}
-	hf, err := FromFile(filepath.Join(sharedDir(f), "models", "stories260K-hf", "tokenizer.json"))
+	hf, err := FromFile(testenv.Shared(f, "models", "stories260K-hf", "tokenizer.json"))
 	if err != nil {
-		f.Skip(err)
+		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		ids := hf.Encode(s, true)

@@ -3,11 +3,12 @@ package tokenizer
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 // generatedFromGGUF writes the tokenizer files for gguf into a temp dir and loads them back.
@@ -31,7 +32,7 @@ func compareOnCorpus(t *testing.T, got, want *Tokenizer, corpus []string) {
 	for _, s := range corpus {
 		for _, special := range []bool{false, true} {
 			g, w := got.Encode(s, special), want.Encode(s, special)
-			if !equalInts(g, w) {
+			if !slices.Equal(g, w) {
 				if bad++; bad < 10 {
 					t.Errorf("Encode(%q, %v): tokenizer.json %v, GGUF %v", clip(s), special, g, w)
 				}
@@ -52,7 +53,7 @@ func compareOnCorpus(t *testing.T, got, want *Tokenizer, corpus []string) {
 // ones transformers' LlamaConverter wrote for the same model (stories260K-hf), and the official HF tokenizers
 // library reads it and produces the same ids.
 func TestHFFromGGUFSentencePiece(t *testing.T) {
-	gguf := sharedFile(t, "models/stories260K/stories260K.gguf")
+	gguf := testenv.Shared(t, "models", "stories260K", "stories260K.gguf")
 	want, err := FromGGUF(gguf)
 	if err != nil {
 		t.Fatal(err)
@@ -62,7 +63,7 @@ func TestHFFromGGUFSentencePiece(t *testing.T) {
 	compareOnCorpus(t, got, want, corpus)
 
 	// Merges against the converter's own output for this vocabulary.
-	if ref := filepath.Join(sharedDir(t), "models", "stories260K-hf", "tokenizer.json"); fileExists(ref) {
+	if ref := filepath.Join(testenv.SharedDir(), "models", "stories260K-hf", "tokenizer.json"); fileExists(ref) {
 		mergesOf := func(p string) [][2]string {
 			data, err := os.ReadFile(p)
 			if err != nil {
@@ -88,13 +89,7 @@ func TestHFFromGGUFSentencePiece(t *testing.T) {
 	}
 
 	// The HF tokenizers library itself (skipped without node and the npm package).
-	node, err := exec.LookPath("node")
-	if err != nil {
-		skipOrFail(t, "node not found: HF oracle check skipped")
-	}
-	if !fileExists(filepath.Join(tokenizerCache(), "node_modules", "tokenizers", "package.json")) {
-		skipOrFail(t, "HF tokenizers npm package not installed: oracle check skipped")
-	}
+	node := hfOracle(t)
 	corpusPath, err := filepath.Abs(filepath.Join("testdata", "corpus.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -108,10 +103,10 @@ func TestHFFromGGUFSentencePiece(t *testing.T) {
 		t.Fatalf("oracle returned %d encodings for %d texts", len(res.Encode), len(corpus))
 	}
 	for i, s := range corpus {
-		if w := want.Encode(s, false); !equalInts(res.Encode[i].IDs, w) {
+		if w := want.Encode(s, false); !slices.Equal(res.Encode[i].IDs, w) {
 			t.Errorf("HF(%q) = %v, GGUF %v", clip(s), res.Encode[i].IDs, w)
 		}
-		if w := want.Encode(s, true); !equalInts(res.Encode[i].IDsSpecial, w) {
+		if w := want.Encode(s, true); !slices.Equal(res.Encode[i].IDsSpecial, w) {
 			t.Errorf("HF(%q, special) = %v, GGUF %v", clip(s), res.Encode[i].IDsSpecial, w)
 		}
 	}
@@ -125,7 +120,7 @@ func TestHFFromGGUFByteLevel(t *testing.T) {
 	// llama3's vocabulary exercises the Split + ByteLevel pre-tokenizer and ignore_merges; the other "pre"
 	// names differ only in the regex, which is copied from the same table FromGGUF uses.
 	for _, c := range []struct{ name, pre string }{{"llama3", "llama-bpe"}} {
-		src := filepath.Join(tokenizerCache(), c.name, "tokenizer.json")
+		src := filepath.Join(testenv.TokenizerCache(), c.name, "tokenizer.json")
 		if !fileExists(src) {
 			continue
 		}
@@ -142,7 +137,7 @@ func TestHFFromGGUFByteLevel(t *testing.T) {
 		})
 	}
 	if !ran {
-		skipOrFail(t, "no byte-level tokenizer.json in %s", tokenizerCache())
+		testenv.Missing(t, "no byte-level tokenizer.json in %s"+fetchHint, testenv.TokenizerCache())
 	}
 }
 

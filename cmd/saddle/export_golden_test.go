@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 // exportGoldenCases are the exports whose files testdata/export-golden/golden.sha256 lists. The hashes were made
@@ -33,11 +35,11 @@ var exportGoldenCases = [][]string{
 // TestExportsAreByteIdenticalToGolden exports one adapter in every format and dtype and compares every file
 // byte for byte (by sha256) with what the code before the file-format redesign wrote.
 func TestExportsAreByteIdenticalToGolden(t *testing.T) {
-	gguf, hf := shared(t)
+	gguf, hf := testenv.Stories260K(t)
 	work := t.TempDir()
-	copyTree(t, gguf, filepath.Join(work, "stories260K.gguf"))
-	copyTree(t, hf, filepath.Join(work, "stories260K-hf"))
-	copyTree(t, filepath.Join("testdata", "export-golden", "run"), filepath.Join(work, "run"))
+	testenv.CopyTree(t, gguf, filepath.Join(work, "stories260K.gguf"))
+	testenv.CopyTree(t, hf, filepath.Join(work, "stories260K-hf"))
+	testenv.CopyTree(t, filepath.Join("testdata", "export-golden", "run"), filepath.Join(work, "run"))
 	want := readGolden(t, filepath.Join("testdata", "export-golden", "golden.sha256"))
 	t.Chdir(work)
 	for _, args := range exportGoldenCases {
@@ -100,30 +102,4 @@ func readGolden(t *testing.T, path string) map[string]string {
 		t.Fatalf("%s: empty", path)
 	}
 	return out
-}
-
-// copyTree copies a file or a folder of plain files.
-func copyTree(t *testing.T, from, to string) {
-	t.Helper()
-	err := filepath.WalkDir(from, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(from, path)
-		if err != nil {
-			return err
-		}
-		dst := filepath.Join(to, rel)
-		if d.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(dst, data, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/saddle-ml/saddle/internal/testenv"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 )
@@ -72,7 +73,7 @@ func export(t *testing.T, args ...string) exportResult {
 // Every export format generates what the adapter generates: the PEFT folder through --adapter, the merged
 // models as plain models.
 func TestExportFormatsGenerateLikeTheAdapter(t *testing.T) {
-	gguf, _ := shared(t)
+	gguf, _ := testenv.Stories260K(t)
 	run := fakeRun(t, gguf)
 	want := greedyTokens(t, "--model", gguf, "--adapter", run)
 	if plain := greedyTokens(t, "--model", gguf); slices.Equal(plain, want) {
@@ -108,7 +109,7 @@ func TestExportFormatsGenerateLikeTheAdapter(t *testing.T) {
 
 // A run folder whose final adapter is not written yet exports its latest checkpoint.
 func TestExportFollowsTheLatestCheckpoint(t *testing.T) {
-	gguf, _ := shared(t)
+	gguf, _ := testenv.Stories260K(t)
 	src := fakeRun(t, gguf)
 	run := t.TempDir()
 	step := filepath.Join(run, "checkpoints", "step-000010")
@@ -129,7 +130,7 @@ func TestExportFollowsTheLatestCheckpoint(t *testing.T) {
 }
 
 func TestExportUsageErrors(t *testing.T) {
-	gguf, hf := shared(t)
+	gguf, hf := testenv.Stories260K(t)
 	run := fakeRun(t, hf)
 	for _, c := range []struct {
 		args []string

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 // hostileCase is one command line that must fail.
@@ -205,7 +207,7 @@ func stEdit(t *testing.T, files map[string][]byte, edit func(h map[string]any)) 
 func entry(h map[string]any, name string) map[string]any { return h[name].(map[string]any) }
 
 func hostileCases(t *testing.T) []hostileCase {
-	ggufPath, hfPath := shared(t)
+	ggufPath, hfPath := testenv.Stories260K(t)
 	g, err := os.ReadFile(ggufPath)
 	if err != nil {
 		t.Fatal(err)

@@ -7,25 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 const storiesGreedy = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park."
-
-func shared(t *testing.T) (gguf, hf string) {
-	t.Helper()
-	dir := os.Getenv("SADDLE_SHARED")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "..", "shared")
-	}
-	gguf = filepath.Join(dir, "models", "stories260K", "stories260K.gguf")
-	if _, err := os.Stat(gguf); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("shared test models missing at %s (set SADDLE_SHARED): %v", dir, err)
-		}
-		t.Skipf("shared test models missing at %s", dir)
-	}
-	return gguf, filepath.Join(dir, "models", "stories260K-hf")
-}
 
 // saddle runs the CLI in-process and returns exit code, stdout and stderr.
 func saddle(t *testing.T, args ...string) (int, string, string) {
@@ -39,7 +25,7 @@ func saddle(t *testing.T, args ...string) (int, string, string) {
 }
 
 func TestGenerateGreedyGGUFAndHFPrintTheSameStory(t *testing.T) {
-	gguf, hf := shared(t)
+	gguf, hf := testenv.Stories260K(t)
 	var texts []string
 	for _, m := range []string{gguf, hf} {
 		code, out, errs := saddle(t, "generate", "--model", m, "--temperature", "0", "--max-tokens", "60")
@@ -57,7 +43,7 @@ func TestGenerateGreedyGGUFAndHFPrintTheSameStory(t *testing.T) {
 }
 
 func TestGenerateJSONAndSamplingIsSeeded(t *testing.T) {
-	gguf, _ := shared(t)
+	gguf, _ := testenv.Stories260K(t)
 	var results []map[string]any
 	for _, seed := range []string{"1", "1", "2"} {
 		code, out, errs := saddle(t, "generate", "--model", gguf, "--prompt", "Once upon a time", "--temperature", "1",
@@ -83,7 +69,7 @@ func TestGenerateJSONAndSamplingIsSeeded(t *testing.T) {
 }
 
 func TestTokenizeAndInfo(t *testing.T) {
-	gguf, hf := shared(t)
+	gguf, hf := testenv.Stories260K(t)
 	for _, m := range []string{gguf, hf} {
 		code, out, errs := saddle(t, "tokenize", "--model", m, "--text", "Once upon a time")
 		if code != 0 || strings.TrimSpace(out) != "[1,403,407,261,378]" {
@@ -111,7 +97,7 @@ func TestTokenizeAndInfo(t *testing.T) {
 }
 
 func TestExitCodes(t *testing.T) {
-	gguf, _ := shared(t)
+	gguf, _ := testenv.Stories260K(t)
 	missing := filepath.Join(t.TempDir(), "nope.gguf")
 	badData := filepath.Join(t.TempDir(), "bad.jsonl")
 	if err := os.WriteFile(badData, []byte("{\"text\": \"fine\"}\n{\"text\": 3}\n"), 0o644); err != nil {
@@ -146,7 +132,7 @@ func TestExitCodes(t *testing.T) {
 // TestEscapeOrdering is the short version of the README's comparison: at lr 1e-4 Adam and sign descent leave the
 // saddle while SGD does not; SGD at lr 1e-2 does. Then the trained adapter visibly changes generation.
 func TestEscapeOrderingAndAdapterGeneration(t *testing.T) {
-	gguf, _ := shared(t)
+	gguf, _ := testenv.Stories260K(t)
 	escape := map[string]any{}
 	for _, run := range []struct{ opt, lr string }{{"adam", "1e-4"}, {"sign", "1e-4"}, {"sgd", "1e-4"}, {"sgd", "1e-2"}} {
 		out := t.TempDir()
@@ -213,7 +199,7 @@ func generateText(t *testing.T, model, adapter string) string {
 
 // TestConfigFileWithFlagOverride: a YAML file holds train settings; flags given on the command line win.
 func TestConfigFileWithFlagOverride(t *testing.T) {
-	gguf, _ := shared(t)
+	gguf, _ := testenv.Stories260K(t)
 	dir := t.TempDir()
 	cfgFile := filepath.Join(dir, "run.yaml")
 	yaml := "model: " + gguf + "\nsteps: 2\nbatch_size: 2\nseq-len: 32\nlr: 1e-3\noptimizer: sign\neval-every: 0\nout: " + filepath.Join(dir, "out") + "\n"

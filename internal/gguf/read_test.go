@@ -6,10 +6,11 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime/metrics"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 // builder writes GGUF bytes by hand, so tests can describe exactly the (broken) header they need.
@@ -242,20 +243,6 @@ func TestReadMetadataSkipsTensors(t *testing.T) {
 	wantErr(t, err, "not a regular file")
 }
 
-// allocated returns the heap bytes fn allocates. The count covers every goroutine, and the fuzzing engine's own
-// goroutines allocate now and then; a second measurement tells such noise (which does not repeat) from fn.
-func allocated(fn func()) uint64 {
-	sample := []metrics.Sample{{Name: "/gc/heap/allocs:bytes"}}
-	once := func() uint64 {
-		metrics.Read(sample)
-		before := sample[0].Value.Uint64()
-		fn()
-		metrics.Read(sample)
-		return sample[0].Value.Uint64() - before
-	}
-	return min(once(), once())
-}
-
 // FuzzParse checks that no input panics, that errors name the file, that a parsed header is consistent, and
 // that parsing allocates at most a small multiple of the input size.
 func FuzzParse(f *testing.F) {
@@ -271,7 +258,7 @@ func FuzzParse(f *testing.F) {
 		var file *File
 		var err error
 		parse := func() { file, err = Parse(bytes.NewReader(data), int64(len(data)), "fuzz.gguf", false) }
-		if alloc := allocated(parse); alloc > 32*uint64(len(data))+4<<20 {
+		if alloc, over := testenv.OverBudget(32*uint64(len(data))+4<<20, parse); over {
 			t.Fatalf("parsing %d bytes allocated %d", len(data), alloc)
 		}
 		if err != nil {
