@@ -116,14 +116,3 @@ func splitModule(module string) (int, string, bool) {
 	}
 	return layer, tail[strings.LastIndexByte(tail, '.')+1:], true
 }
-
-// ParseTargets splits a comma-separated --targets value.
-func ParseTargets(v string) []string {
-	var out []string
-	for _, t := range strings.Split(v, ",") {
-		if t = strings.TrimSpace(t); t != "" {
-			out = append(out, t)
-		}
-	}
-	return out
-}

@@ -269,24 +269,23 @@ func normalizerKind(typ string, raw json.RawMessage, obj map[string]json.RawMess
 	return nil, fmt.Errorf("%s: unsupported normalizer type %q", where, typ)
 }
 
+// splitBehaviors and prependSchemes name the values of a Split's "behavior" and a Metaspace's "prepend_scheme".
+var (
+	splitBehaviors = map[string]splitBehavior{"Removed": behRemoved, "Isolated": behIsolated,
+		"MergedWithPrevious": behMergedWithPrevious, "MergedWithNext": behMergedWithNext, "Contiguous": behContiguous}
+	prependSchemes = map[string]prependScheme{"always": prependAlways, "first": prependFirst, "never": prependNever}
+)
+
 func parseBehavior(obj map[string]json.RawMessage, def splitBehavior, where string) (splitBehavior, error) {
 	var s string
 	if err := field(obj, "behavior", &s, where); err != nil {
 		return 0, err
 	}
-	switch s {
-	case "":
+	if s == "" {
 		return def, nil
-	case "Removed":
-		return behRemoved, nil
-	case "Isolated":
-		return behIsolated, nil
-	case "MergedWithPrevious":
-		return behMergedWithPrevious, nil
-	case "MergedWithNext":
-		return behMergedWithNext, nil
-	case "Contiguous":
-		return behContiguous, nil
+	}
+	if b, ok := splitBehaviors[s]; ok {
+		return b, nil
 	}
 	return 0, fmt.Errorf("%s: unknown split behavior %q", where, s)
 }
@@ -300,18 +299,11 @@ func parsePrependScheme(obj map[string]json.RawMessage, where string) (prependSc
 	if err := field(obj, "add_prefix_space", &addPrefix, where); err != nil {
 		return 0, err
 	}
-	switch scheme {
-	case "":
-		if !addPrefix {
-			return prependNever, nil
-		}
-		return prependAlways, nil
-	case "always":
-		return prependAlways, nil
-	case "first":
-		return prependFirst, nil
-	case "never":
-		return prependNever, nil
+	if scheme == "" { // older files: add_prefix_space alone
+		scheme = map[bool]string{true: "always", false: "never"}[addPrefix]
+	}
+	if p, ok := prependSchemes[scheme]; ok {
+		return p, nil
 	}
 	return 0, fmt.Errorf("%s: unknown prepend_scheme %q", where, scheme)
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -40,10 +39,7 @@ metrics.jsonl and plots (PNG and SVG) into --out. Rerunning with the same --out 
 
 func parseFloats(cmd *cobra.Command, name string) ([]float64, error) {
 	var out []float64
-	for _, s := range strings.Split(flagString(cmd, name), ",") {
-		if s = strings.TrimSpace(s); s == "" {
-			continue
-		}
+	for _, s := range splitList(flagString(cmd, name)) {
 		v, err := strconv.ParseFloat(s, 64)
 		if err != nil {
 			return nil, usagef("--%s: %q is not a number", name, s)
@@ -120,16 +116,6 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 		return printJSON(cmd.OutOrStdout(), res)
 	}
 	return nil
-}
-
-func splitList(v string) []string {
-	var out []string
-	for _, s := range strings.Split(v, ",") {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
 }
 
 func printSweep(w io.Writer, res *finetune.SweepResult) {

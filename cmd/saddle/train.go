@@ -97,7 +97,7 @@ func trainConfig(cmd *cobra.Command, modelPath string) (finetune.Config, error) 
 			c.Opt.Explicit = append(c.Opt.Explicit, name)
 		}
 	}
-	c.Adapter = lora.Spec{Targets: lora.ParseTargets(flagString(cmd, "targets")), Rank: getI("rank"),
+	c.Adapter = lora.Spec{Targets: splitList(flagString(cmd, "targets")), Rank: getI("rank"),
 		Alpha: getF("alpha"), RSLoRA: getB("rslora"), Depth: getI("depth"), Dropout: getF("dropout"),
 		Init: flagString(cmd, "init"), Scale: getF("init-scale"), Seed: seed}
 	if layers := flagString(cmd, "layers"); layers != "" {
