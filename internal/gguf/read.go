@@ -455,72 +455,37 @@ func (p *parser) array(et ValueType, n int, key string) (any, error) {
 	if err := p.read(raw); err != nil {
 		return nil, err
 	}
-	le := binary.LittleEndian
+	var out any
 	switch et {
 	case ValueUint8:
 		return raw, nil
 	case ValueInt8:
-		out := make([]int8, n)
-		for i := range out {
-			out[i] = int8(raw[i])
-		}
-		return out, nil
+		out = make([]int8, n)
 	case ValueBool:
-		out := make([]bool, n)
-		for i := range out {
-			out[i] = raw[i] != 0
-		}
-		return out, nil
+		out = make([]bool, n)
 	case ValueUint16:
-		out := make([]uint16, n)
-		for i := range out {
-			out[i] = le.Uint16(raw[2*i:])
-		}
-		return out, nil
+		out = make([]uint16, n)
 	case ValueInt16:
-		out := make([]int16, n)
-		for i := range out {
-			out[i] = int16(le.Uint16(raw[2*i:]))
-		}
-		return out, nil
+		out = make([]int16, n)
 	case ValueUint32:
-		out := make([]uint32, n)
-		for i := range out {
-			out[i] = le.Uint32(raw[4*i:])
-		}
-		return out, nil
+		out = make([]uint32, n)
 	case ValueInt32:
-		out := make([]int32, n)
-		for i := range out {
-			out[i] = int32(le.Uint32(raw[4*i:]))
-		}
-		return out, nil
+		out = make([]int32, n)
 	case ValueFloat32:
-		out := make([]float32, n)
-		for i := range out {
-			out[i] = math.Float32frombits(le.Uint32(raw[4*i:]))
-		}
-		return out, nil
+		out = make([]float32, n)
 	case ValueUint64:
-		out := make([]uint64, n)
-		for i := range out {
-			out[i] = le.Uint64(raw[8*i:])
-		}
-		return out, nil
+		out = make([]uint64, n)
 	case ValueInt64:
-		out := make([]int64, n)
-		for i := range out {
-			out[i] = int64(le.Uint64(raw[8*i:]))
-		}
-		return out, nil
+		out = make([]int64, n)
 	case ValueFloat64:
-		out := make([]float64, n)
-		for i := range out {
-			out[i] = math.Float64frombits(le.Uint64(raw[8*i:]))
-		}
-		return out, nil
+		out = make([]float64, n)
+	default:
+		return nil, p.errf("key %q: array element type %d is not supported", key, et)
 	}
-	return nil, p.errf("key %q: array element type %d is not supported", key, et)
+	if _, err := binary.Decode(raw, binary.LittleEndian, out); err != nil {
+		return nil, p.errf("key %q: %v", key, err)
+	}
+	return out, nil
 }
 
 // TypeName names the GGUF type of a value as returned in KV.Value ("uint32", "string", "array of float32").
