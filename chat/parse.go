@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -546,23 +547,21 @@ func (p *exprParser) parseExpr() (expr, error) {
 	return x, nil
 }
 
-func (p *exprParser) parseOr() (expr, error) {
-	x, err := p.parseAnd()
-	for err == nil && p.acceptName("or") {
-		var r expr
-		if r, err = p.parseAnd(); err == nil {
-			x = &binExpr{op: "or", l: x, r: r}
-		}
-	}
-	return x, err
-}
+func (p *exprParser) parseOr() (expr, error)  { return p.leftAssoc(p.parseAnd, etName, "or") }
+func (p *exprParser) parseAnd() (expr, error) { return p.leftAssoc(p.parseNot, etName, "and") }
 
-func (p *exprParser) parseAnd() (expr, error) {
-	x, err := p.parseNot()
-	for err == nil && p.acceptName("and") {
+// leftAssoc parses operand (op operand)* for the operators ops (tokens of kind k), grouping to the left.
+func (p *exprParser) leftAssoc(operand func() (expr, error), k etokKind, ops ...string) (expr, error) {
+	x, err := operand()
+	for err == nil {
+		t := p.peek()
+		if t.kind != k || !slices.Contains(ops, t.s) {
+			break
+		}
+		p.i++
 		var r expr
-		if r, err = p.parseNot(); err == nil {
-			x = &binExpr{op: "and", l: x, r: r}
+		if r, err = operand(); err == nil {
+			x = &binExpr{op: t.s, l: x, r: r}
 		}
 	}
 	return x, err
@@ -612,39 +611,10 @@ func (p *exprParser) parseCompare() (expr, error) {
 	}
 }
 
-func (p *exprParser) parseMath1() (expr, error) {
-	x, err := p.parseConcat()
-	for err == nil && (p.isOp("+") || p.isOp("-")) {
-		op := p.next().s
-		var r expr
-		if r, err = p.parseConcat(); err == nil {
-			x = &binExpr{op: op, l: x, r: r}
-		}
-	}
-	return x, err
-}
-
-func (p *exprParser) parseConcat() (expr, error) {
-	x, err := p.parseMath2()
-	for err == nil && p.acceptOp("~") {
-		var r expr
-		if r, err = p.parseMath2(); err == nil {
-			x = &binExpr{op: "~", l: x, r: r}
-		}
-	}
-	return x, err
-}
-
+func (p *exprParser) parseMath1() (expr, error)  { return p.leftAssoc(p.parseConcat, etOp, "+", "-") }
+func (p *exprParser) parseConcat() (expr, error) { return p.leftAssoc(p.parseMath2, etOp, "~") }
 func (p *exprParser) parseMath2() (expr, error) {
-	x, err := p.parsePow()
-	for err == nil && (p.isOp("*") || p.isOp("/") || p.isOp("//") || p.isOp("%")) {
-		op := p.next().s
-		var r expr
-		if r, err = p.parsePow(); err == nil {
-			x = &binExpr{op: op, l: x, r: r}
-		}
-	}
-	return x, err
+	return p.leftAssoc(p.parsePow, etOp, "*", "/", "//", "%")
 }
 
 func (p *exprParser) parsePow() (expr, error) {
