@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/saddle-ml/saddle/internal/testenv"
+	"github.com/saddle-ml/saddle/tokenizer"
 )
 
 // The conformance test renders chat templates × conversations with this package and with Jinja2 itself
@@ -28,13 +28,6 @@ import (
 
 // oraclePython is Debian's interpreter, which has python3-jinja2 (the first python3 on PATH may not).
 const oraclePython = "/usr/bin/python3"
-
-// tokenizerConfig is the part of a tokenizer_config.json the conformance test reads.
-type tokenizerConfig struct {
-	ChatTemplate string          `json:"chat_template"`
-	BOS          json.RawMessage `json:"bos_token"`
-	EOS          json.RawMessage `json:"eos_token"`
-}
 
 type confTemplate struct {
 	name     string
@@ -75,42 +68,13 @@ var probes = []string{
 	`{{ 'a\N{BULLET}' }}`,
 }
 
-// specialToken reads a bos_token/eos_token entry of tokenizer_config.json: a string, null, or an AddedToken
-// object with "content".
-func specialToken(raw json.RawMessage) (string, error) {
-	if len(raw) == 0 || string(raw) == "null" {
-		return "", nil
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil {
-		return s, nil
-	}
-	var obj struct {
-		Content string `json:"content"`
-	}
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return "", err
-	}
-	return obj.Content, nil
-}
-
 // realTemplate reads the chat template of a tokenizer_config.json; ok is false when the file has none.
 func realTemplate(name, path string) (tmpl confTemplate, ok bool, err error) {
-	data, err := os.ReadFile(path)
+	cfg, err := tokenizer.ReadConfig(path)
 	if err != nil {
 		return tmpl, false, err
 	}
-	var cfg tokenizerConfig
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		return tmpl, false, fmt.Errorf("%s: %v", path, err)
-	}
-	tmpl = confTemplate{name: name, src: cfg.ChatTemplate}
-	if tmpl.bos, err = specialToken(cfg.BOS); err == nil {
-		tmpl.eos, err = specialToken(cfg.EOS)
-	}
-	if err != nil {
-		return tmpl, false, fmt.Errorf("%s: special token: %v", path, err)
-	}
+	tmpl = confTemplate{name: name, src: cfg.ChatTemplate, bos: cfg.BOSToken, eos: cfg.EOSToken}
 	return tmpl, cfg.ChatTemplate != "", nil
 }
 

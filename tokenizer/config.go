@@ -3,47 +3,75 @@ package tokenizer
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 )
 
-// applyConfig reads bos/eos tokens and the chat template of a tokenizer_config.json.
-func (t *Tokenizer) applyConfig(data []byte, path string) error {
-	var cfg map[string]json.RawMessage
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+// Config is what a tokenizer_config.json says about special tokens and chat.
+type Config struct {
+	BOSToken, EOSToken string // the token strings; "" when null or absent
+	HasBOS             bool   // bos_token is given (null: the tokenizer has none)
+	ChatTemplate       string // the default chat template; "" when none
+}
+
+// ReadConfig reads the bos_token, eos_token and chat_template of a tokenizer_config.json.
+func ReadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
 	}
-	if raw, ok := cfg["bos_token"]; ok {
-		name, err := tokenName(raw)
-		if err != nil {
-			return fmt.Errorf("%s: bos_token: %w", path, err)
+	return ParseConfig(data, path)
+}
+
+// ParseConfig is ReadConfig on the file's bytes; path names the file in errors.
+func ParseConfig(data []byte, path string) (Config, error) {
+	var c Config
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return c, fmt.Errorf("%s: %w", path, err)
+	}
+	var err error
+	if bos, ok := raw["bos_token"]; ok {
+		c.HasBOS = true
+		if c.BOSToken, err = tokenName(bos); err != nil {
+			return c, fmt.Errorf("%s: bos_token: %w", path, err)
 		}
+	}
+	if c.EOSToken, err = tokenName(raw["eos_token"]); err != nil {
+		return c, fmt.Errorf("%s: eos_token: %w", path, err)
+	}
+	if tmpl, ok := raw["chat_template"]; ok && !isNull(tmpl) {
+		if c.ChatTemplate, err = chatTemplate(tmpl); err != nil {
+			return c, fmt.Errorf("%s: chat_template: %w", path, err)
+		}
+	}
+	return c, nil
+}
+
+// applyConfig sets the bos/eos ids and the chat template from a tokenizer_config.json.
+func (t *Tokenizer) applyConfig(data []byte, path string) error {
+	cfg, err := ParseConfig(data, path)
+	if err != nil {
+		return err
+	}
+	if cfg.HasBOS {
 		t.bos = -1
-		if name != "" {
-			id, ok := t.TokenID(name)
+		if cfg.BOSToken != "" {
+			id, ok := t.TokenID(cfg.BOSToken)
 			if !ok {
-				return fmt.Errorf("%s: bos_token %q is not in the vocabulary", path, name)
+				return fmt.Errorf("%s: bos_token %q is not in the vocabulary", path, cfg.BOSToken)
 			}
 			t.bos = id
 		}
 	}
-	if raw, ok := cfg["eos_token"]; ok {
-		name, err := tokenName(raw)
-		if err != nil {
-			return fmt.Errorf("%s: eos_token: %w", path, err)
+	if cfg.EOSToken != "" {
+		id, ok := t.TokenID(cfg.EOSToken)
+		if !ok {
+			return fmt.Errorf("%s: eos_token %q is not in the vocabulary", path, cfg.EOSToken)
 		}
-		if name != "" {
-			id, ok := t.TokenID(name)
-			if !ok {
-				return fmt.Errorf("%s: eos_token %q is not in the vocabulary", path, name)
-			}
-			t.addEOS(id)
-		}
+		t.addEOS(id)
 	}
-	if raw, ok := cfg["chat_template"]; ok && !isNull(raw) {
-		tmpl, err := chatTemplate(raw)
-		if err != nil {
-			return fmt.Errorf("%s: chat_template: %w", path, err)
-		}
-		t.chatTemplate = tmpl
+	if cfg.ChatTemplate != "" {
+		t.chatTemplate = cfg.ChatTemplate
 	}
 	return nil
 }

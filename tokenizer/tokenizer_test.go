@@ -320,3 +320,24 @@ func FuzzStoriesRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+func TestParseConfig(t *testing.T) {
+	for _, c := range []struct {
+		json string
+		want Config
+	}{
+		{`{"bos_token": "<s>", "eos_token": {"content": "</s>", "lstrip": false}, "chat_template": "{{ x }}"}`,
+			Config{BOSToken: "<s>", EOSToken: "</s>", HasBOS: true, ChatTemplate: "{{ x }}"}},
+		{`{"bos_token": null, "chat_template": [{"name": "tool_use", "template": "T"}, {"name": "default", "template": "D"}]}`,
+			Config{HasBOS: true, ChatTemplate: "D"}},
+		{`{"eos_token": "<|im_end|>", "chat_template": null}`, Config{EOSToken: "<|im_end|>"}},
+	} {
+		got, err := ParseConfig([]byte(c.json), "cfg.json")
+		if err != nil || got != c.want {
+			t.Errorf("ParseConfig(%s) = %+v, %v; want %+v", c.json, got, err, c.want)
+		}
+	}
+	if _, err := ParseConfig([]byte(`{"bos_token": 3}`), "cfg.json"); err == nil || !strings.Contains(err.Error(), "cfg.json: bos_token") {
+		t.Errorf("a numeric bos_token: error %v, want one naming cfg.json and bos_token", err)
+	}
+}
