@@ -76,16 +76,12 @@ func WriteMergedHF(dir string, p *model.Pretrained, set *Set, opts MergeOptions)
 	if err != nil {
 		return err
 	}
-	dtypes, err := baseDTypes(p)
-	if err != nil {
-		return err
-	}
 	named := make(map[string]safetensors.Tensor, len(weights))
 	perDType := map[string]int{}
 	for name, w := range weights {
 		dt := opts.DType
 		if dt == "" {
-			dt = dtypes[name]
+			dt = p.DTypes[name]
 			if !safetensors.CanWrite(dt) {
 				dt = "F32" // Q8_0 and anything safetensors cannot hold: F32 keeps the values exactly
 			}
@@ -173,52 +169,6 @@ func dominant(count map[string]int) string {
 		}
 	}
 	return best
-}
-
-// baseDTypes maps each HF tensor name of the base to its storage dtype on disk.
-func baseDTypes(p *model.Pretrained) (map[string]string, error) {
-	out := map[string]string{}
-	switch p.Format {
-	case "gguf":
-		f, err := gguf.Open(p.Path)
-		if err != nil {
-			return nil, err
-		}
-		for _, t := range f.Tensors {
-			if hf, ok := model.HFNameFromGGUF(t.Name); ok {
-				out[hf] = t.Type.String()
-			}
-		}
-	case "hf":
-		shards := []string{"model.safetensors"}
-		data, err := os.ReadFile(filepath.Join(p.Path, "model.safetensors.index.json"))
-		if err == nil {
-			var index struct {
-				WeightMap map[string]string `json:"weight_map"`
-			}
-			if err := json.Unmarshal(data, &index); err != nil {
-				return nil, fmt.Errorf("%s: %w", filepath.Join(p.Path, "model.safetensors.index.json"), err)
-			}
-			shards = nil
-			for _, s := range index.WeightMap {
-				if !slices.Contains(shards, s) && filepath.Base(s) == s {
-					shards = append(shards, s)
-				}
-			}
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return nil, err
-		}
-		for _, s := range shards {
-			h, err := safetensors.ReadHeader(filepath.Join(p.Path, s))
-			if err != nil {
-				return nil, err
-			}
-			for _, e := range h.Entries {
-				out[e.Name] = e.DType
-			}
-		}
-	}
-	return out, nil
 }
 
 // samePath reports whether a and b name the same file or folder (both existing), or the same cleaned path.

@@ -38,7 +38,8 @@ type Tensor struct {
 type Pretrained struct {
 	Config  Config
 	Weights map[string]*Tensor
-	Path    string // the file or folder it came from
-	Format  string // "gguf" or "hf"
-	DType   string // storage dtype of most weights on disk (by element count): "F32", "F16", "BF16", "Q8_0"
+	Path    string            // the file or folder it came from
+	Format  string            // "gguf" or "hf"
+	DType   string            // storage dtype of most weights on disk (by element count): "F32", "F16", "BF16", "Q8_0"
+	DTypes  map[string]string // storage dtype of each weight on disk, by HF name
 }

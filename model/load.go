@@ -185,9 +185,9 @@ func checkSources(where string, cfg *Config, srcs map[string]*tensorSource, gguf
 	return nil
 }
 
-// readSources reads every source into float32 tensors, one file handle per file. It also reports the storage
-// dtype that holds the most elements.
-func readSources(srcs map[string]*tensorSource) (map[string]*Tensor, string, error) {
+// readSources reads every source into float32 tensors, one file handle per file. It also reports each tensor's
+// storage dtype and the dtype that holds the most elements.
+func readSources(srcs map[string]*tensorSource) (map[string]*Tensor, map[string]string, string, error) {
 	files := map[string]*os.File{}
 	defer func() {
 		for _, f := range files {
@@ -195,6 +195,7 @@ func readSources(srcs map[string]*tensorSource) (map[string]*Tensor, string, err
 		}
 	}()
 	weights := make(map[string]*Tensor, len(srcs))
+	dtypes := make(map[string]string, len(srcs))
 	perDType := map[string]int64{}
 	names := make([]string, 0, len(srcs))
 	for name := range srcs {
@@ -207,15 +208,15 @@ func readSources(srcs map[string]*tensorSource) (map[string]*Tensor, string, err
 		if f == nil {
 			var err error
 			if f, err = os.Open(src.file); err != nil {
-				return nil, "", err
+				return nil, nil, "", err
 			}
 			files[src.file] = f
 		}
 		t, err := readTensor(f, src)
 		if err != nil {
-			return nil, "", err
+			return nil, nil, "", err
 		}
-		weights[name] = t
+		weights[name], dtypes[name] = t, src.dtype
 		perDType[src.dtype] += int64(len(t.Data))
 	}
 	dominant := ""
@@ -224,7 +225,7 @@ func readSources(srcs map[string]*tensorSource) (map[string]*Tensor, string, err
 			dominant = dt
 		}
 	}
-	return weights, dominant, nil
+	return weights, dtypes, dominant, nil
 }
 
 // readTensor reads and converts one tensor, a bounded chunk at a time, and refuses NaN and infinite values.

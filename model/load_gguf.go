@@ -342,7 +342,7 @@ func loadGGUF(path string) (*Pretrained, error) {
 	if err := checkSources(path, cfg, srcs, true); err != nil {
 		return nil, err
 	}
-	weights, dtype, err := readSources(srcs)
+	weights, dtypes, dtype, err := readSources(srcs)
 	if err != nil {
 		return nil, err
 	}
@@ -366,7 +366,7 @@ func loadGGUF(path string) (*Pretrained, error) {
 			}
 		}
 	}
-	return &Pretrained{Config: *cfg, Weights: weights, Path: path, Format: "gguf", DType: dtype}, nil
+	return &Pretrained{Config: *cfg, Weights: weights, Path: path, Format: "gguf", DType: dtype, DTypes: dtypes}, nil
 }
 
 // ggufApplyRopeFreqs reads rope_freqs.weight into cfg.RopeScaling.
