@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -158,15 +157,14 @@ func downloadHubFolder(ref hubRef, dir string) error {
 			return err
 		}
 	} else {
-		data, err := os.ReadFile(filepath.Join(dir, "model.safetensors.index.json"))
+		indexPath := filepath.Join(dir, "model.safetensors.index.json")
+		data, err := os.ReadFile(indexPath)
 		if err != nil {
 			return err
 		}
-		var index struct {
-			WeightMap map[string]string `json:"weight_map"`
-		}
-		if err := json.Unmarshal(data, &index); err != nil {
-			return fmt.Errorf("%s: %w", filepath.Join(dir, "model.safetensors.index.json"), err)
+		index, err := parseWeightMap(indexPath, data)
+		if err != nil {
+			return err
 		}
 		seen := map[string]bool{}
 		for _, shard := range index.WeightMap {
@@ -174,7 +172,7 @@ func downloadHubFolder(ref hubRef, dir string) error {
 				continue
 			}
 			seen[shard] = true
-			if shard == "" || filepath.Base(shard) != shard || shard == "." || shard == ".." {
+			if !plainFileName(shard) {
 				return fmt.Errorf("%s: shard name %q is not a plain file name", ref, shard)
 			}
 			if _, err := get(shard, false); err != nil {

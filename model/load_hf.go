@@ -365,6 +365,25 @@ func loadHF(dir string) (*Pretrained, error) {
 }
 
 // hfSources lists the tensors of model.safetensors, or of every shard named by model.safetensors.index.json.
+// shardIndex is model.safetensors.index.json: which shard holds each tensor.
+type shardIndex struct {
+	WeightMap map[string]string `json:"weight_map"`
+}
+
+func parseWeightMap(path string, data []byte) (shardIndex, error) {
+	var index shardIndex
+	if err := json.Unmarshal(data, &index); err != nil {
+		return index, fmt.Errorf("%s: %w", path, err)
+	}
+	return index, nil
+}
+
+// plainFileName reports a file name without a folder part; shard names come from the file and must stay inside
+// the model folder.
+func plainFileName(name string) bool {
+	return name != "" && name != "." && name != ".." && filepath.Base(name) == name
+}
+
 func hfSources(dir string) (map[string]*tensorSource, error) {
 	indexPath := filepath.Join(dir, "model.safetensors.index.json")
 	data, err := os.ReadFile(indexPath)
@@ -377,11 +396,9 @@ func hfSources(dir string) (map[string]*tensorSource, error) {
 	} else if err != nil {
 		return nil, err
 	}
-	var index struct {
-		WeightMap map[string]string `json:"weight_map"`
-	}
-	if err := json.Unmarshal(data, &index); err != nil {
-		return nil, fmt.Errorf("%s: %w", indexPath, err)
+	index, err := parseWeightMap(indexPath, data)
+	if err != nil {
+		return nil, err
 	}
 	if len(index.WeightMap) == 0 {
 		return nil, fmt.Errorf("%s: empty weight_map", indexPath)
@@ -396,7 +413,7 @@ func hfSources(dir string) (map[string]*tensorSource, error) {
 	for _, name := range names {
 		shard := index.WeightMap[name]
 		// Shard names come from the file: keep them inside dir.
-		if shard == "" || filepath.Base(shard) != shard || shard == ".." || shard == "." {
+		if !plainFileName(shard) {
 			return nil, fmt.Errorf("%s: tensor %q: shard name %q is not a plain file name", indexPath, name, shard)
 		}
 		entries, ok := shards[shard]
