@@ -131,6 +131,14 @@ func prune(root, current string, keep int) error {
 	return nil
 }
 
+// RunDir is the run folder of path: the folder holding a checkpoint folder, or path itself.
+func RunDir(path string) string {
+	if _, err := os.Stat(filepath.Join(path, stateFile)); err == nil {
+		return filepath.Dir(filepath.Dir(path))
+	}
+	return path
+}
+
 // Resolve turns a run folder (meaning its latest checkpoint) or a checkpoint folder into a checkpoint folder.
 func Resolve(path string) (string, error) {
 	if _, err := os.Stat(filepath.Join(path, stateFile)); err == nil {

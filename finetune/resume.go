@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"os"
-	"path/filepath"
 	"slices"
 
 	"github.com/saddle-ml/saddle/checkpoints"
@@ -44,11 +42,7 @@ func Resume(path string, changes map[string]json.RawMessage) (*checkpoints.State
 			return nil, cfg, setting.Errorf(name, "%s is not a value it can take", changes[name])
 		}
 	}
-	// The run folder is the one given, or the one holding the given checkpoint folder.
-	cfg.Out = path
-	if _, err := os.Stat(filepath.Join(path, "state.json")); err == nil {
-		cfg.Out = filepath.Dir(filepath.Dir(path))
-	}
+	cfg.Out = checkpoints.RunDir(path)
 	if cfg.Steps < st.Step {
 		return nil, cfg, setting.Errorf("steps", "%d is below the checkpoint's step %d", cfg.Steps, st.Step)
 	}
