@@ -68,8 +68,8 @@ type SweepResult struct {
 	Out    string     `json:"out"`
 }
 
-// Configs expands the grid into named run configurations, each writing into out/runs/<name>.
-func (g Grid) Configs(out string) []Config {
+// configs expands the grid into named run configurations, each writing into out/runs/<name>.
+func (g Grid) configs(out string) []Config {
 	var cfgs []Config
 	for _, opt := range g.Optimizers {
 		for _, lr := range g.LRs {
@@ -93,7 +93,7 @@ func (g Grid) Configs(out string) []Config {
 
 // Plans checks every configuration of the grid against the model m, before anything runs.
 func (g Grid) Plans(out string, m model.Config) ([]*Plan, error) {
-	cfgs := g.Configs(out)
+	cfgs := g.configs(out)
 	plans := make([]*Plan, len(cfgs))
 	for i, c := range cfgs {
 		p, err := NewPlan(c, m)

@@ -51,13 +51,6 @@ func FactorName(i, depth int) string {
 	}
 }
 
-// CheckModel reports whether spec fits the model cfg: its layers exist, its targets match modules, and the rank
-// does not exceed any adapted matrix's dimensions. Errors here are the user's settings, not the model's fault.
-func (s Spec) CheckModel(cfg model.Config) error {
-	_, err := NewLayout(cfg, s)
-	return err
-}
-
 // Layout is a spec checked against a model: the modules it adapts and the init that fills them. Adapter sets are
 // made from it without checking anything again.
 type Layout struct {
@@ -66,7 +59,8 @@ type Layout struct {
 	init     Init
 }
 
-// NewLayout checks spec and that it fits the model cfg (see CheckModel).
+// NewLayout checks spec and that it fits the model cfg: its layers exist, its targets match modules, and the rank
+// does not exceed any adapted matrix's dimensions. Errors here are the user's settings, not the model's fault.
 func NewLayout(cfg model.Config, spec Spec) (*Layout, error) {
 	adapters, err := spec.modules(cfg)
 	if err != nil {
