@@ -648,7 +648,7 @@ func hostileCases(t *testing.T) []hostileCase {
 		train(good, "--targets", "foo_proj"), "foo_proj")
 	gap("train --init orthogonal with odd rank", "lora: odd rank for orthogonal init is a usage error", 2,
 		train(good, "--init", "orthogonal", "--rank", "3"), "rank")
-	gap("train --warmup beyond --steps", "finetune.Config.Validate: warmup > steps", 2, train(good, "--warmup", "5"), "warmup")
+	gap("train --warmup beyond --steps", "optimizers.NewSchedule (via finetune.NewPlan): warmup > steps", 2, train(good, "--warmup", "5"), "warmup")
 	gap("generate --temperature Inf", "model.Sampling.Validate: refuse infinite temperature", 2,
 		append(append([]string(nil), gm...), "--temperature", "Inf"), "temperature")
 	gap("generate --stop-token outside the vocabulary", "cmd/saddle/generate.go: check --stop-token ids", 2,
