@@ -44,6 +44,14 @@ type Config struct {
 	// DivergeFactor stops the run when the training loss exceeds this multiple of the first step's loss (0: off).
 	// Normalized models rarely overflow: a too-high learning rate shows as an exploding but finite loss.
 	DivergeFactor float64 `json:"diverge_factor"`
+	// DType is the compute type of the frozen base's matmuls: "f32", "bf16" or "f16" ("auto" picks per backend;
+	// a run's config.json records what was used, and "" in older runs means f32). Adapters, their gradients and
+	// the optimizer state are always f32; the weights stay in memory in their file's dtype.
+	DType string `json:"dtype,omitempty"`
+	// GradCheckpoint recomputes each decoder block's activations during the backward pass instead of keeping them.
+	GradCheckpoint bool `json:"grad_checkpoint,omitempty"`
+	// EvalBatches bounds each evaluation to the first N eval batches (0: all of them).
+	EvalBatches int `json:"eval_batches,omitempty"`
 }
 
 // Plan is a run's settings checked once, with what they build: the optimizer, the learning-rate schedule and the
@@ -110,6 +118,8 @@ func (c *Config) checkRun(m model.Config) error {
 		return setting.Errorf("keep", "%d must be >= 0", c.Keep)
 	case c.SkipNonfinite < 0:
 		return setting.Errorf("skip_nonfinite", "%d must be >= 0", c.SkipNonfinite)
+	case c.EvalBatches < 0:
+		return setting.Errorf("eval_batches", "%d must be >= 0 (0: every eval batch)", c.EvalBatches)
 	case c.DivergeFactor < 0 || (c.DivergeFactor > 0 && c.DivergeFactor <= 1):
 		return setting.Errorf("diverge_factor", "%g must be 0 (off) or > 1", c.DivergeFactor)
 	}

@@ -71,6 +71,9 @@ func addTrainFlags(cmd *cobra.Command) {
 	f.Int("keep", 3, "keep the newest K checkpoints (0: all)")
 	f.Int("skip-nonfinite", 0, "tolerate N steps with a non-finite loss or gradient by dropping their update")
 	f.Float64("diverge-factor", 4, "stop when the loss exceeds this multiple of the first step's loss (0: off)")
+	f.String("dtype", "auto", "compute type of the frozen base's matmuls: auto, f32, bf16 or f16 (weights stay in their file's dtype)")
+	f.Bool("grad-checkpoint", false, "recompute each block's activations in the backward pass (long sequences in less memory)")
+	f.Int("eval-batches", 0, "evaluate on at most N eval batches (0: all)")
 }
 
 // trainConfig reads the flags (after the config file) into a run configuration; finetune.NewPlan checks it.
@@ -89,6 +92,7 @@ func trainConfig(cmd *cobra.Command, modelPath string) (finetune.Config, error) 
 		Seed: seed, EvalEvery: getI("eval-every"), EscapeDelta: getF("escape-delta"), EscapeNorm: getF("escape-norm"),
 		Out: flagString(cmd, "out"), SaveEvery: getI("save-every"), Keep: getI("keep"),
 		SkipNonfinite: getI("skip-nonfinite"), DivergeFactor: getF("diverge-factor"),
+		DType: flagString(cmd, "dtype"), GradCheckpoint: getB("grad-checkpoint"), EvalBatches: getI("eval-batches"),
 	}
 	c.Opt = optimizers.Config{Momentum: getF("momentum"), Nesterov: getB("nesterov"), Beta1: getF("beta1"),
 		Beta2: getF("beta2"), Eps: getF("eps"), Q: getF("q"), WeightDecay: getF("weight-decay"), WDMode: flagString(cmd, "wd-mode")}
