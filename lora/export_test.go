@@ -36,6 +36,9 @@ func loadBase(t *testing.T, path string) *model.Pretrained {
 		return p
 	}
 	p, err := model.Load(path)
+	if err == nil {
+		err = p.ReadAll()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,6 +139,9 @@ func writeAndLoad(t *testing.T, write func(string, *model.Pretrained, *Set, Merg
 		t.Fatal(err)
 	}
 	q, err := model.Load(path)
+	if err == nil {
+		err = q.ReadAll()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

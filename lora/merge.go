@@ -35,15 +35,22 @@ func (o MergeOptions) check() error {
 }
 
 // MergeWeights returns the base weights with every adapted W replaced by W + s·B⋯A, computed in float64 and
-// rounded once to float32. Other tensors are shared with p, not copied.
+// rounded once to float32. Every weight is read into memory as float32.
 func MergeWeights(p *model.Pretrained, set *Set) (map[string]*model.Tensor, error) {
 	if err := set.CheckFits(p.Config); err != nil {
 		return nil, fmt.Errorf("adapter on %s: %w", p.Path, err)
 	}
-	out := maps.Clone(p.Weights)
+	out := map[string]*model.Tensor{}
+	for _, name := range p.Names() {
+		t, err := p.Tensor(name)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = t
+	}
 	for _, a := range set.Adapters {
 		name := a.Module + ".weight"
-		w := p.Weights[name]
+		w := out[name]
 		if w == nil || len(w.Data) != a.Out*a.In {
 			return nil, fmt.Errorf("%s: tensor %q is missing or not [%d, %d]", p.Path, name, a.Out, a.In)
 		}

@@ -33,8 +33,10 @@ type Tensor struct {
 	Data  []float32
 }
 
-// Pretrained is a loaded checkpoint: configuration plus all weights, keyed by HF parameter names such as
-// "model.layers.0.self_attn.q_proj.weight", whatever the file format was.
+// Pretrained is an opened checkpoint: its configuration and where each weight is, keyed by HF parameter names
+// such as "model.layers.0.self_attn.q_proj.weight", whatever the file format was. Load reads headers only; the
+// weights are read when a Model is built (straight into backend memory, in their storage dtype) or one at a time
+// through Tensor. Weights holds weights given in memory instead (tests, synthetic models); they take precedence.
 type Pretrained struct {
 	Config  Config
 	Weights map[string]*Tensor
@@ -42,4 +44,8 @@ type Pretrained struct {
 	Format  string            // "gguf" or "hf"
 	DType   string            // storage dtype of most weights on disk (by element count): "F32", "F16", "BF16", "Q8_0"
 	DTypes  map[string]string // storage dtype of each weight on disk, by HF name
+
+	sources map[string]*tensorSource // weights still in their files
+	// permute lists GGUF Q/K projections whose rows are in llama.cpp's interleaved layout, with their head count.
+	permute map[string]int
 }

@@ -54,6 +54,18 @@ func fuzzSafetensors(weights map[string]*Tensor, dtype string) []byte {
 // header structures are a small multiple of their encoded size. The constant covers read buffers and maps.
 func allocBudget(n int) uint64 { return 16*uint64(n) + 4<<20 }
 
+// loadAll opens a model and reads every weight (Load alone reads headers only).
+func loadAll(path string) (*Pretrained, error) {
+	p, err := Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.ReadAll(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 // checkLoaded verifies that a successful load is consistent with its own config.
 func checkLoaded(t *testing.T, p *Pretrained) {
 	t.Helper()
@@ -97,7 +109,7 @@ func FuzzLoadGGUF(f *testing.F) {
 		}
 		var p *Pretrained
 		var err error
-		if alloc, over := testenv.OverBudget(allocBudget(len(data)), func() { p, err = Load(path) }); over {
+		if alloc, over := testenv.OverBudget(allocBudget(len(data)), func() { p, err = loadAll(path) }); over {
 			t.Fatalf("loading %d bytes allocated %d bytes (err: %v)", len(data), alloc, err)
 		}
 		if err != nil {
@@ -150,7 +162,7 @@ func FuzzLoadHF(f *testing.F) {
 			}
 		}
 		var p *Pretrained
-		if alloc, over := testenv.OverBudget(allocBudget(len(config)+len(st)+len(index)), func() { p, err = Load(d) }); over {
+		if alloc, over := testenv.OverBudget(allocBudget(len(config)+len(st)+len(index)), func() { p, err = loadAll(d) }); over {
 			t.Fatalf("loading %d+%d+%d bytes allocated %d bytes (err: %v)", len(config), len(st), len(index), alloc, err)
 		}
 		if err != nil {
@@ -171,7 +183,7 @@ func TestFuzzSeedsLoad(t *testing.T) {
 		if err := os.WriteFile(path, fuzzGGUF(t, fuzzConfig(arch), dtype.F16), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		p, err := Load(path)
+		p, err := loadAll(path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +194,7 @@ func TestFuzzSeedsLoad(t *testing.T) {
 		cfg, _ := json.Marshal(hfConfigJSON(c))
 		os.WriteFile(filepath.Join(hf, "config.json"), cfg, 0o644)
 		os.WriteFile(filepath.Join(hf, "model.safetensors"), fuzzSafetensors(synthWeights(c, 5), dtype.BF16), 0o644)
-		if p, err = Load(hf); err != nil {
+		if p, err = loadAll(hf); err != nil {
 			t.Fatal(err)
 		}
 		checkLoaded(t, p)

@@ -126,7 +126,7 @@ func TestResolvePinnedFile(t *testing.T) {
 		if data, _ := os.ReadFile(got); !bytes.Equal(data, real) {
 			t.Error("downloaded bytes differ")
 		}
-		if _, err := Load(got); err != nil {
+		if _, err := loadAll(got); err != nil {
 			t.Error(err)
 		}
 		if _, err := Resolve(ref, cache); err != nil || count.Load() != 1 {
@@ -211,7 +211,7 @@ func TestResolveHFFolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Load(dir)
+	p, err := loadAll(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestResolveHFFolderSharded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Load(dir); err != nil {
+	if _, err := loadAll(dir); err != nil {
 		t.Fatal(err)
 	}
 }

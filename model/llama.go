@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive // GoMLX graph code reads best with the ops unqualified.
 	"github.com/gomlx/gomlx/core/tensors"
 )
@@ -13,8 +14,22 @@ import (
 // output to use. The model knows nothing else about adapters.
 type LinearHook func(module string, x, y *Node) *Node
 
-// Weights maps HF parameter names to graph nodes (the frozen base weights inside one graph).
-type Weights map[string]*Node
+// Weights are the frozen base weights inside one graph: nodes by HF parameter name, held in their storage dtype
+// (see Model.Params), and the dtype their matmuls take inputs in.
+type Weights struct {
+	Nodes map[string]*Node
+	// Compute is the matmuls' input dtype; zero means the activations' dtype. Matmuls accumulate in float32.
+	Compute dtypes.DType
+}
+
+// vector returns a norm weight or bias in x's dtype (nil when absent).
+func (w Weights) vector(name string, x *Node) *Node {
+	v := w.Nodes[name]
+	if v != nil && v.DType() != x.DType() {
+		v = ConvertDType(v, x.DType())
+	}
+	return v
+}
 
 // KVCache holds, per layer, keys and values [batch, kvHeads, capacity, headDim] for positions [0, capacity).
 type KVCache struct {
@@ -33,44 +48,102 @@ func (c *Config) Forward(w Weights, tokens, start *Node, cache *KVCache, hook Li
 
 // Hidden returns the final-normed hidden states [batch, seq, hidden]; with a cache, cache is updated in place.
 func (c *Config) Hidden(w Weights, tokens, start *Node, cache *KVCache, hook LinearHook) *Node {
-	embed := w["model.embed_tokens.weight"]
+	embed := w.Nodes["model.embed_tokens.weight"]
 	x := Gather(embed, ExpandAxes(tokens, -1))
+	if act := w.activation(); x.DType() != act {
+		x = ConvertDType(x, act)
+	}
 	for layer := range c.NumLayers {
 		p := fmt.Sprintf("model.layers.%d.", layer)
 		var layerCache *[2]*Node
 		if cache != nil {
 			layerCache = &[2]*Node{cache.Keys[layer], cache.Values[layer]}
 		}
-		x = Add(x, c.attention(w, p, c.rmsNorm(x, w[p+"input_layernorm.weight"]), start, layerCache, hook))
+		x = Add(x, c.attention(w, p, c.rmsNorm(x, w.vector(p+"input_layernorm.weight", x)), start, layerCache, hook))
 		if cache != nil {
 			cache.Keys[layer], cache.Values[layer] = layerCache[0], layerCache[1]
 		}
-		x = Add(x, c.mlp(w, p, c.rmsNorm(x, w[p+"post_attention_layernorm.weight"]), hook))
+		x = Add(x, c.mlp(w, p, c.rmsNorm(x, w.vector(p+"post_attention_layernorm.weight", x)), hook))
 	}
-	return c.rmsNorm(x, w["model.norm.weight"])
+	return c.rmsNorm(x, w.vector("model.norm.weight", x))
 }
 
 // Logits projects hidden states [..., hidden] to the vocabulary [..., vocab].
 func (c *Config) Logits(w Weights, h *Node) *Node {
-	head := w["lm_head.weight"]
-	if head == nil || c.TieEmbeddings {
-		head = w["model.embed_tokens.weight"]
-	}
-	return linear(h, head)
+	return w.Linear(h, c.Head(w))
 }
 
-// linear computes x·Wᵀ for an HF-layout weight W [out, in].
-func linear(x, weight *Node) *Node {
+// Head is the output projection [vocab, hidden]: lm_head, or the embedding when they are tied.
+func (c *Config) Head(w Weights) *Node {
+	head := w.Nodes["lm_head.weight"]
+	if head == nil || c.TieEmbeddings {
+		head = w.Nodes["model.embed_tokens.weight"]
+	}
+	return head
+}
+
+// activation is the activations' dtype: that of the norm weights, which are held in it.
+func (w Weights) activation() dtypes.DType {
+	return w.Nodes["model.norm.weight"].DType()
+}
+
+// Linear computes x·Wᵀ for a frozen HF-layout weight W [out, in], in x's dtype.
+//
+// When W is held in another dtype than x (bf16 weights, f32 activations) the product runs in w.Compute: with
+// Float32 each use converts W to float32 for that one matmul; with a half-precision type x is rounded to it and the
+// kernel accumulates and returns float32. Its gradient with respect to x is written by hand so the backward pass
+// converts W again instead of keeping the forward pass's converted copy alive until then: a float32 copy of every
+// weight would otherwise live from the forward to the backward pass.
+func (w Weights) Linear(x, weight *Node) *Node {
 	dims := x.Shape().Dimensions
 	in, out := dims[len(dims)-1], weight.Shape().Dimensions[0]
 	flat := Reshape(x, -1, in)
-	y := DotGeneral(flat, []int{1}, nil, weight, []int{1}, nil)
+	var y *Node
+	if weight.DType() == x.DType() && (w.Compute == 0 || w.Compute == x.DType()) {
+		y = DotGeneral(flat, []int{1}, nil, weight, []int{1}, nil)
+	} else {
+		y = mixedLinear(flat, weight, w.Compute)
+	}
 	return Reshape(y, append(dims[:len(dims)-1:len(dims)-1], out)...)
 }
 
+// mixedLinear is Linear's product for x [n, in] and a weight [out, in] held in another dtype; see Linear.
+func mixedLinear(x, weight *Node, compute dtypes.DType) *Node {
+	act := x.DType()
+	if compute == 0 {
+		compute = act
+	}
+	// product multiplies a [n, k] by the weight, contracting the weight's axis wAxis, in the compute dtype.
+	product := func(a, weight *Node, wAxis int) *Node {
+		if compute == act {
+			return DotGeneral(a, []int{1}, nil, ConvertDType(weight, act), []int{wAxis}, nil)
+		}
+		if weight.DType() != compute {
+			weight = ConvertDType(weight, compute)
+		}
+		y := Dot(ConvertDType(a, compute), weight).WithAccumulatorDType(dtypes.Float32).WithOutputDType(dtypes.Float32).
+			General([]int{1}, nil, []int{wAxis}, nil)
+		if y.DType() != act {
+			y = ConvertDType(y, act)
+		}
+		return y
+	}
+	var upstream *Node
+	xIn := IdentityWithCustomGradient(x, func(_, _ *Node) *Node {
+		// dx = dy·W. The barrier makes this conversion of W a new one, run when dy exists (the backend would
+		// otherwise merge it with the forward pass's and keep that alive).
+		return product(upstream, SchedulingBarrier(weight, upstream), 0)
+	})
+	y := product(xIn, weight, 1)
+	return IdentityWithCustomGradient(y, func(_, v *Node) *Node {
+		upstream = v
+		return v
+	})
+}
+
 func (c *Config) project(w Weights, module string, x *Node, hook LinearHook) *Node {
-	y := linear(x, w[module+".weight"])
-	if b := w[module+".bias"]; b != nil {
+	y := w.Linear(x, w.Nodes[module+".weight"])
+	if b := w.vector(module+".bias", y); b != nil {
 		y = Add(y, alignTrailing(b, y))
 	}
 	if hook != nil {
@@ -109,8 +182,8 @@ func (c *Config) attention(w Weights, p string, x, start *Node, cache *[2]*Node,
 	k := Reshape(c.project(w, p+"self_attn.k_proj", x, hook), batch, seq, kvHeads, headDim)
 	v := Reshape(c.project(w, p+"self_attn.v_proj", x, hook), batch, seq, kvHeads, headDim)
 	if c.QKNorm {
-		q = c.rmsNorm(q, w[p+"self_attn.q_norm.weight"])
-		k = c.rmsNorm(k, w[p+"self_attn.k_norm.weight"])
+		q = c.rmsNorm(q, w.vector(p+"self_attn.q_norm.weight", q))
+		k = c.rmsNorm(k, w.vector(p+"self_attn.k_norm.weight", k))
 	}
 	positions := Add(Iota(x.Graph(), shapeInt32(seq), 0), start) // [seq]
 	q = c.rope(q, positions)

@@ -195,9 +195,9 @@ func checkHiddenGradient(t *testing.T, cfg model.Config, names []string, values 
 	}
 	shapesByName := cfg.ExpectedShapes()
 	lossOf := func(inputs []*Node) *Node {
-		w := model.Weights{}
+		w := model.Weights{Nodes: map[string]*Node{}}
 		for i, n := range names {
-			w[n] = inputs[i]
+			w.Nodes[n] = inputs[i]
 		}
 		tok := inputs[len(names)]
 		h := cfg.Hidden(w, tok, ScalarZero(tok.Graph(), dtypes.Int32), nil, nil)

@@ -185,39 +185,14 @@ func checkSources(where string, cfg *Config, srcs map[string]*tensorSource, gguf
 	return nil
 }
 
-// readSources reads every source into float32 tensors, one file handle per file. It also reports each tensor's
-// storage dtype and the dtype that holds the most elements.
-func readSources(srcs map[string]*tensorSource) (map[string]*Tensor, map[string]string, string, error) {
-	files := map[string]*os.File{}
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
-	weights := make(map[string]*Tensor, len(srcs))
+// storageDTypes reports each source's storage dtype and the dtype that holds the most elements.
+func storageDTypes(srcs map[string]*tensorSource) (map[string]string, string) {
 	dtypes := make(map[string]string, len(srcs))
 	perDType := map[string]int64{}
-	names := make([]string, 0, len(srcs))
-	for name := range srcs {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		src := srcs[name]
-		f := files[src.file]
-		if f == nil {
-			var err error
-			if f, err = os.Open(src.file); err != nil {
-				return nil, nil, "", err
-			}
-			files[src.file] = f
-		}
-		t, err := readTensor(f, src)
-		if err != nil {
-			return nil, nil, "", err
-		}
-		weights[name], dtypes[name] = t, src.dtype
-		perDType[src.dtype] += int64(len(t.Data))
+	for name, src := range srcs {
+		n, _ := dtype.Elements(src.shape) // checked when the source was made
+		dtypes[name] = src.dtype
+		perDType[src.dtype] += n
 	}
 	dominant := ""
 	for _, dt := range []string{dtype.F32, dtype.BF16, dtype.F16, dtype.Q8_0} {
@@ -225,10 +200,11 @@ func readSources(srcs map[string]*tensorSource) (map[string]*Tensor, map[string]
 			dominant = dt
 		}
 	}
-	return weights, dtypes, dominant, nil
+	return dtypes, dominant
 }
 
-// readTensor reads and converts one tensor, a bounded chunk at a time, and refuses NaN and infinite values.
+// readTensor reads and converts one tensor to float32, a bounded chunk at a time, and refuses NaN and infinite
+// values.
 func readTensor(f *os.File, src *tensorSource) (*Tensor, error) {
 	n, err := dtype.Elements(src.shape)
 	if err != nil {
@@ -238,9 +214,16 @@ func readTensor(f *os.File, src *tensorSource) (*Tensor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
 	}
-	// A NaN or an infinity in the weights poisons every activation downstream; it means a corrupt file.
+	if err := checkFinite(src, out); err != nil {
+		return nil, err
+	}
+	return &Tensor{Shape: slices.Clone(src.shape), Data: out}, nil
+}
+
+// checkFinite refuses NaN and infinite values: one poisons every activation downstream; it means a corrupt file.
+func checkFinite(src *tensorSource, values []float32) error {
 	bad, first := 0, -1
-	for i, v := range out {
+	for i, v := range values {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			if bad == 0 {
 				first = i
@@ -249,9 +232,9 @@ func readTensor(f *os.File, src *tensorSource) (*Tensor, error) {
 		}
 	}
 	if bad > 0 {
-		return nil, fmt.Errorf("%s: tensor %q: %d values are NaN or infinite (the first at index %d)", src.file, src.name, bad, first)
+		return fmt.Errorf("%s: tensor %q: %d values are NaN or infinite (the first at index %d)", src.file, src.name, bad, first)
 	}
-	return &Tensor{Shape: slices.Clone(src.shape), Data: out}, nil
+	return nil
 }
 
 // checkConfig validates sizes read from a file before anything is sized from them. `where` names the file.

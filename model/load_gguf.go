@@ -342,31 +342,33 @@ func loadGGUF(path string) (*Pretrained, error) {
 	if err := checkSources(path, cfg, srcs, true); err != nil {
 		return nil, err
 	}
-	weights, dtypes, dtype, err := readSources(srcs)
-	if err != nil {
-		return nil, err
-	}
 	// Converters often write the embedding again as output.weight; identical means tied.
-	if lm := weights["lm_head.weight"]; lm != nil && sameBits(lm, weights["model.embed_tokens.weight"]) {
-		delete(weights, "lm_head.weight")
-		cfg.TieEmbeddings = true
+	if lm := srcs["lm_head.weight"]; lm != nil {
+		same, err := sameBytes(lm, srcs["model.embed_tokens.weight"])
+		if err != nil {
+			return nil, err
+		}
+		if same {
+			delete(srcs, "lm_head.weight")
+			cfg.TieEmbeddings = true
+		}
 	}
+	p := &Pretrained{Config: *cfg, Path: path, Format: "gguf", sources: srcs}
+	p.DTypes, p.DType = storageDTypes(srcs)
 	if cfg.Architecture == "llama" {
+		p.permute = map[string]int{}
 		for l := range cfg.NumLayers {
-			for _, p := range []struct {
-				name  string
-				heads int
-			}{{"q_proj", cfg.NumHeads}, {"k_proj", cfg.NumKVHeads}} {
-				name := fmt.Sprintf("model.layers.%d.self_attn.%s.weight", l, p.name)
-				t, err := LlamaCppUnpermute(weights[name], p.heads)
-				if err != nil {
-					return nil, fmt.Errorf("%s: tensor %q: %w", path, srcs[name].name, err)
+			for proj, heads := range map[string]int{"q_proj": cfg.NumHeads, "k_proj": cfg.NumKVHeads} {
+				name := fmt.Sprintf("model.layers.%d.self_attn.%s.weight", l, proj)
+				if rows := srcs[name].shape[0]; rows%(2*heads) != 0 {
+					return nil, fmt.Errorf("%s: tensor %q: %d rows do not split into %d heads of an even size",
+						path, srcs[name].name, rows, heads)
 				}
-				weights[name] = t
+				p.permute[name] = heads
 			}
 		}
 	}
-	return &Pretrained{Config: *cfg, Weights: weights, Path: path, Format: "gguf", DType: dtype, DTypes: dtypes}, nil
+	return p, nil
 }
 
 // ggufApplyRopeFreqs reads rope_freqs.weight into cfg.RopeScaling.
@@ -394,17 +396,44 @@ func ggufApplyRopeFreqs(cfg *Config, src *tensorSource) error {
 	return nil
 }
 
-// sameBits reports whether two tensors have the same shape and bit-identical data.
-func sameBits(a, b *Tensor) bool {
-	if a == nil || b == nil || !slices.Equal(a.Shape, b.Shape) || len(a.Data) != len(b.Data) {
-		return false
+// sameBytes reports whether two tensors have the same dtype, shape and bytes. It reads both a bounded chunk at a
+// time and stops at the first difference (different weights differ within the first few bytes).
+func sameBytes(a, b *tensorSource) (bool, error) {
+	if a == nil || b == nil || a.dtype != b.dtype || !slices.Equal(a.shape, b.shape) {
+		return false, nil
 	}
-	for i := range a.Data {
-		if math.Float32bits(a.Data[i]) != math.Float32bits(b.Data[i]) {
-			return false
+	n, err := dtype.Elements(a.shape)
+	if err != nil {
+		return false, err
+	}
+	size, err := dtype.Size(a.dtype, n)
+	if err != nil {
+		return false, err
+	}
+	fa, err := os.Open(a.file)
+	if err != nil {
+		return false, err
+	}
+	defer fa.Close()
+	fb, err := os.Open(b.file)
+	if err != nil {
+		return false, err
+	}
+	defer fb.Close()
+	bufA, bufB := make([]byte, 1<<16), make([]byte, 1<<16)
+	for off := int64(0); off < size; off += int64(len(bufA)) {
+		k := int(min(int64(len(bufA)), size-off))
+		if _, err := fa.ReadAt(bufA[:k], a.offset+off); err != nil {
+			return false, fmt.Errorf("%s: tensor %q: %w", a.file, a.name, err)
+		}
+		if _, err := fb.ReadAt(bufB[:k], b.offset+off); err != nil {
+			return false, fmt.Errorf("%s: tensor %q: %w", b.file, b.name, err)
+		}
+		if string(bufA[:k]) != string(bufB[:k]) {
+			return false, nil
 		}
 	}
-	return true
+	return true, nil
 }
 
 // LlamaCppPermute reorders the rows of a Q or K projection (weight [heads·headDim, in] or bias [heads·headDim])

@@ -129,11 +129,11 @@ func TestLoadGGUFTieByEquality(t *testing.T) {
 		if err := gguf.Write(path, ggufMetadataFor(c), ggufTensorsFor(t, c, weights, "F32")); err != nil {
 			t.Fatal(err)
 		}
-		p, err := Load(path)
+		p, err := loadAll(path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, hasHead := p.Weights["lm_head.weight"]
+		hasHead := p.Shape("lm_head.weight") != nil
 		if p.Config.TieEmbeddings != same || hasHead == same {
 			t.Errorf("output.weight equal to token_embd: %v; got tied %v, lm_head kept %v", same, p.Config.TieEmbeddings, hasHead)
 		}
@@ -148,7 +148,7 @@ func TestLoadGGUFRopeScaling(t *testing.T) {
 		if err := gguf.Write(path, append(ggufMetadataFor(c), extra...), append(ggufTensorsFor(t, c, weights, "F32"), extraTensors...)); err != nil {
 			t.Fatal(err)
 		}
-		return Load(path)
+		return loadAll(path)
 	}
 	t.Run("freq factors", func(t *testing.T) {
 		factors := []float32{1, 1, 1.5, 2, 4, 8, 8, 8}
@@ -160,7 +160,7 @@ func TestLoadGGUFRopeScaling(t *testing.T) {
 		if s == nil || s.Type != "freq_factors" || fmt.Sprint(s.FreqFactors) != fmt.Sprint(factors) {
 			t.Errorf("rope scaling %+v", s)
 		}
-		if _, ok := p.Weights["rope_freqs.weight"]; ok {
+		if p.Shape("rope_freqs.weight") != nil {
 			t.Error("rope_freqs.weight kept as a weight")
 		}
 	})
@@ -301,7 +301,7 @@ func TestLoadGGUFErrors(t *testing.T) {
 			if tc.patch != nil {
 				tc.patch(t, path)
 			}
-			_, err := Load(path)
+			_, err := loadAll(path)
 			wantErr(t, err, append([]string{path}, tc.want...)...)
 		})
 	}
@@ -314,7 +314,7 @@ func TestLoadGGUFCorruptHeader(t *testing.T) {
 	b = binary.LittleEndian.AppendUint64(b, 1<<40)
 	b = binary.LittleEndian.AppendUint64(b, 0)
 	os.WriteFile(path, b, 0o644)
-	_, err := Load(path)
+	_, err := loadAll(path)
 	wantErr(t, err, path, "tensor count")
 
 	// One metadata array claiming 2^25 uint64 elements in a tiny file.
@@ -326,6 +326,6 @@ func TestLoadGGUFCorruptHeader(t *testing.T) {
 	b = binary.LittleEndian.AppendUint32(b, 10) // of uint64
 	b = binary.LittleEndian.AppendUint64(b, 1<<25)
 	os.WriteFile(path, b, 0o644)
-	_, err = Load(path)
+	_, err = loadAll(path)
 	wantErr(t, err, path, "array count")
 }

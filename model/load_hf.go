@@ -357,11 +357,8 @@ func loadHF(dir string) (*Pretrained, error) {
 	if err := checkSources(dir, cfg, srcs, false); err != nil {
 		return nil, err
 	}
-	weights, dtypes, dtype, err := readSources(srcs)
-	if err != nil {
-		return nil, err
-	}
-	return &Pretrained{Config: *cfg, Weights: weights, Path: dir, Format: "hf", DType: dtype, DTypes: dtypes}, nil
+	dtypes, dtype := storageDTypes(srcs)
+	return &Pretrained{Config: *cfg, Path: dir, Format: "hf", DType: dtype, DTypes: dtypes, sources: srcs}, nil
 }
 
 // hfSources lists the tensors of model.safetensors, or of every shard named by model.safetensors.index.json.

@@ -163,7 +163,7 @@ func TestLoadHFSharded(t *testing.T) {
 	weights := synthWeights(c, 2)
 	dir := t.TempDir()
 	writeHFModel(t, dir, hfConfigJSON(c), weights, "BF16", 2)
-	p, err := Load(dir)
+	p, err := loadAll(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,11 +183,11 @@ func TestLoadHFTiedCopyDropped(t *testing.T) {
 	}
 	dir := t.TempDir()
 	writeHFModel(t, dir, hfConfigJSON(c), withCopy, "F32", 1)
-	p, err := Load(dir)
+	p, err := loadAll(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := p.Weights["lm_head.weight"]; ok || !p.Config.TieEmbeddings {
+	if p.Shape("lm_head.weight") != nil || !p.Config.TieEmbeddings {
 		t.Error("tied model kept lm_head.weight")
 	}
 	compareWeights(t, p.Weights, weights, halfTolerance("F32"))
@@ -361,7 +361,7 @@ func TestLoadHFErrors(t *testing.T) {
 			st := good()
 			tc.break_(st)
 			writeSafetensors(t, filepath.Join(dir, "model.safetensors"), st)
-			_, err := Load(dir)
+			_, err := loadAll(dir)
 			wantErr(t, err, tc.want...)
 		})
 	}
@@ -373,7 +373,7 @@ func TestLoadHFErrors(t *testing.T) {
 		writeSafetensors(t, p, good())
 		st, _ := os.Stat(p)
 		os.Truncate(p, st.Size()-100)
-		_, err := Load(dir)
+		_, err := loadAll(dir)
 		wantErr(t, err, p, "outside")
 	})
 	t.Run("header length beyond file", func(t *testing.T) {
@@ -381,13 +381,13 @@ func TestLoadHFErrors(t *testing.T) {
 		writeJSON(t, filepath.Join(dir, "config.json"), hfConfigJSON(c))
 		p := filepath.Join(dir, "model.safetensors")
 		os.WriteFile(p, binary.LittleEndian.AppendUint64(nil, 1<<50), 0o644)
-		_, err := Load(dir)
+		_, err := loadAll(dir)
 		wantErr(t, err, p, "header length")
 	})
 	t.Run("no weights", func(t *testing.T) {
 		dir := t.TempDir()
 		writeJSON(t, filepath.Join(dir, "config.json"), hfConfigJSON(c))
-		_, err := Load(dir)
+		_, err := loadAll(dir)
 		wantErr(t, err, dir, "model.safetensors")
 	})
 }
@@ -427,7 +427,7 @@ func TestLoadHFShardErrors(t *testing.T) {
 			}
 			wm[name] = shard
 			writeJSON(t, filepath.Join(dir, "model.safetensors.index.json"), index)
-			_, err := Load(dir)
+			_, err := loadAll(dir)
 			wantErr(t, err, tc.want...)
 		})
 	}
@@ -435,7 +435,7 @@ func TestLoadHFShardErrors(t *testing.T) {
 		dir, index := setup(t)
 		delete(index["weight_map"].(map[string]any), name)
 		writeJSON(t, filepath.Join(dir, "model.safetensors.index.json"), index)
-		_, err := Load(dir)
+		_, err := loadAll(dir)
 		wantErr(t, err, "model.safetensors.index.json", name)
 	})
 }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -20,12 +21,15 @@ import (
 // converted HF folder: configs and every weight must agree exactly.
 func TestLoadStoriesOracle(t *testing.T) {
 	ggufPath, hfPath := testenv.Stories260K(t)
-	g, err := Load(ggufPath)
+	g, err := loadAll(ggufPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := Load(hfPath)
+	h, err := loadAll(hfPath)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(g.ReadAll(), h.ReadAll()); err != nil {
 		t.Fatal(err)
 	}
 	if g.Format != "gguf" || h.Format != "hf" || g.DType != "F32" || h.DType != "F32" {
@@ -71,7 +75,10 @@ func TestLoadStoriesOracle(t *testing.T) {
 // go-huggingface reader, are LlamaCppPermute of the HF rows and differ from them.
 func TestStoriesGGUFIsPermuted(t *testing.T) {
 	ggufPath, hfPath := testenv.Stories260K(t)
-	h, err := Load(hfPath)
+	h, err := loadAll(hfPath)
+	if err == nil {
+		err = h.ReadAll()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +208,7 @@ func synthWeights(c Config, seed uint64) map[string]*Tensor {
 // loadAs loads path and checks its config, storage dtype, format and path.
 func loadAs(t *testing.T, path, format, dtype string, want Config) *Pretrained {
 	t.Helper()
-	p, err := Load(path)
+	p, err := loadAll(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,10 +263,10 @@ func TestLoadNotAModel(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "x.bin")
 	os.WriteFile(p, []byte("hello world"), 0o644)
-	_, err := Load(p)
+	_, err := loadAll(p)
 	wantErr(t, err, p, "neither")
-	_, err = Load(filepath.Join(dir, "absent"))
+	_, err = loadAll(filepath.Join(dir, "absent"))
 	wantErr(t, err, "absent")
-	_, err = Load(dir) // a folder without config.json
+	_, err = loadAll(dir) // a folder without config.json
 	wantErr(t, err, "config.json")
 }

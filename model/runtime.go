@@ -3,12 +3,15 @@ package model
 import (
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/saddle-ml/saddle/internal/dtype"
 )
 
 // Model is a loaded decoder on a backend: its configuration and frozen weights as backend tensors. Graphs take the
@@ -17,58 +20,109 @@ type Model struct {
 	Config  Config
 	Backend compute.Backend
 	Names   []string
-	Params  []*tensors.Tensor
-	DType   dtypes.DType // of the weights and activations: Float32 normally, Float64 for exactness checks
+	Params  []*tensors.Tensor // in their storage dtype: the file's for matrices (see storageDType), DType for vectors
+	DType   dtypes.DType      // of the activations: Float32 normally, Float64 for exactness checks
+	// Compute is the dtype the frozen matrices' matmuls take their inputs in (Float32, BFloat16 or Float16; DType
+	// with Float64); ComputeName is its --dtype name. Matmuls accumulate in float32 whatever it is.
+	Compute     dtypes.DType
+	ComputeName string
 }
 
-// New validates the weights against the configuration and moves them into float32 backend tensors.
+// New builds the model on backend with the compute type "auto" (see ResolveCompute).
 func New(backend compute.Backend, p *Pretrained) (*Model, error) {
-	return NewWithDType(backend, p, dtypes.Float32)
+	return NewWithCompute(backend, p, ComputeAuto)
 }
 
-// NewWithDType is New with the weights held as dtype (Float32 or Float64).
+// NewWithDType is New with the weights and activations held as dtype: Float32 (weights in float32 whatever
+// their file's dtype) or Float64, for exactness checks.
 func NewWithDType(backend compute.Backend, p *Pretrained, dtype dtypes.DType) (*Model, error) {
 	if dtype != dtypes.Float32 && dtype != dtypes.Float64 {
 		return nil, fmt.Errorf("model dtype %s is not supported (use float32 or float64)", dtype)
 	}
+	return newModel(backend, p, dtype, dtype, ComputeF32)
+}
+
+// NewWithCompute builds the model with float32 activations and the given compute type for the frozen base
+// ("auto", "f32", "bf16" or "f16"). Weights stay in their file's dtype where the compute type allows.
+func NewWithCompute(backend compute.Backend, p *Pretrained, computeName string) (*Model, error) {
+	name, err := ResolveCompute(computeName, backendKind(backend))
+	if err != nil {
+		return nil, err
+	}
+	dt := computeDType(name)
+	if caps := backend.Capabilities(); caps.DTypes != nil && !caps.DTypes[dt] {
+		return nil, fmt.Errorf("dtype %s: the %s backend does not support %s (use --dtype f32)", name, backend.Name(), dt)
+	}
+	return newModel(backend, p, dtypes.Float32, dt, name)
+}
+
+// backendKind is "go" for the pure-Go backend and the backend's name otherwise.
+func backendKind(b compute.Backend) string {
+	if b.Name() == "go" || b.Name() == "Go" || strings.HasPrefix(strings.ToLower(b.Name()), "go") {
+		return "go"
+	}
+	return b.Name()
+}
+
+func newModel(backend compute.Backend, p *Pretrained, activation, computeDT dtypes.DType, computeName string) (*Model, error) {
 	if err := p.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", p.Path, err)
 	}
 	expected := p.Config.ExpectedShapes()
 	for name, shape := range expected {
-		t, ok := p.Weights[name]
-		if !ok {
+		got := p.Shape(name)
+		if got == nil {
 			return nil, fmt.Errorf("%s: missing tensor %q", p.Path, name)
 		}
-		if !slices.Equal(t.Shape, shape) {
-			return nil, fmt.Errorf("%s: tensor %q has shape %v, config expects %v", p.Path, name, t.Shape, shape)
+		if !slices.Equal(got, shape) {
+			return nil, fmt.Errorf("%s: tensor %q has shape %v, config expects %v", p.Path, name, got, shape)
 		}
 	}
-	m := &Model{Config: p.Config, Backend: backend, DType: dtype}
+	m := &Model{Config: p.Config, Backend: backend, DType: activation, Compute: computeDT, ComputeName: computeName}
+	if activation == dtypes.Float64 {
+		m.Compute = dtypes.Float64
+	}
 	for name := range expected {
 		m.Names = append(m.Names, name)
 	}
 	slices.Sort(m.Names)
 	for _, name := range m.Names {
-		t := p.Weights[name]
-		if dtype == dtypes.Float64 {
-			wide := make([]float64, len(t.Data))
-			for i, v := range t.Data {
-				wide[i] = float64(v)
-			}
-			m.Params = append(m.Params, tensors.FromFlatDataAndDimensions(wide, t.Shape...))
-			continue
+		fileDType := dtype.F32
+		if p.Weights[name] == nil {
+			fileDType = p.DTypes[name]
 		}
-		m.Params = append(m.Params, tensors.FromFlatDataAndDimensions(t.Data, t.Shape...))
+		t, err := p.weightTensor(backend, name, storageDType(fileDType, len(expected[name]), activation, m.Compute))
+		if err != nil {
+			m.Finalize()
+			return nil, err
+		}
+		m.Params = append(m.Params, t)
 	}
 	return m, nil
 }
 
+// Finalize frees the weights' backend memory.
+func (m *Model) Finalize() {
+	for _, t := range m.Params {
+		_ = t.FinalizeAll()
+	}
+	m.Params = nil
+}
+
+// WeightBytes is the memory the weights take in their storage dtypes.
+func (m *Model) WeightBytes() int64 {
+	var n int64
+	for _, t := range m.Params {
+		n += int64(t.Shape().ByteSize())
+	}
+	return n
+}
+
 // Weights maps the leading len(m.Names) graph inputs to their parameter names.
 func (m *Model) Weights(inputs []*Node) Weights {
-	w := make(Weights, len(m.Names))
+	w := Weights{Nodes: make(map[string]*Node, len(m.Names)), Compute: m.Compute}
 	for i, name := range m.Names {
-		w[name] = inputs[i]
+		w.Nodes[name] = inputs[i]
 	}
 	return w
 }

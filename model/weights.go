@@ -1,0 +1,313 @@
+package model
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"maps"
+	"math"
+	"os"
+	"slices"
+
+	"github.com/gomlx/compute"
+	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/shapes"
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/saddle-ml/saddle/internal/dtype"
+)
+
+// Names lists the weights in name order.
+func (p *Pretrained) Names() []string {
+	set := maps.Clone(p.Weights)
+	if set == nil {
+		set = map[string]*Tensor{}
+	}
+	for name := range p.sources {
+		set[name] = nil
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+// Shape returns a weight's HF-layout shape, or nil when there is no such weight.
+func (p *Pretrained) Shape(name string) []int {
+	if t := p.Weights[name]; t != nil {
+		return t.Shape
+	}
+	if src := p.sources[name]; src != nil {
+		return src.shape
+	}
+	return nil
+}
+
+// Tensor returns one weight as a float32 host tensor in HF layout, reading it from its file when it is not in
+// memory. It refuses NaN and infinite values.
+func (p *Pretrained) Tensor(name string) (*Tensor, error) {
+	if t := p.Weights[name]; t != nil {
+		return t, nil
+	}
+	src := p.sources[name]
+	if src == nil {
+		return nil, fmt.Errorf("%s: no weight %q", p.Path, name)
+	}
+	f, err := os.Open(src.file)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	t, err := readTensor(f, src)
+	if err != nil {
+		return nil, err
+	}
+	if heads, ok := p.permute[name]; ok {
+		if t, err = LlamaCppUnpermute(t, heads); err != nil {
+			return nil, fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
+		}
+	}
+	return t, nil
+}
+
+// ReadAll reads every weight into p.Weights as float32 (small models and tests; large models stay in their files).
+func (p *Pretrained) ReadAll() error {
+	all := make(map[string]*Tensor, len(p.sources))
+	for _, name := range p.Names() {
+		t, err := p.Tensor(name)
+		if err != nil {
+			return err
+		}
+		all[name] = t
+	}
+	p.Weights = all
+	return nil
+}
+
+// Compute types of the frozen base's matmuls (the --dtype values).
+const (
+	ComputeAuto = "auto"
+	ComputeF32  = "f32"
+	ComputeBF16 = "bf16"
+	ComputeF16  = "f16"
+)
+
+// ComputeTypes lists the --dtype values.
+var ComputeTypes = []string{ComputeAuto, ComputeF32, ComputeBF16, ComputeF16}
+
+// ResolveCompute turns a --dtype value into a concrete one for a backend (by its name, e.g. "go" or "xla").
+// "auto" is f32 on the Go backend, whose f32 matmuls run faster than its half-precision ones (measured on a 2-core
+// AVX2 machine: 87-113 GFLOP/s converting bf16 weights to f32 per matmul, 58-65 GFLOP/s in bf16), and bf16 on
+// XLA, where accelerators multiply half-precision matrices fastest.
+func ResolveCompute(compute, backendName string) (string, error) {
+	switch compute {
+	case "", ComputeAuto:
+		if backendName == "go" {
+			return ComputeF32, nil
+		}
+		return ComputeBF16, nil
+	case ComputeF32, ComputeBF16, ComputeF16:
+		return compute, nil
+	}
+	return "", fmt.Errorf("dtype %q is not one of %v", compute, ComputeTypes)
+}
+
+func computeDType(compute string) dtypes.DType {
+	switch compute {
+	case ComputeBF16:
+		return dtypes.BFloat16
+	case ComputeF16:
+		return dtypes.Float16
+	}
+	return dtypes.Float32
+}
+
+// storageDType is the dtype a weight is held in on the backend: matrices (the embedding and every projection) stay
+// in their file's dtype when the compute type is f32 (Q8_0 becomes f16, which holds its values to 2⁻¹¹), or take
+// the half-precision compute type; vectors (norms, biases) are tiny and held in the activations' dtype.
+func storageDType(fileDType string, rank int, activation, compute dtypes.DType) dtypes.DType {
+	switch {
+	case activation == dtypes.Float64 || rank < 2:
+		return activation
+	case compute != dtypes.Float32:
+		return compute
+	}
+	switch fileDType {
+	case dtype.BF16:
+		return dtypes.BFloat16
+	case dtype.F16, dtype.Q8_0:
+		return dtypes.Float16
+	}
+	return dtypes.Float32
+}
+
+// fileDTypeName is the internal/dtype name of a backend dtype.
+func fileDTypeName(dt dtypes.DType) string {
+	switch dt {
+	case dtypes.BFloat16:
+		return dtype.BF16
+	case dtypes.Float16:
+		return dtype.F16
+	}
+	return dtype.F32
+}
+
+// weightTensor builds the backend tensor of one weight in dtype dt. A weight stored on disk in dt is read straight
+// into backend memory (no host copy on the Go backend, whose tensors share its buffers); others are converted one
+// tensor at a time.
+func (p *Pretrained) weightTensor(b compute.Backend, name string, dt dtypes.DType) (*tensors.Tensor, error) {
+	src := p.sources[name]
+	if src == nil || p.Weights[name] != nil || dt == dtypes.Float64 || fileDTypeName(dt) != src.dtype {
+		t, err := p.Tensor(name)
+		if err != nil {
+			return nil, err
+		}
+		return hostTensor(b, t, dt, p.describe(name))
+	}
+	return newBackendTensor(b, dt, src.shape, func(buf []byte) error {
+		f, err := os.Open(src.file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if _, err := f.ReadAt(buf, src.offset); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
+		}
+		if bad, first := nonFinite(buf, dt); bad > 0 {
+			return fmt.Errorf("%s: tensor %q: %d values are NaN or infinite (the first at index %d)", src.file, src.name, bad, first)
+		}
+		if heads, ok := p.permute[name]; ok {
+			permuteRowBytes(buf, src.shape[0], heads, true)
+		}
+		return nil
+	})
+}
+
+// describe names a weight for errors: its file and name there, or the model path.
+func (p *Pretrained) describe(name string) string {
+	if src := p.sources[name]; src != nil {
+		return fmt.Sprintf("%s: tensor %q", src.file, src.name)
+	}
+	return fmt.Sprintf("%s: tensor %q", p.Path, name)
+}
+
+// hostTensor converts a float32 host tensor into a backend tensor of dtype dt; converting to a half-precision type
+// fails on values that overflow it.
+func hostTensor(b compute.Backend, t *Tensor, dt dtypes.DType, where string) (*tensors.Tensor, error) {
+	switch dt {
+	case dtypes.Float32:
+		return tensors.FromFlatDataAndDimensions(t.Data, t.Shape...), nil
+	case dtypes.Float64:
+		wide := make([]float64, len(t.Data))
+		for i, v := range t.Data {
+			wide[i] = float64(v)
+		}
+		return tensors.FromFlatDataAndDimensions(wide, t.Shape...), nil
+	}
+	return newBackendTensor(b, dt, t.Shape, func(buf []byte) error {
+		if err := dtype.Encode(&sliceWriter{buf: buf}, fileDTypeName(dt), t.Data); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		if bad, first := nonFinite(buf, dt); bad > 0 {
+			return fmt.Errorf("%s: %d values overflow %s (the first at index %d, %g): use --dtype f32 or bf16",
+				where, bad, dt, first, t.Data[first])
+		}
+		return nil
+	})
+}
+
+// newBackendTensor creates a backend tensor of the given dtype and shape and lets fill write its bytes.
+func newBackendTensor(b compute.Backend, dt dtypes.DType, shape []int, fill func(buf []byte) error) (*tensors.Tensor, error) {
+	t, err := tensors.FromShapeForBackend(b, 0, shapes.Make(dt, shape...))
+	if err != nil {
+		return nil, err
+	}
+	var fillErr error
+	if err := t.MutableBytes(func(buf []byte) { fillErr = fill(buf) }); err != nil {
+		return nil, err
+	}
+	if fillErr != nil {
+		_ = t.FinalizeAll()
+		return nil, fillErr
+	}
+	if !t.IsShared() {
+		// An accelerator: move it to the device now and drop the host copy, one tensor at a time.
+		if err := t.MaterializeOnDevice(b, false, 0); err != nil {
+			return nil, err
+		}
+		t.FinalizeLocal()
+	}
+	return t, nil
+}
+
+// sliceWriter writes into a fixed byte slice.
+type sliceWriter struct {
+	buf []byte
+	off int
+}
+
+func (w *sliceWriter) Write(p []byte) (int, error) {
+	if len(p) > len(w.buf)-w.off {
+		return 0, io.ErrShortWrite
+	}
+	w.off += copy(w.buf[w.off:], p)
+	return len(p), nil
+}
+
+// nonFinite counts NaN and infinite values in little-endian data of dtype dt, and finds the first.
+func nonFinite(buf []byte, dt dtypes.DType) (bad, first int) {
+	first = -1
+	note := func(i int) {
+		if bad == 0 {
+			first = i
+		}
+		bad++
+	}
+	switch dt {
+	case dtypes.Float32:
+		for i := 0; i+4 <= len(buf); i += 4 {
+			if binary.LittleEndian.Uint32(buf[i:])&0x7f800000 == 0x7f800000 {
+				note(i / 4)
+			}
+		}
+	case dtypes.BFloat16:
+		for i := 0; i+2 <= len(buf); i += 2 {
+			if binary.LittleEndian.Uint16(buf[i:])&0x7f80 == 0x7f80 {
+				note(i / 2)
+			}
+		}
+	case dtypes.Float16:
+		for i := 0; i+2 <= len(buf); i += 2 {
+			if binary.LittleEndian.Uint16(buf[i:])&0x7c00 == 0x7c00 {
+				note(i / 2)
+			}
+		}
+	case dtypes.Float64:
+		for i := 0; i+8 <= len(buf); i += 8 {
+			if v := math.Float64frombits(binary.LittleEndian.Uint64(buf[i:])); math.IsNaN(v) || math.IsInf(v, 0) {
+				note(i / 8)
+			}
+		}
+	}
+	return bad, first
+}
+
+// permuteRowBytes applies permuteRows' row order to a row-major [rows, ...] tensor's bytes, in place.
+func permuteRowBytes(buf []byte, rows, nHeads int, inverse bool) {
+	rowBytes := len(buf) / rows
+	orig := slices.Clone(buf)
+	headDim := rows / nHeads
+	half := headDim / 2
+	for h := range nHeads {
+		for j := range half {
+			for k := range 2 {
+				hfRow, cppRow := h*headDim+k*half+j, h*headDim+2*j+k
+				src, dst := hfRow, cppRow
+				if inverse {
+					src, dst = cppRow, hfRow
+				}
+				copy(buf[dst*rowBytes:(dst+1)*rowBytes], orig[src*rowBytes:(src+1)*rowBytes])
+			}
+		}
+	}
+}
