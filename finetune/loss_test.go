@@ -11,16 +11,22 @@ import (
 	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/model"
 )
 
-// TestBatchLossGradient compares batchLoss (hand-written gradient) with autodiff of LogSoftmax + Gather in float64,
-// with large logits (a stable log-sum-exp is needed) and some zero weights.
-func TestBatchLossGradient(t *testing.T) {
-	const batch, seq, vocab = 2, 5, 7
+// TestTokenLossGradient compares tokenLoss (chunked, gradient computed in the forward pass) with autodiff of
+// LogSoftmax + Gather over the full logits, in float64, with large logits (a stable log-sum-exp is needed), some
+// zero weights, and chunk sizes that divide the rows evenly, unevenly, and not at all.
+func TestTokenLossGradient(t *testing.T) {
+	const batch, seq, hidden, vocab = 2, 5, 4, 7
 	rng := rand.New(rand.NewPCG(3, 4))
-	logits := make([]float64, batch*seq*vocab)
-	for i := range logits {
-		logits[i] = rng.NormFloat64() * 30
+	h := make([]float64, batch*seq*hidden)
+	for i := range h {
+		h[i] = rng.NormFloat64() * 6
+	}
+	head := make([]float64, vocab*hidden)
+	for i := range head {
+		head[i] = rng.NormFloat64() * 2
 	}
 	targets := make([]int32, batch*seq)
 	weights := make([]float64, batch*seq)
@@ -32,27 +38,36 @@ func TestBatchLossGradient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reference := func(x, tg, w *Node) *Node {
-		flat := Reshape(x, -1, vocab)
+	cfg := &model.Config{VocabSize: vocab, TieEmbeddings: true}
+	reference := func(x, head, tg, w *Node) *Node {
+		flat := DotGeneral(Reshape(x, -1, hidden), []int{1}, nil, head, []int{1}, nil)
 		n := flat.Shape().Dimensions[0]
 		idx := Concatenate([]*Node{Iota(x.Graph(), shapeOf(n), 0), Reshape(tg, n, 1)}, 1)
 		return Neg(ReduceAllSum(Mul(Gather(LogSoftmax(flat, -1), idx), Reshape(w, n))))
 	}
-	exec := MustNewExec(b, func(x, tg, w *Node) []*Node {
-		mean, sum := batchLoss(x, tg, w)
-		got := Mul(mean, sum)
-		want := reference(x, tg, w)
-		return append([]*Node{got, want}, append(Gradient(got, x), Gradient(want, x)...)...)
-	})
-	out := exec.MustExec(tensors.FromFlatDataAndDimensions(logits, batch, seq, vocab),
-		tensors.FromFlatDataAndDimensions(targets, batch, seq), tensors.FromFlatDataAndDimensions(weights, batch, seq))
-	if got, want := out[0].Value().(float64), out[1].Value().(float64); math.Abs(got-want) > 1e-9*math.Abs(want) {
-		t.Fatalf("loss %g, reference %g", got, want)
-	}
-	got, want := tensors.MustCopyFlatData[float64](out[2]), tensors.MustCopyFlatData[float64](out[3])
-	for i := range got {
-		if math.Abs(got[i]-want[i]) > 1e-12 {
-			t.Fatalf("gradient[%d] = %g, reference %g", i, got[i], want[i])
+	for _, chunk := range []int{1, 3, 5, 10, 64} {
+		exec := MustNewExec(b, func(x, head, tg, w *Node) []*Node {
+			weights := model.Weights{Nodes: map[string]*Node{"model.embed_tokens.weight": head}}
+			got, wsum := tokenLoss(weights, cfg, x, tg, w, chunk, true)
+			want := reference(x, head, tg, w)
+			noGrad, _ := tokenLoss(weights, cfg, x, tg, w, chunk, false)
+			return append([]*Node{got, want, noGrad, wsum}, append(Gradient(got, x), Gradient(want, x)...)...)
+		})
+		out := exec.MustExec(tensors.FromFlatDataAndDimensions(h, batch, seq, hidden),
+			tensors.FromFlatDataAndDimensions(head, vocab, hidden),
+			tensors.FromFlatDataAndDimensions(targets, batch, seq), tensors.FromFlatDataAndDimensions(weights, batch, seq))
+		got, want, noGrad := out[0].Value().(float64), out[1].Value().(float64), out[2].Value().(float64)
+		if math.Abs(got-want) > 1e-9*math.Abs(want) || got != noGrad {
+			t.Fatalf("chunk %d: loss %g (without gradient %g), reference %g", chunk, got, noGrad, want)
+		}
+		if wsum := out[3].Value().(float64); wsum != 3 {
+			t.Fatalf("chunk %d: weight sum %g, want 3", chunk, wsum)
+		}
+		gotG, wantG := tensors.MustCopyFlatData[float64](out[4]), tensors.MustCopyFlatData[float64](out[5])
+		for i := range gotG {
+			if math.Abs(gotG[i]-wantG[i]) > 1e-9 {
+				t.Fatalf("chunk %d: gradient[%d] = %g, reference %g", chunk, i, gotG[i], wantG[i])
+			}
 		}
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/saddle-ml/saddle/checkpoints"
 	"github.com/saddle-ml/saddle/lora"
@@ -124,7 +123,7 @@ func startRun(job Job, progress io.Writer) (*run, error) {
 	if err != nil {
 		return nil, err
 	}
-	stepper, err := NewStepper(job.Model, set, plan.Opt, cfg.ClipNorm, cfg.Seed)
+	stepper, err := NewStepper(job.Model, set, plan.Opt, cfg.ClipNorm, cfg.Seed, GradCheckpoint(cfg.GradCheckpoint))
 	if err != nil {
 		return nil, err
 	}
@@ -371,25 +370,13 @@ func ptr[T any](v T) *T { return &v }
 
 // moduleNorms returns ‖W‖_F of each adapted module's base weight.
 func moduleNorms(m *model.Model, set *lora.Set) ([]float64, error) {
-	index := map[string]int{}
-	for i, n := range m.Names {
-		index[n] = i
-	}
 	norms := make([]float64, len(set.Adapters))
 	for i, a := range set.Adapters {
-		k, ok := index[a.Module+".weight"]
-		if !ok {
-			return nil, fmt.Errorf("no base weight for adapted module %s", a.Module)
-		}
-		data, err := tensors.CopyFlatData[float32](m.Params[k])
+		n, err := m.FrobeniusNorm(a.Module + ".weight")
 		if err != nil {
 			return nil, err
 		}
-		var s float64
-		for _, v := range data {
-			s += float64(v) * float64(v)
-		}
-		norms[i] = math.Sqrt(s)
+		norms[i] = n
 	}
 	return norms, nil
 }

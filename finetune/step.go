@@ -30,6 +30,7 @@ type Stepper struct {
 	step       int                 // optimizer steps taken
 	prev       *stepState          // state before the last TrainStep, for Rollback
 	clip       float64
+	checkpoint bool  // recompute each block in the backward pass (StepperOption GradCheckpoint)
 	train      *Exec // fused step, one micro-batch
 	accumulate *Exec // gradient of one micro-batch added to a running sum
 	apply      *Exec // optimizer step from summed gradients
@@ -50,9 +51,20 @@ type StepResult struct {
 	GradNorm float64
 }
 
+// StepperOption changes how a Stepper computes its steps (not what they compute).
+type StepperOption func(*Stepper)
+
+// GradCheckpoint makes training keep only each decoder block's input from the forward pass and recompute the
+// block's activations when the backward pass reaches it: activation memory of one block instead of all of them,
+// for about a third more compute.
+func GradCheckpoint(on bool) StepperOption { return func(s *Stepper) { s.checkpoint = on } }
+
 // NewStepper compiles nothing yet (graphs compile on first use) but checks that everything fits together.
-func NewStepper(m *model.Model, set *lora.Set, opt optimizers.Optimizer, clipNorm float64, seed uint64) (*Stepper, error) {
+func NewStepper(m *model.Model, set *lora.Set, opt optimizers.Optimizer, clipNorm float64, seed uint64, options ...StepperOption) (*Stepper, error) {
 	s := &Stepper{model: m, set: set, opt: opt, params: set.Tensors(), clip: clipNorm}
+	for _, o := range options {
+		o(s)
+	}
 	for _, p := range s.params {
 		slots := make([]*tensors.Tensor, opt.NumSlots())
 		for i := range slots {
@@ -71,50 +83,152 @@ func NewStepper(m *model.Model, set *lora.Set, opt optimizers.Optimizer, clipNor
 	return s, nil
 }
 
-// batchLoss is the mean cross entropy of the weighted targets, and the sum of the weights.
+// lossChunkElements bounds the logits one chunk of the loss holds: rows × vocab ≤ 2²⁴ values (64 MB in float32).
+// With a vocabulary of 128-152 k, logits for every token of a batch would be the largest tensors of a step.
+const lossChunkElements = 1 << 24
+
+// lossChunkRows is how many token rows one chunk of the loss takes for a vocabulary.
+func lossChunkRows(vocab int) int { return max(16, lossChunkElements/vocab) }
+
+// tokenLoss is the summed cross entropy of the weighted targets over the final hidden states h [batch, seq, hidden],
+// and the sum of the weights. The logits h·headᵀ are computed chunkRows token rows at a time and never exist for the
+// whole batch at once: each chunk's are reduced to row losses (log-sum-exp − target logit) and dropped.
 //
-// Each row's loss is logsumexp(logits) − logit[target], with a hand-written gradient (softmax − one-hot)·upstream.
-// The probabilities come from the backend's fused softmax (one parallel pass); log-sum-exp follows from them
-// without another exp pass: a row's largest probability is exp(0)/Σ, so logsumexp = max − log(max probability).
-// Autodiff of LogSoftmax + Gather would run about three times as many single-threaded passes over the
-// [tokens, vocab] logits, which dominate this function with a 32k vocabulary.
-func batchLoss(logits, targets, weights *Node) (mean, weightSum *Node) {
-	vocab := logits.Shape().Dimensions[2]
-	flat := Reshape(logits, -1, vocab)
+// With withGrad, the gradient with respect to h is computed in the same pass, chunk by chunk, as
+// dh = ((softmax − one-hot)·weight)·head, and attached to the result without changing its value:
+// sum + (link − stop(link)) with link = Σ h·stop(dh) has the value sum (x − x is exactly 0) and the gradient dh
+// with respect to h, so autodiff continues from there into the decoder. Nothing of the logits is kept for the
+// backward pass. Each chunk starts after the previous one's results exist (a scheduling barrier), so the backend
+// holds one chunk's logits at a time.
+func tokenLoss(w model.Weights, cfg *model.Config, h, targets, weights *Node, chunkRows int, withGrad bool) (sum, weightSum *Node) {
+	g := h.Graph()
+	hidden := h.Shape().Dimensions[2]
+	head := cfg.Head(w)
+	flat := Reshape(h, -1, hidden)
 	n := flat.Shape().Dimensions[0]
-	rows := Iota(logits.Graph(), shapes.Make(dtypes.Int32, n, 1), 0)
-	idx := Concatenate([]*Node{rows, Reshape(ConvertDType(targets, dtypes.Int32), n, 1)}, 1)
-	var probs, upstream *Node // upstream: d(result)/d(row loss), stored when autodiff passes the row losses
-	flat = IdentityWithCustomGradient(flat, func(_, _ *Node) *Node {
-		u := Reshape(upstream, n, 1)
-		return ScatterSum(Mul(probs, u), idx, Neg(upstream), true, true)
-	})
-	probs = Softmax(flat, -1)
-	logSumExp := Sub(ReduceMax(flat, -1), Log(ReduceMax(probs, -1)))
-	rowLoss := Sub(logSumExp, Gather(flat, idx))
-	rowLoss = IdentityWithCustomGradient(rowLoss, func(_, v *Node) *Node {
-		upstream = v
-		return v
-	})
-	w := Reshape(weights, n)
-	weightSum = ReduceAllSum(w)
-	sum := ReduceAllSum(Mul(rowLoss, w))
-	return Div(sum, Max(weightSum, ScalarOne(w.Graph(), w.DType()))), weightSum
+	tg := Reshape(ConvertDType(targets, dtypes.Int32), n)
+	wt := Reshape(ConvertDType(weights, h.DType()), n)
+	weightSum = ReduceAllSum(wt)
+	stopped := StopGradient(flat)
+	var sums, grads []*Node
+	var prev *Node
+	for lo := 0; lo < n; lo += chunkRows {
+		hi := min(lo+chunkRows, n)
+		hc := Slice(stopped, AxisRange(lo, hi))
+		if prev != nil {
+			hc = SchedulingBarrier(hc, prev)
+		}
+		rows := hi - lo
+		logits := w.Linear(hc, head) // [rows, vocab]
+		tc, wc := Slice(tg, AxisRange(lo, hi)), Slice(wt, AxisRange(lo, hi))
+		idx := Concatenate([]*Node{Iota(g, shapes.Make(dtypes.Int32, rows, 1), 0), Reshape(tc, rows, 1)}, 1)
+		// The probabilities come from the backend's fused softmax; log-sum-exp follows from them without another
+		// exp pass: a row's largest probability is exp(0)/Σ, so logsumexp = max − log(max probability).
+		probs := Softmax(logits, -1)
+		logSumExp := Sub(ReduceMax(logits, -1), Log(ReduceMax(probs, -1)))
+		rowLoss := Sub(logSumExp, Gather(logits, idx))
+		sc := ReduceAllSum(Mul(rowLoss, wc))
+		sums = append(sums, sc)
+		prev = sc
+		if withGrad {
+			dLogits := ScatterSum(Mul(probs, Reshape(wc, rows, 1)), idx, Neg(wc), true, true)
+			dh := w.LinearGrad(dLogits, head) // [rows, hidden]
+			grads = append(grads, dh)
+			prev = dh
+		}
+	}
+	sum = sums[0]
+	for _, sc := range sums[1:] {
+		sum = Add(sum, sc)
+	}
+	if withGrad {
+		dh := grads[0]
+		if len(grads) > 1 {
+			dh = Concatenate(grads, 0)
+		}
+		link := ReduceAllSum(Mul(flat, StopGradient(dh)))
+		sum = Add(sum, Sub(link, StopGradient(link)))
+	}
+	return sum, weightSum
 }
 
 // lossAndGrads builds the forward pass with adapters and the gradient of the summed (not averaged) token loss.
 func (s *Stepper) lossAndGrads(w model.Weights, params []*Node, rng, tokens, targets, weights *Node) (sum, weightSum, newRNG *Node, grads []*Node) {
+	if s.checkpoint {
+		return s.checkpointedLossAndGrads(w, params, rng, tokens, targets, weights)
+	}
 	var dropout *lora.Dropout
 	if s.set.Spec.Dropout > 0 {
 		dropout = &lora.Dropout{Rate: s.set.Spec.Dropout, RNG: rng}
 	}
-	logits, _ := s.model.Config.Forward(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, s.set.Hook(params, dropout))
-	mean, weightSum := batchLoss(logits, targets, weights)
-	sum = Mul(mean, weightSum)
+	cfg := &s.model.Config
+	h := cfg.Hidden(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, s.set.Hook(params, dropout))
+	sum, weightSum = tokenLoss(w, cfg, h, targets, weights, lossChunkRows(cfg.VocabSize), true)
 	grads = Gradient(sum, params...)
 	newRNG = rng
 	if dropout != nil {
 		newRNG = dropout.RNG
+	}
+	return sum, weightSum, newRNG, grads
+}
+
+// checkpointedLossAndGrads is lossAndGrads with gradient checkpointing: the forward pass keeps only each block's
+// input; the backward pass goes block by block from the last, recomputing the block from its input once the
+// gradient of its output exists (a scheduling barrier orders it) and differentiating that recomputation alone.
+// Dropout masks are the same both times: each block restarts from the random state it had in the forward pass.
+func (s *Stepper) checkpointedLossAndGrads(w model.Weights, params []*Node, rng, tokens, targets, weights *Node) (sum, weightSum, newRNG *Node, grads []*Node) {
+	cfg := &s.model.Config
+	start := ScalarZero(tokens.Graph(), dtypes.Int32)
+	block := func(layer int, x, rng *Node) (y, next *Node) {
+		var dropout *lora.Dropout
+		if s.set.Spec.Dropout > 0 {
+			dropout = &lora.Dropout{Rate: s.set.Spec.Dropout, RNG: rng}
+		}
+		y = cfg.Block(w, layer, x, start, nil, s.set.Hook(params, dropout))
+		if dropout != nil {
+			return y, dropout.RNG
+		}
+		return y, rng
+	}
+	inputs, rngs := make([]*Node, cfg.NumLayers), make([]*Node, cfg.NumLayers)
+	x := cfg.Embed(w, tokens)
+	newRNG = rng
+	for l := range cfg.NumLayers {
+		inputs[l], rngs[l] = x, newRNG
+		x, newRNG = block(l, x, newRNG)
+	}
+	sum, weightSum = tokenLoss(w, cfg, cfg.FinalNorm(w, x), targets, weights, lossChunkRows(cfg.VocabSize), true)
+	dx := Gradient(sum, x)[0]
+	// Each parameter belongs to one block: the one its module is in.
+	byLayer := make([][]int, cfg.NumLayers)
+	k := 0
+	for _, a := range s.set.Adapters {
+		layer := lora.LayerOf(a.Module)
+		for range a.Factors {
+			if layer >= 0 && layer < cfg.NumLayers {
+				byLayer[layer] = append(byLayer[layer], k)
+			}
+			k++
+		}
+	}
+	grads = make([]*Node, len(params))
+	for l := cfg.NumLayers - 1; l >= 0; l-- {
+		xr := SchedulingBarrier(inputs[l], dx)
+		y, _ := block(l, xr, rngs[l])
+		wrt := []*Node{xr}
+		for _, i := range byLayer[l] {
+			wrt = append(wrt, params[i])
+		}
+		g := Gradient(ReduceAllSum(Mul(y, StopGradient(dx))), wrt...)
+		dx = g[0]
+		for j, i := range byLayer[l] {
+			grads[i] = g[1+j]
+		}
+	}
+	for i := range grads {
+		if grads[i] == nil {
+			grads[i] = ZerosLike(params[i])
+		}
 	}
 	return sum, weightSum, newRNG, grads
 }
@@ -191,9 +305,10 @@ func (s *Stepper) compile() error {
 		w := s.model.Weights(in[:base])
 		params := in[base : base+np]
 		tokens, targets, weights := in[base+np], in[base+np+1], in[base+np+2]
-		logits, _ := s.model.Config.Forward(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, s.set.Hook(params, nil))
-		mean, sum := batchLoss(logits, targets, weights)
-		return []*Node{Mul(mean, sum), sum}
+		cfg := &s.model.Config
+		h := cfg.Hidden(w, tokens, ScalarZero(tokens.Graph(), dtypes.Int32), nil, s.set.Hook(params, nil))
+		sum, weightSum := tokenLoss(w, cfg, h, targets, weights, lossChunkRows(cfg.VocabSize), false)
+		return []*Node{sum, weightSum}
 	})
 	if err != nil {
 		return err

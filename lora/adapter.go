@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
@@ -306,4 +307,18 @@ func (s *Set) CheckFits(cfg model.Config) error {
 		}
 	}
 	return nil
+}
+
+// LayerOf returns the decoder layer index of a module path ("model.layers.3.mlp.up_proj" → 3), or -1.
+func LayerOf(module string) int {
+	rest, ok := strings.CutPrefix(module, "model.layers.")
+	if !ok {
+		return -1
+	}
+	digits, _, _ := strings.Cut(rest, ".")
+	n, err := strconv.Atoi(digits)
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
 }

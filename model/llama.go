@@ -48,23 +48,39 @@ func (c *Config) Forward(w Weights, tokens, start *Node, cache *KVCache, hook Li
 
 // Hidden returns the final-normed hidden states [batch, seq, hidden]; with a cache, cache is updated in place.
 func (c *Config) Hidden(w Weights, tokens, start *Node, cache *KVCache, hook LinearHook) *Node {
-	embed := w.Nodes["model.embed_tokens.weight"]
-	x := Gather(embed, ExpandAxes(tokens, -1))
-	if act := w.activation(); x.DType() != act {
-		x = ConvertDType(x, act)
-	}
+	x := c.Embed(w, tokens)
 	for layer := range c.NumLayers {
-		p := fmt.Sprintf("model.layers.%d.", layer)
 		var layerCache *[2]*Node
 		if cache != nil {
 			layerCache = &[2]*Node{cache.Keys[layer], cache.Values[layer]}
 		}
-		x = Add(x, c.attention(w, p, c.rmsNorm(x, w.vector(p+"input_layernorm.weight", x)), start, layerCache, hook))
+		x = c.Block(w, layer, x, start, layerCache, hook)
 		if cache != nil {
 			cache.Keys[layer], cache.Values[layer] = layerCache[0], layerCache[1]
 		}
-		x = Add(x, c.mlp(w, p, c.rmsNorm(x, w.vector(p+"post_attention_layernorm.weight", x)), hook))
 	}
+	return c.FinalNorm(w, x)
+}
+
+// Embed looks up tokens [batch, seq] in the embedding: [batch, seq, hidden] in the activations' dtype.
+func (c *Config) Embed(w Weights, tokens *Node) *Node {
+	x := Gather(w.Nodes["model.embed_tokens.weight"], ExpandAxes(tokens, -1))
+	if act := w.activation(); x.DType() != act {
+		x = ConvertDType(x, act)
+	}
+	return x
+}
+
+// Block runs decoder layer `layer` on x [batch, seq, hidden]: attention and MLP, each with its residual. A
+// non-nil cache ([2]{keys, values}) is updated in place.
+func (c *Config) Block(w Weights, layer int, x, start *Node, cache *[2]*Node, hook LinearHook) *Node {
+	p := fmt.Sprintf("model.layers.%d.", layer)
+	x = Add(x, c.attention(w, p, c.rmsNorm(x, w.vector(p+"input_layernorm.weight", x)), start, cache, hook))
+	return Add(x, c.mlp(w, p, c.rmsNorm(x, w.vector(p+"post_attention_layernorm.weight", x)), hook))
+}
+
+// FinalNorm applies the final RMSNorm to the last block's output.
+func (c *Config) FinalNorm(w Weights, x *Node) *Node {
 	return c.rmsNorm(x, w.vector("model.norm.weight", x))
 }
 
@@ -107,34 +123,42 @@ func (w Weights) Linear(x, weight *Node) *Node {
 	return Reshape(y, append(dims[:len(dims)-1:len(dims)-1], out)...)
 }
 
+// LinearGrad computes dy·W for a frozen weight W [out, in] and dy [n, out]: the gradient of Linear with respect to
+// its input, in the same compute dtype.
+func (w Weights) LinearGrad(dy, weight *Node) *Node {
+	if weight.DType() == dy.DType() && (w.Compute == 0 || w.Compute == dy.DType()) {
+		return DotGeneral(dy, []int{1}, nil, weight, []int{0}, nil)
+	}
+	return computeProduct(dy, weight, 0, w.Compute)
+}
+
+// computeProduct multiplies a [n, k] by weight, contracting the weight's axis wAxis, in the compute dtype (zero:
+// a's dtype), accumulating in float32 and returning a's dtype.
+func computeProduct(a, weight *Node, wAxis int, compute dtypes.DType) *Node {
+	act := a.DType()
+	if compute == 0 || compute == act {
+		return DotGeneral(a, []int{1}, nil, ConvertDType(weight, act), []int{wAxis}, nil)
+	}
+	if weight.DType() != compute {
+		weight = ConvertDType(weight, compute)
+	}
+	y := Dot(ConvertDType(a, compute), weight).WithAccumulatorDType(dtypes.Float32).WithOutputDType(dtypes.Float32).
+		General([]int{1}, nil, []int{wAxis}, nil)
+	if y.DType() != act {
+		y = ConvertDType(y, act)
+	}
+	return y
+}
+
 // mixedLinear is Linear's product for x [n, in] and a weight [out, in] held in another dtype; see Linear.
 func mixedLinear(x, weight *Node, compute dtypes.DType) *Node {
-	act := x.DType()
-	if compute == 0 {
-		compute = act
-	}
-	// product multiplies a [n, k] by the weight, contracting the weight's axis wAxis, in the compute dtype.
-	product := func(a, weight *Node, wAxis int) *Node {
-		if compute == act {
-			return DotGeneral(a, []int{1}, nil, ConvertDType(weight, act), []int{wAxis}, nil)
-		}
-		if weight.DType() != compute {
-			weight = ConvertDType(weight, compute)
-		}
-		y := Dot(ConvertDType(a, compute), weight).WithAccumulatorDType(dtypes.Float32).WithOutputDType(dtypes.Float32).
-			General([]int{1}, nil, []int{wAxis}, nil)
-		if y.DType() != act {
-			y = ConvertDType(y, act)
-		}
-		return y
-	}
 	var upstream *Node
 	xIn := IdentityWithCustomGradient(x, func(_, _ *Node) *Node {
 		// dx = dy·W. The barrier makes this conversion of W a new one, run when dy exists (the backend would
 		// otherwise merge it with the forward pass's and keep that alive).
-		return product(upstream, SchedulingBarrier(weight, upstream), 0)
+		return computeProduct(upstream, SchedulingBarrier(weight, upstream), 0, compute)
 	})
-	y := product(xIn, weight, 1)
+	y := computeProduct(xIn, weight, 1, compute)
 	return IdentityWithCustomGradient(y, func(_, v *Node) *Node {
 		upstream = v
 		return v

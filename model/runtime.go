@@ -1,12 +1,15 @@
 package model
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
-	"strings"
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
+	"github.com/gomlx/compute/dtypes/bfloat16"
+	"github.com/gomlx/compute/dtypes/float16"
 	"github.com/gomlx/compute/shapes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
@@ -45,23 +48,11 @@ func NewWithDType(backend compute.Backend, p *Pretrained, dtype dtypes.DType) (*
 // NewWithCompute builds the model with float32 activations and the given compute type for the frozen base
 // ("auto", "f32", "bf16" or "f16"). Weights stay in their file's dtype where the compute type allows.
 func NewWithCompute(backend compute.Backend, p *Pretrained, computeName string) (*Model, error) {
-	name, err := ResolveCompute(computeName, backendKind(backend))
+	name, err := ResolveCompute(backend, computeName)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("dtype %w", err)
 	}
-	dt := computeDType(name)
-	if caps := backend.Capabilities(); caps.DTypes != nil && !caps.DTypes[dt] {
-		return nil, fmt.Errorf("dtype %s: the %s backend does not support %s (use --dtype f32)", name, backend.Name(), dt)
-	}
-	return newModel(backend, p, dtypes.Float32, dt, name)
-}
-
-// backendKind is "go" for the pure-Go backend and the backend's name otherwise.
-func backendKind(b compute.Backend) string {
-	if b.Name() == "go" || b.Name() == "Go" || strings.HasPrefix(strings.ToLower(b.Name()), "go") {
-		return "go"
-	}
-	return b.Name()
+	return newModel(backend, p, dtypes.Float32, computeDType(name), name)
 }
 
 func newModel(backend compute.Backend, p *Pretrained, activation, computeDT dtypes.DType, computeName string) (*Model, error) {
@@ -107,6 +98,41 @@ func (m *Model) Finalize() {
 		_ = t.FinalizeAll()
 	}
 	m.Params = nil
+}
+
+// FrobeniusNorm returns ‖W‖_F of a weight, whatever dtype it is held in.
+func (m *Model) FrobeniusNorm(name string) (float64, error) {
+	i, ok := slices.BinarySearch(m.Names, name)
+	if !ok {
+		return 0, fmt.Errorf("no base weight %s", name)
+	}
+	t := m.Params[i]
+	var sum float64
+	err := t.ConstBytes(func(b []byte) {
+		switch t.DType() {
+		case dtypes.Float64:
+			for k := 0; k+8 <= len(b); k += 8 {
+				v := math.Float64frombits(binary.LittleEndian.Uint64(b[k:]))
+				sum += v * v
+			}
+		case dtypes.Float32:
+			for k := 0; k+4 <= len(b); k += 4 {
+				v := float64(math.Float32frombits(binary.LittleEndian.Uint32(b[k:])))
+				sum += v * v
+			}
+		case dtypes.BFloat16:
+			for k := 0; k+2 <= len(b); k += 2 {
+				v := float64(bfloat16.BFloat16(binary.LittleEndian.Uint16(b[k:])).Float32())
+				sum += v * v
+			}
+		case dtypes.Float16:
+			for k := 0; k+2 <= len(b); k += 2 {
+				v := float64(float16.Float16(binary.LittleEndian.Uint16(b[k:])).Float32())
+				sum += v * v
+			}
+		}
+	})
+	return math.Sqrt(sum), err
 }
 
 // WeightBytes is the memory the weights take in their storage dtypes.

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/internal/setting"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/tokenizer"
 )
@@ -102,4 +103,17 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// newModel builds the model on b with the compute type compute, or --dtype's when compute is "". A dtype the
+// backend cannot use is a usage error naming --dtype.
+func newModel(cmd *cobra.Command, b compute.Backend, p *model.Pretrained, computeType string) (*model.Model, error) {
+	if computeType == "" {
+		computeType = flagString(cmd, "dtype")
+	}
+	name, err := model.ResolveCompute(b, computeType)
+	if err != nil {
+		return nil, usageError{setting.Errorf("dtype", "%v", err)}
+	}
+	return model.NewWithCompute(b, p, name)
 }

@@ -56,7 +56,7 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	if !cmd.Flags().Changed("out") && flagString(cmd, "config") == "" {
 		return usagef("escape needs --out DIR")
 	}
-	s, err := openSession(cmd)
+	s, err := openSession(cmd, "")
 	if err != nil {
 		return err
 	}
@@ -65,6 +65,7 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	base.Backend = s.backend
+	base.DType = s.model.ComputeName
 	grid := finetune.Grid{Base: base, Inits: splitList(flagString(cmd, "inits"))}
 	if grid.Optimizers, err = optimizers.ParseSpecs(flagString(cmd, "optimizers")); err != nil {
 		return usageError{err}

@@ -40,6 +40,7 @@ func newGenerateCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.String("prompt", "", "prompt text; empty starts from BOS")
 	f.Int("max-tokens", 128, "most new tokens to generate")
+	f.String("dtype", "auto", "compute type of the model's matmuls: auto, f32, bf16 or f16 (weights stay in their file's dtype)")
 	f.Float64("temperature", 0.8, "sampling temperature; 0 is greedy")
 	f.Float64("top-p", 0.95, "nucleus sampling: keep the smallest set of tokens with this much probability (1 = off)")
 	f.Int("top-k", 0, "keep only the k most likely tokens (0 = off)")
@@ -80,7 +81,7 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	m, err := model.New(b, pretrained)
+	m, err := newModel(cmd, b, pretrained, "")
 	if err != nil {
 		return err
 	}

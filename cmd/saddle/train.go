@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -140,7 +141,8 @@ type session struct {
 	backend string
 }
 
-func openSession(cmd *cobra.Command) (*session, error) {
+// openSession loads the model named by the flags; compute is its --dtype ("" for the flag's value).
+func openSession(cmd *cobra.Command, compute string) (*session, error) {
 	if file := flagString(cmd, "config"); file != "" {
 		if err := applyConfigFile(cmd, file); err != nil {
 			return nil, err
@@ -162,7 +164,7 @@ func openSession(cmd *cobra.Command) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	m, err := model.New(b, p)
+	m, err := newModel(cmd, b, p, compute)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +243,11 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 			return err
 		}
 	}
-	s, err := openSession(cmd)
+	compute := ""
+	if resuming {
+		compute = cmp.Or(cfg.DType, model.ComputeF32) // runs from before --dtype computed in float32
+	}
+	s, err := openSession(cmd, compute)
 	if err != nil {
 		return err
 	}
@@ -258,6 +264,7 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	cfg.Backend = s.backend
+	cfg.DType = s.model.ComputeName
 	plan, err := newPlan(cfg, s)
 	if err != nil {
 		return err
