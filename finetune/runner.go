@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-
 	"github.com/saddle-ml/saddle/checkpoints"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
