@@ -104,6 +104,10 @@ func tokenLoss(w model.Weights, cfg *model.Config, h, targets, weights *Node, ch
 	g := h.Graph()
 	hidden := h.Shape().Dimensions[2]
 	head := cfg.Head(w)
+	if head.DType() != h.DType() && (w.Compute == 0 || w.Compute == h.DType()) {
+		// One float32 copy of a half-precision head for all chunks, instead of one per chunk and direction.
+		head = ConvertDType(head, h.DType())
+	}
 	flat := Reshape(h, -1, hidden)
 	n := flat.Shape().Dimensions[0]
 	tg := Reshape(ConvertDType(targets, dtypes.Int32), n)

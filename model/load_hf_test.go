@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gomlx/compute/dtypes/bfloat16"
@@ -438,4 +439,26 @@ func TestLoadHFShardErrors(t *testing.T) {
 		_, err := loadAll(dir)
 		wantErr(t, err, "model.safetensors.index.json", name)
 	})
+}
+
+// TestLoadReadsHeadersOnly: Load reads the config and the safetensors headers, not the weights: a NaN written into
+// a weight after the header is noticed only when the weights are read (ReadAll, or building a Model).
+func TestLoadReadsHeadersOnly(t *testing.T) {
+	c := synthConfig("llama")
+	weights := synthWeights(c, 4)
+	name := "model.layers.1.mlp.up_proj.weight"
+	weights[name].Data[3] = float32(math.NaN())
+	dir := t.TempDir()
+	writeHFModel(t, dir, hfConfigJSON(c), weights, "F32", 1)
+	p, err := Load(dir)
+	if err != nil {
+		t.Fatalf("Load read the weights: %v", err)
+	}
+	if p.Weights != nil || !slices.Equal(p.Shape(name), weights[name].Shape) || p.DTypes[name] != "F32" {
+		t.Fatalf("Load: weights in memory %v, shape %v, dtype %q", p.Weights != nil, p.Shape(name), p.DTypes[name])
+	}
+	err = p.ReadAll()
+	if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "index 3") {
+		t.Fatalf("ReadAll: %v, want the NaN in %s at index 3", err, name)
+	}
 }
