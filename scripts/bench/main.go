@@ -236,7 +236,7 @@ func benchTrain(o options) (map[string]any, error) {
 		}
 		dt, dc := time.Since(t0).Seconds(), cpuSeconds()-c0
 		if i == 0 {
-			firstStep, toFirstStep = dt, sinceProcessStart()
+			firstStep, toFirstStep = dt, math.Round(sinceProcessStart()*100)/100
 		}
 		losses = append(losses, res.Loss)
 		if i >= o.warmup {
