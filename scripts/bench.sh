@@ -161,7 +161,7 @@ print(f'{sys.argv[2]}-shaped, random bf16 weights: batch {ref.get("batch", "?")}
       f'alpha 32 on q,k,v,o,gate,up,down ({ref.get("adapters", "?")} adapters, {ref.get("adapter_params", 0):,} '
       f'parameters), Adam; {len(ref.get("step_s", []))} timed steps after 1 warmup step')
 if ok(s):
-    print(f'saddle: compute dtype {s["dtype"]}, grad checkpoint {s["grad_checkpoint"]}, backend {s["backend"]}')
+    print(f'saddle: compute dtype {s["dtype"]}, grad checkpoint {"on" if s["grad_checkpoint"] else "off"}, backend {s["backend"]}')
 if ok(p):
     print(f'peer: torch {p["torch"]}, f32 eager, OpenBLAS core {p.get("blas", {}).get("openblas_core", "?")}')
 for r in (s, p):

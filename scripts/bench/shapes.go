@@ -39,8 +39,12 @@ type realShape struct {
 // and 1.17 GB; the 0.6B and 1B models fit one model.safetensors).
 const maxShardBytes = 5_000_000_000
 
-var llama3RopeScaling = func(factor float64) map[string]any {
-	return map[string]any{"factor": factor, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+// num is a JSON number written as the published file writes it (Python's json: 8.0, 1e-05), which encoding/json
+// would shorten to 8 and 0.00001.
+type num = json.Number
+
+var llama3RopeScaling = func(factor string) map[string]any {
+	return map[string]any{"factor": num(factor), "high_freq_factor": num("4.0"), "low_freq_factor": num("1.0"),
 		"original_max_position_embeddings": 8192, "rope_type": "llama3"}
 }
 
@@ -51,11 +55,11 @@ var realShapes = map[string]realShape{
 	"qwen3-0.6b": {
 		Repo: "Qwen/Qwen3-0.6B", Tokenizer: "qwen3",
 		Config: map[string]any{
-			"architectures": []string{"Qwen3ForCausalLM"}, "attention_bias": false, "attention_dropout": 0.0,
+			"architectures": []string{"Qwen3ForCausalLM"}, "attention_bias": false, "attention_dropout": num("0.0"),
 			"bos_token_id": 151643, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu",
-			"hidden_size": 1024, "initializer_range": 0.02, "intermediate_size": 3072,
+			"hidden_size": 1024, "initializer_range": num("0.02"), "intermediate_size": 3072,
 			"max_position_embeddings": 40960, "max_window_layers": 28, "model_type": "qwen3",
-			"num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8, "rms_norm_eps": 1e-6,
+			"num_attention_heads": 16, "num_hidden_layers": 28, "num_key_value_heads": 8, "rms_norm_eps": num("1e-06"),
 			"rope_scaling": nil, "rope_theta": 1000000, "sliding_window": nil, "tie_word_embeddings": true,
 			"torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": true,
 			"use_sliding_window": false, "vocab_size": 151936,
@@ -66,12 +70,12 @@ var realShapes = map[string]realShape{
 	"llama-3.2-1b": {
 		Repo: "meta-llama/Llama-3.2-1B", Tokenizer: "llama3_1", TokenizerJSONFallback: "llama3",
 		Config: map[string]any{
-			"architectures": []string{"LlamaForCausalLM"}, "attention_bias": false, "attention_dropout": 0.0,
+			"architectures": []string{"LlamaForCausalLM"}, "attention_bias": false, "attention_dropout": num("0.0"),
 			"bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu",
-			"hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+			"hidden_size": 2048, "initializer_range": num("0.02"), "intermediate_size": 8192,
 			"max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
 			"num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8, "pretraining_tp": 1,
-			"rms_norm_eps": 1e-5, "rope_scaling": llama3RopeScaling(32), "rope_theta": 500000.0,
+			"rms_norm_eps": num("1e-05"), "rope_scaling": llama3RopeScaling("32.0"), "rope_theta": num("500000.0"),
 			"tie_word_embeddings": true, "torch_dtype": "bfloat16", "transformers_version": "4.45.0.dev0",
 			"use_cache": true, "vocab_size": 128256,
 		},
@@ -81,12 +85,12 @@ var realShapes = map[string]realShape{
 	"llama-3.1-8b": {
 		Repo: "meta-llama/Llama-3.1-8B", Tokenizer: "llama3_1", TokenizerJSONFallback: "llama3",
 		Config: map[string]any{
-			"architectures": []string{"LlamaForCausalLM"}, "attention_bias": false, "attention_dropout": 0.0,
+			"architectures": []string{"LlamaForCausalLM"}, "attention_bias": false, "attention_dropout": num("0.0"),
 			"bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 128, "hidden_act": "silu",
-			"hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+			"hidden_size": 4096, "initializer_range": num("0.02"), "intermediate_size": 14336,
 			"max_position_embeddings": 131072, "mlp_bias": false, "model_type": "llama",
 			"num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "pretraining_tp": 1,
-			"rms_norm_eps": 1e-5, "rope_scaling": llama3RopeScaling(8), "rope_theta": 500000.0,
+			"rms_norm_eps": num("1e-05"), "rope_scaling": llama3RopeScaling("8.0"), "rope_theta": num("500000.0"),
 			"tie_word_embeddings": false, "torch_dtype": "bfloat16", "transformers_version": "4.43.0.dev0",
 			"use_cache": true, "vocab_size": 128256,
 		},

@@ -207,18 +207,13 @@ func TestWrittenShapeHeaders(t *testing.T) {
 	if !ok {
 		t.Fatalf("unknown shape %q", name)
 	}
-	var cfg map[string]any
 	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	want, _ := json.Marshal(s.Config)
-	got, _ := json.Marshal(cfg)
-	if string(got) != string(want) {
-		t.Errorf("config.json\n%s\nwant\n%s", got, want)
+	want, _ := json.MarshalIndent(s.Config, "", "  ")
+	if string(data) != string(want)+"\n" {
+		t.Errorf("config.json\n%s\nwant\n%s", data, want)
 	}
 	sd, err := stateDict(s.Config)
 	if err != nil {
