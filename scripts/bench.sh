@@ -13,6 +13,17 @@
 #   --quick         1 round, fewer steps (a smoke test, not a measurement)
 #   --no-peer       saddle alone
 #   --install-peer  apt-get install python3-torch libopenblas0-pthread first (root, Debian)
+#
+# Real sizes: bash scripts/bench.sh --real qwen3-0.6b|llama-3.2-1b|llama-3.1-8b [--seq N] [--steps N]
+#     [--saddle-flags "-dtype bf16 -grad-checkpoint"] [--no-peer] [--install-peer]
+#   LoRA r=16 (alpha 32) on all linear layers (q,k,v,o,gate,up,down) + Adam, batch 1 × seq (default 512; 256 for
+#   the 8B), 1 warmup step then --steps timed ones (default 3). The model is a random-weight HF folder with the exact
+#   config.json, shapes, bf16 shards and tokenizer of the published one (scripts/bench -write-shape), written once
+#   into $BENCH_DIR/shape-NAME and reused. saddle, then the peer (f32 eager, weights widened to f32 on load), each in
+#   a fresh process, never both at once; the table shows tokens/s (median of the timed steps), peak RSS (VmHWM),
+#   time to first step (process start to the end of the first optimizer step: loading and compiling included), the
+#   first-step losses and the ratios saddle/peer. The peer is skipped when its f32 weights alone would not fit in
+#   this machine's memory (the 8B: 32 GB). Results: $BENCH_DIR/real-NAME.jsonl.
 # Environment: SADDLE_SHARED (test data, default ../shared), BENCH_DIR (work folder, default /tmp/saddle-bench),
 #   THREADS, PEER_OPENBLAS_CORETYPE (auto | keep | a core name; see below).
 #
@@ -25,13 +36,17 @@ set -euo pipefail
 export GOTOOLCHAIN=go1.27.3 GOEXPERIMENT=simd
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-rounds=3 quick=0 peer=1 install=0
+rounds=3 quick=0 peer=1 install=0 real="" real_seq="" real_steps="" saddle_flags=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift ;;
     --quick) quick=1 rounds=1 ;;
     --no-peer) peer=0 ;;
     --install-peer) install=1 ;;
+    --real) real=$2; shift ;;
+    --seq) real_seq=$2; shift ;;
+    --steps) real_steps=$2; shift ;;
+    --saddle-flags) saddle_flags=$2; shift ;;
     *) echo "bench.sh: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
   shift
@@ -41,10 +56,25 @@ shared=${SADDLE_SHARED:-$here/../shared}
 stories=$shared/models/stories260K-hf
 work=${BENCH_DIR:-/tmp/saddle-bench}
 mkdir -p "$work"
+if [ -n "$real" ]; then
+  case "$real" in
+    qwen3-0.6b|llama-3.2-1b|llama-3.1-8b) ;;
+    *) echo "bench.sh: --real $real: use qwen3-0.6b, llama-3.2-1b or llama-3.1-8b" >&2; exit 2 ;;
+  esac
+  if [ -z "$real_seq" ]; then
+    real_seq=512
+    [ "$real" = llama-3.1-8b ] && real_seq=256
+  fi
+  real_steps=${real_steps:-3}
+elif [ -n "$real_seq$real_steps$saddle_flags" ]; then
+  echo "bench.sh: --seq, --steps and --saddle-flags go with --real" >&2
+  exit 2
+fi
 results=$work/results.jsonl
+[ -n "$real" ] && results=$work/real-$real.jsonl
 : >"$results"
 
-if [ ! -f "$stories/model.safetensors" ]; then
+if [ -z "$real" ] && [ ! -f "$stories/model.safetensors" ]; then
   echo "bench.sh: $stories not found (set SADDLE_SHARED to the folder holding models/stories260K-hf)" >&2
   exit 1
 fi
@@ -54,7 +84,7 @@ echo "== building scripts/bench (GOEXPERIMENT=simd, -tags noxla)"
 bench=$work/bench
 
 synth=$work/synth-512
-if [ ! -f "$synth/model.safetensors" ]; then
+if [ -z "$real" ] && [ ! -f "$synth/model.safetensors" ]; then
   echo "== writing the W2 model (random weights) to $synth"
   "$bench" -write-synth "$synth"
 fi
@@ -79,6 +109,94 @@ case "${PEER_OPENBLAS_CORETYPE:-auto}" in
   *) peer_env=(env -u OPENBLAS_L2_SIZE "OPENBLAS_CORETYPE=$PEER_OPENBLAS_CORETYPE") ;;
 esac
 [ "$peer" = 1 ] && echo "== peer environment: ${peer_env[*]} OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE"
+
+if [ -n "$real" ]; then
+  folder=$work/shape-$real
+  if [ ! -f "$folder/config.json" ]; then # config.json is written last: its presence marks a complete folder
+    echo "== writing the $real-shaped model (random bf16 weights) to $folder"
+    "$bench" -write-shape "$real" "$folder"
+  fi
+  weights_bytes=$(du -bc "$folder"/*.safetensors | tail -n 1 | cut -f1)
+  mem_bytes=$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) * 1024))
+  if [ "$peer" = 1 ] && [ $((weights_bytes * 2)) -gt $((mem_bytes * 9 / 10)) ]; then
+    echo "bench.sh: skipping the peer: its f32 weights alone take $((weights_bytes * 2 / 1000000000)) GB," \
+      "this machine has $((mem_bytes / 1000000000)) GB" >&2
+    peer=0
+  fi
+  lora=(--rank 16 --alpha 32 --targets all-linear)
+  common=(--mode train --model "$folder" --batch 1 --seq "$real_seq" --steps "$real_steps" --warmup 1)
+  # run_real SIDE CMD...: one fresh process; its JSON line, or its failure, appended to the results.
+  run_real() {
+    local side=$1 line rc=0
+    shift
+    echo "== $side: $* (memory available now: $(awk '/^MemAvailable:/ {printf "%.1f", $2/1e6}' /proc/meminfo) GB)"
+    line=$("$@" | tail -n 1) || rc=$?
+    if [ "$rc" != 0 ] || [ "${line:0:1}" != "{" ]; then
+      local why="exit $rc"
+      [ "$rc" = 137 ] && why="killed (SIGKILL: out of memory?)"
+      echo "bench.sh: $side failed: $why" >&2
+      line="{\"side\":\"$side\",\"failed\":\"$why\"}"
+    fi
+    echo "$line" >>"$results"
+  }
+  # shellcheck disable=SC2086 # --saddle-flags is a list of flags
+  run_real saddle env GOMAXPROCS="$threads" "$bench" "${common[@]}" "${lora[@]}" $saddle_flags
+  if [ "$peer" = 1 ]; then
+    run_real pytorch "${peer_env[@]}" OMP_NUM_THREADS="$threads" OMP_WAIT_POLICY=PASSIVE "$py" \
+      "$here/scripts/bench/peer.py" --threads "$threads" "${common[@]}" "${lora[@]}"
+  fi
+  echo "== results ($results), $(nproc) cores, $((mem_bytes / 1000000000)) GB, load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
+  "$py" - "$results" "$real" <<'EOF'
+import json, statistics, sys
+
+rows = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    rows[r["side"]] = r
+s, p = rows.get("saddle", {}), rows.get("pytorch", {})
+def ok(r):
+    return bool(r) and "failed" not in r
+ref = s if ok(s) else p
+print(f'{sys.argv[2]}-shaped, random bf16 weights: batch {ref.get("batch", "?")} × {ref.get("seq", "?")}, LoRA r=16 '
+      f'alpha 32 on q,k,v,o,gate,up,down ({ref.get("adapters", "?")} adapters, {ref.get("adapter_params", 0):,} '
+      f'parameters), Adam; {len(ref.get("step_s", []))} timed steps after 1 warmup step')
+if ok(s):
+    print(f'saddle: compute dtype {s["dtype"]}, grad checkpoint {"on" if s["grad_checkpoint"] else "off"}, backend {s["backend"]}')
+if ok(p):
+    print(f'peer: torch {p["torch"]}, f32 eager, OpenBLAS core {p.get("blas", {}).get("openblas_core", "?")}')
+for r in (s, p):
+    if ok(r) and r.get("step_cpu_s"):
+        r["median_step_cpu_s"] = statistics.median(r["step_cpu_s"])
+
+def val(r, key, d):
+    if not r:
+        return "—"
+    if "failed" in r:
+        return "failed: " + r["failed"]
+    v = r.get(key)
+    return "—" if v is None else f"{v:,.{d}f}"
+
+def ratio(key):
+    if key != "first_loss" and ok(s) and ok(p) and s.get(key) and p.get(key):
+        return f"{s[key] / p[key]:.2f}×"
+    return "—"
+
+print()
+print("| | saddle | PyTorch peer | saddle / peer |")
+print("|---|---|---|---|")
+for label, key, d in [("tokens/s (median of timed steps)", "tokens_per_s", 2), ("step wall s (median)", "median_step_s", 2),
+                      ("step CPU s (median)", "median_step_cpu_s", 2), ("peak RSS GB (VmHWM)", "peak_rss_gb", 2),
+                      ("time to first step s", "time_to_first_step_s", 1), ("… loading s", "load_s", 1),
+                      ("… first step s (compilation included)", "first_step_s", 1), ("first-step loss", "first_loss", 6)]:
+    print(f"| {label} | {val(s, key, d)} | {val(p, key, d)} | {ratio(key)} |")
+if ok(s) and ok(p):
+    rel = abs(s["first_loss"] - p["first_loss"]) / abs(p["first_loss"])
+    print(f"\nfirst-step losses differ by {rel:.1e} relative (both sides read the same bf16 weights).")
+print("GB = 10^9 bytes. Time to first step runs from process start (the peer's includes importing torch); step CPU s"
+      " is the process's user+sys time, less sensitive than wall time to other jobs on the machine.")
+EOF
+  exit 0
+fi
 
 if [ "$quick" = 1 ]; then s1=2 s2=1 s3=1; else s1=4 s2=3 s3=3; fi
 

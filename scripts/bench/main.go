@@ -5,10 +5,15 @@
 //	bench -mode train -model DIR [-batch 16 -seq 256 -steps 5 -warmup 1]
 //	bench -mode generate -model DIR [-prompt 8 -new-tokens 128 -steps 3]
 //	bench -write-synth DIR [-hidden 512 -layers 8 -heads 8 -kv-heads 4 -ffn 1408 -vocab 32000]
+//	bench -write-shape qwen3-0.6b|llama-3.2-1b|llama-3.1-8b DIR
 //
-// DIR is an HF folder (config.json + model.safetensors). -write-synth creates one with random weights so that both
-// sides load the very same model. Tokens come from a 64-bit LCG shared with peer.py, so the first step's loss (the
-// adapters start at B = 0, i.e. at the base model) must agree between the two sides. Prints one JSON object.
+// DIR is an HF folder (config.json + model.safetensors or shards). -write-synth creates one with random weights so
+// that both sides load the very same model; -write-shape creates one with the exact config.json, tensor shapes,
+// shard layout and tokenizer of a published model (random bf16 weights; see shapes.go). Tokens come from a 64-bit
+// LCG shared with peer.py, so the first step's loss (the adapters start at B = 0, i.e. at the base model) must
+// agree between the two sides. Training takes the LoRA settings (-rank, -alpha, -targets; default r=8, α=16 on
+// q,k,v,o) and -dtype / -grad-checkpoint. Prints one JSON object, with the peak RSS (VmHWM) and the time from
+// process start to the end of the first optimizer step (loading and graph compilation included).
 //
 // Build with GOEXPERIMENT=simd: without it the Go backend's SIMD kernels are missing (10-30× slower).
 package main
@@ -24,9 +29,11 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"sort"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/gomlx/compute"
 	"github.com/saddle-ml/saddle/backend"
 	"github.com/saddle-ml/saddle/finetune"
 	"github.com/saddle-ml/saddle/internal/fileio"
@@ -41,12 +48,16 @@ type options struct {
 	batch, seq, steps, warmup           int
 	prompt, newTokens                   int
 	seed                                uint64
+	rank                                int
+	alpha                               float64
+	targets, dtype                      string
+	gradCheckpoint                      bool
 }
 
 func main() {
 	var o options
 	var synth synthConfig
-	var writeSynth string
+	var writeSynth, shape, tokenizerCache string
 	flag.StringVar(&o.mode, "mode", "train", "train or generate")
 	flag.StringVar(&o.modelDir, "model", "", "HF model folder (config.json + model.safetensors)")
 	flag.StringVar(&o.backend, "backend", "go", "compute backend (go, xla:cuda, ...)")
@@ -58,7 +69,16 @@ func main() {
 	flag.IntVar(&o.prompt, "prompt", 8, "generation: prompt tokens")
 	flag.IntVar(&o.newTokens, "new-tokens", 128, "generation: tokens to generate")
 	flag.Uint64Var(&o.seed, "seed", 1, "token LCG seed")
+	flag.IntVar(&o.rank, "rank", 8, "training: LoRA rank")
+	flag.Float64Var(&o.alpha, "alpha", 16, "training: LoRA alpha (scale alpha/rank)")
+	flag.StringVar(&o.targets, "targets", "q_proj,k_proj,v_proj,o_proj", "training: comma-separated LoRA targets (all-linear: q,k,v,o,gate,up,down)")
+	flag.StringVar(&o.dtype, "dtype", "auto", "compute dtype of the frozen base: auto, f32, bf16 or f16")
+	flag.BoolVar(&o.gradCheckpoint, "grad-checkpoint", false, "training: recompute each block's activations in the backward pass")
 	flag.StringVar(&writeSynth, "write-synth", "", "write a random-weight Llama HF folder here and exit")
+	flag.StringVar(&shape, "write-shape", "", "write a random-weight HF folder shaped like a real model ("+
+		strings.Join(shapeNames(), ", ")+") into the folder given as argument, and exit")
+	flag.StringVar(&tokenizerCache, "tokenizer-cache", os.Getenv("SADDLE_TOKENIZER_CACHE"),
+		"-write-shape: where the real tokenizers are cached (default ~/.cache/saddle/tokenizers)")
 	flag.IntVar(&synth.Hidden, "hidden", 512, "synthetic model: hidden size")
 	flag.IntVar(&synth.Layers, "layers", 8, "synthetic model: layers")
 	flag.IntVar(&synth.Heads, "heads", 8, "synthetic model: attention heads")
@@ -70,10 +90,21 @@ func main() {
 	var err error
 	var res map[string]any
 	switch {
+	case shape != "":
+		if flag.NArg() != 1 {
+			err = fmt.Errorf("-write-shape %s: give the folder to write as the one argument", shape)
+			break
+		}
+		t0 := time.Now()
+		if err = writeShape(shape, flag.Arg(0), tokenizerCache); err == nil {
+			fmt.Fprintf(os.Stderr, "bench: wrote %s-shaped folder %s in %.1f s\n", shape, flag.Arg(0), time.Since(t0).Seconds())
+		}
+	case flag.NArg() > 0:
+		err = fmt.Errorf("unexpected arguments %q (flags go before -write-shape NAME DIR)", flag.Args())
 	case writeSynth != "":
 		err = writeSynthetic(writeSynth, synth)
 	case o.modelDir == "":
-		err = fmt.Errorf("-model is required (or -write-synth)")
+		err = fmt.Errorf("-model is required (or -write-synth, -write-shape)")
 	case o.mode == "train":
 		res, err = benchTrain(o)
 	case o.mode == "generate":
@@ -93,23 +124,41 @@ func main() {
 	res["gomaxprocs"] = runtime.GOMAXPROCS(0)
 	res["simd"] = backend.SIMDBuilt
 	res["peak_rss_mib"] = peakRSSMiB()
+	res["peak_rss_gb"] = vmHWMGB()
 	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func loadModel(o options) (*model.Model, string, error) {
+func loadModel(o options) (*model.Model, string, string, error) {
 	b, cfg, err := backend.New(o.backend)
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	p, err := model.Load(o.modelDir)
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
-	m, err := model.New(b, p)
-	return m, cfg, err
+	m, dt, err := newModel(b, p, o.dtype)
+	return m, cfg, dt, err
+}
+
+// newModel builds the model with the frozen base in the compute dtype -dtype asks for, and says which one it used.
+func newModel(b compute.Backend, p *model.Pretrained, dt string) (*model.Model, string, error) {
+	switch dt {
+	case "auto", "f32":
+		// TODO(issue 11, -dtype): once the model package takes a compute dtype for the frozen base (bf16 weights kept
+		// as stored), "auto" must resolve through it (the per-backend default) and "bf16"/"f16" must be passed here;
+		// today model.New widens every weight to f32.
+		m, err := model.New(b, p)
+		return m, "f32", err
+	case "bf16", "f16":
+		// TODO(issue 11, -dtype): pass dt to the model constructor here (model.NewWithDType accepts only
+		// dtypes.Float32/Float64 today).
+		return nil, "", fmt.Errorf("-dtype %s: not available yet (saddle's model package holds the base in f32 or f64 only)", dt)
+	}
+	return nil, "", fmt.Errorf("-dtype %q: use auto, f32, bf16 or f16", dt)
 }
 
 // lcg is Knuth's MMIX generator; peer.py draws the same ids as (state >> 33) % n.
@@ -139,11 +188,23 @@ func tokenBatch(r *lcg, batch, seq, vocab int) finetune.Batch {
 }
 
 func benchTrain(o options) (map[string]any, error) {
-	m, backendCfg, err := loadModel(o)
+	t0 := time.Now()
+	m, backendCfg, dt, err := loadModel(o)
 	if err != nil {
 		return nil, err
 	}
-	spec := lora.DefaultSpec() // LoRA r=8, α=16 on q,k,v,o, PEFT's init
+	loadS := time.Since(t0).Seconds()
+	spec := lora.DefaultSpec() // PEFT's init; r=8, α=16 on q,k,v,o unless the flags say otherwise
+	spec.Rank, spec.Alpha = o.rank, o.alpha
+	spec.Targets = strings.Split(o.targets, ",")
+	if err := spec.Validate(); err != nil {
+		return nil, err
+	}
+	if o.gradCheckpoint {
+		// TODO(issue 11, -grad-checkpoint): pass it to the stepper (or the model's forward) once finetune offers
+		// per-block recomputation; finetune.Config.GradCheckpoint exists, but finetune.NewStepper takes no option.
+		return nil, fmt.Errorf("-grad-checkpoint: not available yet (finetune.NewStepper has no activation checkpointing option)")
+	}
 	set, err := lora.Attach(m.Config, spec)
 	if err != nil {
 		return nil, err
@@ -158,6 +219,7 @@ func benchTrain(o options) (map[string]any, error) {
 	}
 	r := &lcg{s: o.seed}
 	var times, cpu, losses []float64
+	var firstStep, toFirstStep float64
 	stop := func() {}
 	for i := range o.warmup + o.steps {
 		b := tokenBatch(r, o.batch, o.seq, m.Config.VocabSize)
@@ -173,6 +235,9 @@ func benchTrain(o options) (map[string]any, error) {
 			return nil, err
 		}
 		dt, dc := time.Since(t0).Seconds(), cpuSeconds()-c0
+		if i == 0 {
+			firstStep, toFirstStep = dt, math.Round(sinceProcessStart()*100)/100
+		}
 		losses = append(losses, res.Loss)
 		if i >= o.warmup {
 			times, cpu = append(times, dt), append(cpu, dc)
@@ -187,11 +252,14 @@ func benchTrain(o options) (map[string]any, error) {
 		"median_step_s": median(times), "tokens_per_s": float64(tokens) / median(times),
 		"flops": fl, "gflops_per_s": fl["total"] / median(times) / 1e9,
 		"params": m.Config.NumParameters(), "adapter_params": set.NumParams(),
+		"rank": spec.Rank, "alpha": spec.Alpha, "targets": spec.Targets, "adapters": len(set.Adapters),
+		"dtype": dt, "dtype_requested": o.dtype, "grad_checkpoint": o.gradCheckpoint,
+		"load_s": loadS, "first_step_s": firstStep, "time_to_first_step_s": toFirstStep,
 	}, nil
 }
 
 func benchGenerate(o options) (map[string]any, error) {
-	m, backendCfg, err := loadModel(o)
+	m, backendCfg, _, err := loadModel(o)
 	if err != nil {
 		return nil, err
 	}
@@ -241,14 +309,25 @@ func benchGenerate(o options) (map[string]any, error) {
 // Embedding gathers, norms, softmax and the optimizer are elementwise and not counted.
 func trainFLOPs(c model.Config, spec lora.Spec, batch, seq int) map[string]float64 {
 	T := float64(batch * seq)
-	h, q, kv := c.HiddenSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
-	perLayer := h*q + 2*h*kv + q*h + 3*h*c.IntermediateSize
+	h, q, kv, ffn := c.HiddenSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim, c.IntermediateSize
+	perLayer := h*q + 2*h*kv + q*h + 3*h*ffn
 	dense := float64(c.NumLayers*perLayer+c.VocabSize*h) * 4 * T
-	adapted := 0
-	for _, io := range [][2]int{{h, q}, {h, kv}, {h, kv}, {q, h}} { // q, k, v, o: in, out
-		adapted += spec.Rank * (io[0] + io[1])
+	modules := []struct {
+		path    string
+		in, out int
+	}{
+		{"self_attn.q_proj", h, q}, {"self_attn.k_proj", h, kv}, {"self_attn.v_proj", h, kv}, {"self_attn.o_proj", q, h},
+		{"mlp.gate_proj", h, ffn}, {"mlp.up_proj", h, ffn}, {"mlp.down_proj", ffn, h},
 	}
-	loraF := float64(c.NumLayers*adapted) * 6 * T
+	adapted := 0
+	for l := range c.NumLayers {
+		for _, m := range modules {
+			if spec.Matches(fmt.Sprintf("model.layers.%d.%s", l, m.path)) {
+				adapted += spec.Rank * (m.in + m.out)
+			}
+		}
+	}
+	loraF := float64(adapted) * 6 * T
 	attn := 12 * float64(batch*c.NumHeads*seq*seq*c.HeadDim*c.NumLayers)
 	return map[string]float64{"dense": dense, "lora": loraF, "attention": attn, "total": dense + loraF + attn}
 }

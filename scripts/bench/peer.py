@@ -1,19 +1,24 @@
 #!/usr/bin/env python3
 """PyTorch peer of scripts/bench (saddle's Go benchmark): the same workloads in plain eager PyTorch.
 
-Same math as saddle's model/ and finetune/: a Llama decoder (RMSNorm, RoPE rotate-half, grouped-query attention,
-SwiGLU, tied head when the config says so), LoRA r=8 alpha=16 on q,k,v,o (A Kaiming-uniform, B = 0), mean
-cross-entropy, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8) on the adapter factors only; f32, a fixed thread count.
-Weights come from an HF folder (config.json + model.safetensors), read with json + struct + torch.frombuffer.
-Tokens come from the same 64-bit LCG as the Go side, so the first step's loss must agree between the two.
+Same math as saddle's model/ and finetune/: a Llama-family decoder (RMSNorm, RoPE rotate-half with llama3/linear
+scaling, grouped-query attention, Qwen3's q/k norms, Qwen2's q/k/v biases, SwiGLU, tied head when the config says
+so), LoRA (default r=8 alpha=16 on q,k,v,o; --rank/--alpha/--targets, "all-linear" adds gate,up,down; A
+Kaiming-uniform, B = 0), mean cross-entropy, Adam (lr 1e-3, betas 0.9/0.999, eps 1e-8) on the adapter factors only;
+f32, a fixed thread count. Weights come from an HF folder (config.json + model.safetensors, or shards named by
+model.safetensors.index.json), read one tensor at a time with json + struct + torch.frombuffer and widened to f32
+(what transformers' torch_dtype=torch.float32 gives, without its transient second copy). Tokens come from the same
+64-bit LCG as the Go side, so the first step's loss must agree between the two.
 
-Prints one JSON object on stdout. Needs only torch (Debian: python3-torch).
+Prints one JSON object on stdout, with the peak RSS (VmHWM) and the time from process start (imports included) to
+the end of the first optimizer step. Needs only torch (Debian: python3-torch).
 """
 import argparse
 import json
 import math
 import os
 import resource
+import statistics
 import struct
 import sys
 import time
@@ -24,20 +29,35 @@ import torch.nn.functional as F
 DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
-def load_safetensors(path):
+def load_safetensors(path, out):
+    """Adds the tensors of one safetensors file to out as f32, reading one tensor's bytes at a time."""
     with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    base = 8 + n
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        base = 8 + n
+        for name, info in header.items():
+            if name == "__metadata__" or name.endswith(".rotary_emb.inv_freq"):
+                continue
+            start, end = info["data_offsets"]
+            buf = bytearray(end - start)
+            f.seek(base + start)
+            f.readinto(buf)
+            t = torch.frombuffer(buf, dtype=DTYPES[info["dtype"]]) if end > start else torch.empty(0)
+            out[name] = t.reshape(info["shape"]).float()
+            del buf, t
+    return out
+
+
+def load_weights(folder):
+    index = os.path.join(folder, "model.safetensors.index.json")
     out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        buf = bytearray(data[base + start : base + end])
-        t = torch.frombuffer(buf, dtype=DTYPES[info["dtype"]]) if end > start else torch.empty(0)
-        out[name] = t.reshape(info["shape"]).float()
+    if os.path.exists(index):
+        with open(index) as f:
+            shards = sorted(set(json.load(f)["weight_map"].values()))
+        for shard in shards:
+            load_safetensors(os.path.join(folder, shard), out)
+    else:
+        load_safetensors(os.path.join(folder, "model.safetensors"), out)
     return out
 
 
@@ -53,9 +73,13 @@ def load_model(folder):
         "vocab": c["vocab_size"],
         "eps": c.get("rms_norm_eps", 1e-6),
         "theta": c.get("rope_theta", 10000.0),
+        "scaling": c.get("rope_scaling"),
         "tie": c.get("tie_word_embeddings", False),
+        "qk_norm": c.get("model_type") == "qwen3",
     }
-    w = load_safetensors(os.path.join(folder, "model.safetensors"))
+    w = load_weights(folder)
+    if cfg["tie"]:
+        w.pop("lm_head.weight", None)
     for t in w.values():
         t.requires_grad_(False)
     return cfg, w
@@ -78,29 +102,60 @@ def token_batch(rng, batch, seq, vocab):
     return t[:, :-1].contiguous(), t[:, 1:].contiguous()
 
 
+MODULES = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
+           "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
+
+
+def rope_inv_freq(cfg):
+    """θ^(-2i/d) in float64, adjusted by the rope scaling as saddle's Config.RopeInverseFrequencies does."""
+    d = cfg["head_dim"]
+    inv = 1.0 / (cfg["theta"] ** (torch.arange(0, d // 2, dtype=torch.float64) * 2 / d))
+    s = cfg["scaling"] or {}
+    kind = s.get("rope_type", s.get("type", "default"))
+    if kind == "linear":
+        inv = inv / s["factor"]
+    elif kind == "llama3":
+        old, factor = s["original_max_position_embeddings"], s["factor"]
+        low, high = s["low_freq_factor"], s["high_freq_factor"]
+        wavelen = 2 * math.pi / inv
+        smooth = (old / wavelen - low) / (high - low)
+        mid = (1 - smooth) * inv / factor + smooth * inv
+        inv = torch.where(wavelen < old / high, inv, torch.where(wavelen > old / low, inv / factor, mid))
+    elif kind != "default":
+        raise SystemExit(f"peer.py: rope scaling {kind!r} is not supported")
+    return inv
+
+
 class Llama:
     def __init__(self, cfg, w, lora_rank=0, lora_alpha=16.0, targets=("q_proj", "k_proj", "v_proj", "o_proj")):
         self.c, self.w = cfg, w
         self.scale = lora_alpha / lora_rank if lora_rank else 0.0
         self.lora = {}
         g = torch.Generator().manual_seed(0)
+        if "all-linear" in targets:
+            targets = list(MODULES)
+        unknown = set(targets) - set(MODULES)
+        if unknown:
+            raise SystemExit(f"peer.py: unknown LoRA targets {sorted(unknown)} (known: {', '.join(MODULES)}, all-linear)")
         if lora_rank:
             for l in range(cfg["layers"]):
-                for t in targets:
-                    name = f"model.layers.{l}.self_attn.{t}"
+                for t in [m for m in MODULES if m in targets]:
+                    name = f"model.layers.{l}.{MODULES[t]}.{t}"
                     out_f, in_f = w[name + ".weight"].shape
                     bound = 1.0 / math.sqrt(in_f)  # kaiming_uniform_(a=sqrt(5)) as PEFT
                     a = ((torch.rand(lora_rank, in_f, generator=g) * 2 - 1) * bound).requires_grad_(True)
                     b = torch.zeros(out_f, lora_rank, requires_grad=True)
                     self.lora[name] = (a, b)
-        d, half = cfg["head_dim"], cfg["head_dim"] // 2
-        self.inv_freq = 1.0 / (cfg["theta"] ** (torch.arange(0, half, dtype=torch.float64) * 2 / d))
+        self.inv_freq = rope_inv_freq(cfg)
 
     def params(self):
         return [p for ab in self.lora.values() for p in ab]
 
     def linear(self, name, x):
         y = x @ self.w[name + ".weight"].t()
+        bias = self.w.get(name + ".bias")
+        if bias is not None:
+            y = y + bias
         ab = self.lora.get(name)
         if ab is not None:
             y = y + (x @ ab[0].t()) @ ab[1].t() * self.scale
@@ -121,8 +176,11 @@ class Llama:
         c = self.c
         b, s, _ = x.shape
         h, kvh, d = c["heads"], c["kv_heads"], c["head_dim"]
-        q = self.linear(p + "q_proj", x).view(b, s, h, d).transpose(1, 2)
-        k = self.linear(p + "k_proj", x).view(b, s, kvh, d).transpose(1, 2)
+        q = self.linear(p + "q_proj", x).view(b, s, h, d)
+        k = self.linear(p + "k_proj", x).view(b, s, kvh, d)
+        if c["qk_norm"]:
+            q, k = self.rms(q, self.w[p + "q_norm.weight"]), self.rms(k, self.w[p + "k_norm.weight"])
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
         v = self.linear(p + "v_proj", x).view(b, s, kvh, d).transpose(1, 2)
         q, k = self.rope(q, pos), self.rope(k, pos)
         kpos = pos
@@ -162,8 +220,32 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def train(args, cfg, w):
-    m = Llama(cfg, w, lora_rank=8, lora_alpha=16.0)
+def vm_hwm_gb():
+    """Peak resident set, VmHWM of /proc/self/status, in GB (10^9 bytes), as the Go side reports it."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    return float("nan")
+
+
+def since_process_start():
+    """Wall time since this process started, from /proc/self/stat's starttime and /proc/uptime (as the Go side)."""
+    try:
+        stat = open("/proc/self/stat").read()
+        start = int(stat[stat.rindex(")") + 1 :].split()[19])
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return uptime - start / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def train(args, cfg, w, res):
+    m = Llama(cfg, w, lora_rank=args.rank, lora_alpha=args.alpha, targets=args.targets.split(","))
+    res.update(rank=args.rank, alpha=args.alpha, targets=args.targets.split(","), adapters=len(m.lora),
+               adapter_params=sum(p.numel() for p in m.params()))
     opt = torch.optim.Adam(m.params(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
     rng = LCG(args.seed)
     times, cpu, losses = [], [], []
@@ -177,6 +259,8 @@ def train(args, cfg, w):
         opt.step()
         lv = loss.item()
         dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        if i == 0:
+            res.update(first_step_s=dt, time_to_first_step_s=round(since_process_start(), 2))
         losses.append(lv)
         if i >= args.warmup:
             times.append(dt)
@@ -223,20 +307,27 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--rank", type=int, default=8, help="LoRA rank")
+    ap.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (scale alpha/rank)")
+    ap.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj", help="comma-separated LoRA targets, or all-linear")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    t0 = time.perf_counter()
     cfg, w = load_model(args.model)
     res = {"side": "pytorch", "torch": torch.__version__, "threads": torch.get_num_threads(), "mode": args.mode,
-           "blas": blas_info(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", "")}
+           "blas": blas_info(), "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE", ""), "dtype": "f32",
+           "load_s": time.perf_counter() - t0, "params": sum(t.numel() for t in w.values())}
     if args.mode == "train":
-        times, cpu, losses = train(args, cfg, w)
+        times, cpu, losses = train(args, cfg, w, res)
+        med = statistics.median(times) if times else float("nan")
         res.update(batch=args.batch, seq=args.seq, step_s=times, step_cpu_s=cpu, first_loss=losses[0], last_loss=losses[-1],
-                   tokens_per_step=args.batch * args.seq)
+                   tokens_per_step=args.batch * args.seq, median_step_s=med, tokens_per_s=args.batch * args.seq / med)
     else:
         times, cpu, out = generate(args, cfg, w)
         res.update(prompt=args.prompt, new_tokens=args.new_tokens, gen_s=times, gen_cpu_s=cpu, tokens=out[:16])
     res["peak_rss_mib"] = peak_rss_mib()
+    res["peak_rss_gb"] = vm_hwm_gb()
     json.dump(res, sys.stdout)
     print()
 
