@@ -146,19 +146,11 @@ func loadModel(o options) (*model.Model, string, string, error) {
 
 // newModel builds the model with the frozen base in the compute dtype -dtype asks for, and says which one it used.
 func newModel(b compute.Backend, p *model.Pretrained, dt string) (*model.Model, string, error) {
-	switch dt {
-	case "auto", "f32":
-		// TODO(issue 11, -dtype): once the model package takes a compute dtype for the frozen base (bf16 weights kept
-		// as stored), "auto" must resolve through it (the per-backend default) and "bf16"/"f16" must be passed here;
-		// today model.New widens every weight to f32.
-		m, err := model.New(b, p)
-		return m, "f32", err
-	case "bf16", "f16":
-		// TODO(issue 11, -dtype): pass dt to the model constructor here (model.NewWithDType accepts only
-		// dtypes.Float32/Float64 today).
-		return nil, "", fmt.Errorf("-dtype %s: not available yet (saddle's model package holds the base in f32 or f64 only)", dt)
+	m, err := model.NewWithCompute(b, p, dt)
+	if err != nil {
+		return nil, "", err
 	}
-	return nil, "", fmt.Errorf("-dtype %q: use auto, f32, bf16 or f16", dt)
+	return m, m.ComputeName, nil
 }
 
 // lcg is Knuth's MMIX generator; peer.py draws the same ids as (state >> 33) % n.
@@ -200,11 +192,6 @@ func benchTrain(o options) (map[string]any, error) {
 	if err := spec.Validate(); err != nil {
 		return nil, err
 	}
-	if o.gradCheckpoint {
-		// TODO(issue 11, -grad-checkpoint): pass it to the stepper (or the model's forward) once finetune offers
-		// per-block recomputation; finetune.Config.GradCheckpoint exists, but finetune.NewStepper takes no option.
-		return nil, fmt.Errorf("-grad-checkpoint: not available yet (finetune.NewStepper has no activation checkpointing option)")
-	}
 	set, err := lora.Attach(m.Config, spec)
 	if err != nil {
 		return nil, err
@@ -213,7 +200,7 @@ func benchTrain(o options) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := finetune.NewStepper(m, set, opt, 0, 0)
+	s, err := finetune.NewStepper(m, set, opt, 0, 0, finetune.GradCheckpoint(o.gradCheckpoint))
 	if err != nil {
 		return nil, err
 	}
