@@ -2,6 +2,8 @@ package finetune
 
 import (
 	"fmt"
+	"maps"
+	"strings"
 	"math"
 	"slices"
 
@@ -183,7 +185,7 @@ func (s *Stepper) lossAndGrads(w model.Weights, params []*Node, rng, tokens, tar
 func (s *Stepper) checkpointedLossAndGrads(w model.Weights, params []*Node, rng, tokens, targets, weights *Node) (sum, weightSum, newRNG *Node, grads []*Node) {
 	cfg := &s.model.Config
 	start := ScalarZero(tokens.Graph(), dtypes.Int32)
-	block := func(layer int, x, rng *Node) (y, next *Node) {
+	block := func(w model.Weights, layer int, x, rng *Node) (y, next *Node) {
 		var dropout *lora.Dropout
 		if s.set.Spec.Dropout > 0 {
 			dropout = &lora.Dropout{Rate: s.set.Spec.Dropout, RNG: rng}
@@ -199,7 +201,7 @@ func (s *Stepper) checkpointedLossAndGrads(w model.Weights, params []*Node, rng,
 	newRNG = rng
 	for l := range cfg.NumLayers {
 		inputs[l], rngs[l] = x, newRNG
-		x, newRNG = block(l, x, newRNG)
+		x, newRNG = block(w, l, x, newRNG)
 	}
 	sum, weightSum = tokenLoss(w, cfg, cfg.FinalNorm(w, x), targets, weights, lossChunkRows(cfg.VocabSize), true)
 	dx := Gradient(sum, x)[0]
@@ -218,7 +220,7 @@ func (s *Stepper) checkpointedLossAndGrads(w model.Weights, params []*Node, rng,
 	grads = make([]*Node, len(params))
 	for l := cfg.NumLayers - 1; l >= 0; l-- {
 		xr := SchedulingBarrier(inputs[l], dx)
-		y, _ := block(l, xr, rngs[l])
+		y, _ := block(recomputeWeights(w, l, xr.DType(), dx), l, xr, rngs[l])
 		wrt := []*Node{xr}
 		for _, i := range byLayer[l] {
 			wrt = append(wrt, params[i])
@@ -235,6 +237,21 @@ func (s *Stepper) checkpointedLossAndGrads(w model.Weights, params []*Node, rng,
 		}
 	}
 	return sum, weightSum, newRNG, grads
+}
+
+// recomputeWeights returns w with layer's weights that its matmuls convert (held in another dtype than the
+// activations) behind a scheduling barrier on dx. Otherwise the backend would merge the recomputation's
+// conversions with the forward pass's identical ones and keep a converted copy of every weight alive from the
+// forward pass to the recomputation: a float32 copy of the whole model.
+func recomputeWeights(w model.Weights, layer int, activation dtypes.DType, dx *Node) model.Weights {
+	prefix := fmt.Sprintf("model.layers.%d.", layer)
+	out := model.Weights{Nodes: maps.Clone(w.Nodes), Compute: w.Compute}
+	for name, n := range w.Nodes {
+		if strings.HasPrefix(name, prefix) && n.DType() != activation {
+			out.Nodes[name] = SchedulingBarrier(n, dx)
+		}
+	}
+	return out
 }
 
 // update divides the summed gradients by the token count, clips them and applies the optimizer.
