@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -49,17 +48,9 @@ Hugging Face tokenizers, generates text, and fine-tunes through LoRA-style produ
 }
 
 func main() {
-	if os.Getenv("GOGC") == "" {
-		// The Go backend's tensors are Go memory: with the default GOGC=100 the heap may grow to twice what is live
-		// before a collection, and at real sizes the live part is gigabytes. Collecting at +25 % keeps peak memory
-		// near what a step needs; the buffers are pointer-free, so each collection is cheap. GOGC overrides it.
-		debug.SetGCPercent(gcPercent)
-	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// gcPercent is saddle's GOGC default (see main).
-const gcPercent = 25
 
 // run executes one command line and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
