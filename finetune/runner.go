@@ -321,12 +321,21 @@ func (r *run) evalDue(step int) bool {
 	return step == r.cfg.Steps || (r.cfg.EvalEvery > 0 && step%r.cfg.EvalEvery == 0)
 }
 
+// EvalSet is what every evaluation of a run measures: the first cfg.EvalBatches batches of eval (all of them when
+// it is 0), the same ones each time, so that eval losses compare across steps.
+func EvalSet(cfg Config, eval []Batch) []Batch {
+	if n := cfg.EvalBatches; n > 0 && n < len(eval) {
+		return eval[:n]
+	}
+	return eval
+}
+
 // evaluate returns the eval loss, or nil without eval data.
 func (r *run) evaluate() (*float64, error) {
 	if r.job.Eval == nil {
 		return nil, nil
 	}
-	l, err := r.stepper.Eval(r.job.Eval)
+	l, err := r.stepper.Eval(EvalSet(r.cfg, r.job.Eval))
 	if err != nil {
 		return nil, err
 	}

@@ -363,3 +363,38 @@ func deref[T any](p *T) any {
 	}
 	return *p
 }
+
+// TestEvalBatchesBoundsEveryEvaluation: with EvalBatches 1, the start, periodic and final evaluations all measure
+// the first eval batch only, exactly as a run given just that batch does; the full set gives other losses.
+func TestEvalBatchesBoundsEveryEvaluation(t *testing.T) {
+	f := newFixture(t)
+	data := f.batcher(t, 4, 32)
+	eval := []Batch{data.BatchAt(100), data.BatchAt(101), data.BatchAt(102)}
+	run := func(evalBatches int, eval []Batch) []MetricsRow {
+		cfg := testConfig(t, "adam", 3e-3, 4)
+		cfg.EvalEvery, cfg.EvalBatches = 2, evalBatches
+		if _, err := Run(context.Background(), Job{Model: f.model, Train: data, Eval: eval, Plan: testPlan(t, f, cfg)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		return readRows(t, filepath.Join(cfg.Out, "metrics.jsonl"))
+	}
+	evalLosses := func(rows []MetricsRow) []float64 {
+		var out []float64
+		for _, r := range rows {
+			if r.EvalLoss != nil {
+				out = append(out, *r.EvalLoss)
+			}
+		}
+		return out
+	}
+	bounded, first, all := evalLosses(run(1, eval)), evalLosses(run(0, eval[:1])), evalLosses(run(0, eval))
+	if len(bounded) != 3 || !slices.Equal(bounded, first) {
+		t.Fatalf("eval losses with --eval-batches 1: %v; with only the first batch: %v (want 3 equal)", bounded, first)
+	}
+	if bounded[0] == all[0] {
+		t.Fatalf("the first batch and all three give the same eval loss %v: the test cannot tell them apart", all[0])
+	}
+	if got := EvalSet(Config{EvalBatches: 5}, eval); len(got) != 3 {
+		t.Fatalf("EvalBatches above the set's size: %d batches", len(got))
+	}
+}

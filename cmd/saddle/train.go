@@ -275,8 +275,8 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 		if resuming {
 			verb = fmt.Sprintf("resuming at step %d of", resume.Step)
 		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: %s %d steps, %s on %s (%d train rows, %d eval batches), backend %s\n",
-			verb, cfg.Steps, cfg.Optimizer, cfg.Data, data.TrainStats.Rows, len(data.Eval), s.backend)
+		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: %s %d steps, %s on %s (%d train rows, %s), backend %s\n",
+			verb, cfg.Steps, cfg.Optimizer, cfg.Data, data.TrainStats.Rows, evalText(cfg, data.Eval), s.backend)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -294,6 +294,14 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 	}
 	printSummary(cmd.OutOrStdout(), sum)
 	return nil
+}
+
+// evalText says how many eval batches each evaluation measures.
+func evalText(cfg finetune.Config, eval []finetune.Batch) string {
+	if n := len(finetune.EvalSet(cfg, eval)); n < len(eval) {
+		return fmt.Sprintf("each eval on the first %d of %d eval batches (--eval-batches)", n, len(eval))
+	}
+	return fmt.Sprintf("%d eval batches", len(eval))
 }
 
 // stepText prints an escape step, or "never".
