@@ -102,6 +102,33 @@ func (h *Hasher) Hash(path string) (BaseIdentity, error) {
 	return id, nil
 }
 
+// HashBaseCost is how many bytes HashBase(path) would read: 0 when the hash is cached (or path cannot be read).
+func HashBaseCost(path string) int64 { return DefaultHasher.Cost(path) }
+
+// Cost is how many bytes Hash(path) would read: 0 when the hash is cached (or path cannot be read).
+func (h *Hasher) Cost(path string) int64 {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		abs = path
+	}
+	files, err := baseFiles(abs)
+	if err != nil {
+		return 0
+	}
+	stamps, err := stampFiles(files)
+	if err != nil {
+		return 0
+	}
+	if _, ok := h.cached(abs, stamps); ok {
+		return 0
+	}
+	var n int64
+	for _, s := range stamps {
+		n += s.Size
+	}
+	return n
+}
+
 // baseFiles lists the files whose bytes make up a model's identity, in hashing order.
 func baseFiles(path string) ([]string, error) {
 	info, err := os.Stat(path)

@@ -53,9 +53,15 @@ func TestHashBaseIsTheFilesSHA256InNameOrder(t *testing.T) {
 func TestHashBaseCacheReadsEachUnchangedFileOnce(t *testing.T) {
 	dir, cache := hfFolder(t), t.TempDir()
 	h, opened := countingHasher(cache)
+	if cost := h.Cost(dir); cost != int64(len(`{"a":1}`+"first"+"second")) {
+		t.Fatalf("cost before hashing: %d bytes", cost)
+	}
 	first, err := h.Hash(dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if cost := h.Cost(dir); cost != 0 || *opened != 3 {
+		t.Fatalf("cost after hashing: %d bytes", cost)
 	}
 	if *opened != 3 {
 		t.Fatalf("first hash opened %d files, want 3", *opened)
