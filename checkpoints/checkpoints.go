@@ -11,12 +11,9 @@
 package checkpoints
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -192,39 +189,4 @@ func Load(path string) (*State, error) {
 		st.Slots = append(st.Slots, group)
 	}
 	return &st, nil
-}
-
-// HashBase computes the identity of a base model: sha256 over its weight files (GGUF file; or config.json and the
-// .safetensors files of an HF folder), in name order.
-func HashBase(path string) (BaseIdentity, error) {
-	info, err := os.Stat(path)
-	if err != nil {
-		return BaseIdentity{}, err
-	}
-	files := []string{path}
-	if info.IsDir() {
-		matches, err := filepath.Glob(filepath.Join(path, "*.safetensors"))
-		if err != nil {
-			return BaseIdentity{}, err
-		}
-		sort.Strings(matches)
-		files = append([]string{filepath.Join(path, "config.json")}, matches...)
-	}
-	h := sha256.New()
-	for _, f := range files {
-		r, err := os.Open(f)
-		if err != nil {
-			return BaseIdentity{}, err
-		}
-		_, err = io.Copy(h, r)
-		r.Close()
-		if err != nil {
-			return BaseIdentity{}, fmt.Errorf("%s: %w", f, err)
-		}
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		abs = path
-	}
-	return BaseIdentity{Path: abs, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }

@@ -37,6 +37,11 @@ type Summary struct {
 	AdapterParams    int          `json:"adapter_params"`
 	Final            AdapterStats `json:"final_adapter"`
 	Out              string       `json:"out"`
+	Times            *Times       `json:"times,omitempty"` // where this invocation's time went
+	// Memory is the estimate made before loading (Job.Memory); PeakRSS the process's peak resident memory in bytes
+	// at the end (Linux; 0 where unknown).
+	Memory  *MemoryEstimate `json:"memory_estimate,omitempty"`
+	PeakRSS int64           `json:"peak_rss,omitempty"`
 }
 
 // MetricsRow is one line of OUT/metrics.jsonl.
@@ -64,6 +69,11 @@ type Job struct {
 	Plan   *Plan
 	Base   checkpoints.BaseIdentity // pins the base model in checkpoints
 	Resume *checkpoints.State
+	// Started is when loading began, and Prep the Load and Hash times the caller measured, for Summary.Times
+	// (zero: the run's own start).
+	Started time.Time
+	Prep    Times
+	Memory  *MemoryEstimate // the estimate made before loading, reported in the summary
 }
 
 // ErrInterrupted reports a run stopped by its context (SIGINT/SIGTERM) after saving a checkpoint.
@@ -111,11 +121,13 @@ type run struct {
 	bar       *progress
 	log       io.Writer // notices about skipped steps
 	start     time.Time // wall-clock origin, moved back by the time spent before a resume
+	watch     stopwatch // this invocation's times
 }
 
 // startRun builds the run's graphs and output folder, restores a checkpoint, and on a fresh run records step 0
 // (the adapters as initialized).
 func startRun(job Job, progress io.Writer) (*run, error) {
+	began := time.Now()
 	plan := job.Plan
 	cfg := plan.Config
 	set, err := plan.Adapters.Attach()
@@ -136,7 +148,7 @@ func startRun(job Job, progress io.Writer) (*run, error) {
 	if err := writeJSONAtomic(filepath.Join(cfg.Out, "config.json"), cfg); err != nil {
 		return nil, err
 	}
-	r := &run{job: job, cfg: cfg, stepper: stepper, baseNorms: baseNorms, log: orDiscard(progress),
+	r := &run{job: job, cfg: cfg, stepper: stepper, baseNorms: baseNorms, log: orDiscard(progress), watch: stopwatch{began: began},
 		st: runnerState{
 			Escape: EscapeTracker{Delta: cfg.EscapeDelta, NormThreshold: cfg.EscapeNorm},
 			Summary: Summary{Optimizer: plan.Opt.Name(), Q: plan.Opt.Q(), Init: cfg.Adapter.Init, InitScale: cfg.Adapter.Scale,
@@ -161,6 +173,7 @@ func startRun(job Job, progress io.Writer) (*run, error) {
 		r.metrics.close()
 		return nil, err
 	}
+	r.watch.setup = seconds(began)
 	if job.Resume == nil {
 		if err := r.recordStart(); err != nil {
 			r.metrics.close()
@@ -186,6 +199,8 @@ func (r *run) recordStart() error {
 
 // trainStep runs optimizer step `step` and records it, unless the guard skips it or stops the run.
 func (r *run) trainStep(step int) error {
+	stepBegan, evalBefore, saveBefore := time.Now(), r.watch.eval, r.watch.save
+	defer func() { r.watch.step(seconds(stepBegan) - (r.watch.eval - evalBefore) - (r.watch.save - saveBefore)) }()
 	micro := make([]Batch, r.cfg.GradAccum)
 	for i := range micro {
 		micro[i] = r.job.Train.BatchAt((step-1)*r.cfg.GradAccum + i)
@@ -299,6 +314,7 @@ func (r *run) finish() (*Summary, error) {
 	if err := r.save(); err != nil {
 		return sum, fmt.Errorf("saving the final checkpoint: %w", err)
 	}
+	saveBegan := time.Now()
 	set, err := r.stepper.Adapters()
 	if err != nil {
 		return sum, err
@@ -306,6 +322,9 @@ func (r *run) finish() (*Summary, error) {
 	if err := lora.Save(r.cfg.Out, set, r.cfg.Model); err != nil {
 		return sum, err
 	}
+	r.watch.save += seconds(saveBegan)
+	sum.Times = ptr(r.watch.times(r.job.Prep, r.job.Started))
+	sum.Memory, sum.PeakRSS = r.job.Memory, PeakRSS()
 	if err := writeJSONAtomic(filepath.Join(r.cfg.Out, "summary.json"), sum); err != nil {
 		return sum, err
 	}
@@ -319,12 +338,23 @@ func (r *run) evalDue(step int) bool {
 	return step == r.cfg.Steps || (r.cfg.EvalEvery > 0 && step%r.cfg.EvalEvery == 0)
 }
 
+// EvalSet is what every evaluation of a run measures: the first cfg.EvalBatches batches of eval (all of them when
+// it is 0), the same ones each time, so that eval losses compare across steps.
+func EvalSet(cfg Config, eval []Batch) []Batch {
+	if n := cfg.EvalBatches; n > 0 && n < len(eval) {
+		return eval[:n]
+	}
+	return eval
+}
+
 // evaluate returns the eval loss, or nil without eval data.
 func (r *run) evaluate() (*float64, error) {
 	if r.job.Eval == nil {
 		return nil, nil
 	}
-	l, err := r.stepper.Eval(r.job.Eval)
+	began := time.Now()
+	l, err := r.stepper.Eval(EvalSet(r.cfg, r.job.Eval))
+	r.watch.evaluation(seconds(began))
 	if err != nil {
 		return nil, err
 	}
@@ -341,6 +371,8 @@ func (r *run) save() error {
 	if r.cfg.SaveEvery < 0 {
 		return nil
 	}
+	began := time.Now()
+	defer func() { r.watch.save += seconds(began) }()
 	ck, err := r.stepper.Snapshot()
 	if err != nil {
 		return err

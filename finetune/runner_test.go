@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gomlx/gomlx/core/tensors"
 
@@ -362,4 +363,102 @@ func deref[T any](p *T) any {
 		return nil
 	}
 	return *p
+}
+
+// TestEvalBatchesBoundsEveryEvaluation: with EvalBatches 1, the start, periodic and final evaluations all measure
+// the first eval batch only, exactly as a run given just that batch does; the full set gives other losses.
+func TestEvalBatchesBoundsEveryEvaluation(t *testing.T) {
+	f := newFixture(t)
+	data := f.batcher(t, 4, 32)
+	eval := []Batch{data.BatchAt(100), data.BatchAt(101), data.BatchAt(102)}
+	run := func(evalBatches int, eval []Batch) []MetricsRow {
+		cfg := testConfig(t, "adam", 3e-3, 4)
+		cfg.EvalEvery, cfg.EvalBatches = 2, evalBatches
+		if _, err := Run(context.Background(), Job{Model: f.model, Train: data, Eval: eval, Plan: testPlan(t, f, cfg)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		return readRows(t, filepath.Join(cfg.Out, "metrics.jsonl"))
+	}
+	evalLosses := func(rows []MetricsRow) []float64 {
+		var out []float64
+		for _, r := range rows {
+			if r.EvalLoss != nil {
+				out = append(out, *r.EvalLoss)
+			}
+		}
+		return out
+	}
+	bounded, first, all := evalLosses(run(1, eval)), evalLosses(run(0, eval[:1])), evalLosses(run(0, eval))
+	if len(bounded) != 3 || !slices.Equal(bounded, first) {
+		t.Fatalf("eval losses with --eval-batches 1: %v; with only the first batch: %v (want 3 equal)", bounded, first)
+	}
+	if bounded[0] == all[0] {
+		t.Fatalf("the first batch and all three give the same eval loss %v: the test cannot tell them apart", all[0])
+	}
+	if got := EvalSet(Config{EvalBatches: 5}, eval); len(got) != 3 {
+		t.Fatalf("EvalBatches above the set's size: %d batches", len(got))
+	}
+}
+
+// TestSummaryTimes: the summary says where the time went; the parts are non-negative and sum to at most the total,
+// which counts from when loading began.
+func TestSummaryTimes(t *testing.T) {
+	f := newFixture(t)
+	data := f.batcher(t, 4, 32)
+	cfg := testConfig(t, "adam", 3e-3, 4)
+	cfg.EvalEvery, cfg.SaveEvery = 2, 2
+	job := Job{Model: f.model, Train: data, Eval: []Batch{data.BatchAt(100), data.BatchAt(101)}, Plan: testPlan(t, f, cfg),
+		Started: time.Now().Add(-time.Second), Prep: Times{Load: 0.6, Hash: 0.3}}
+	sum, err := Run(context.Background(), job, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := sum.Times
+	if tm == nil {
+		t.Fatal("no times in the summary")
+	}
+	parts := []float64{tm.Load, tm.Hash, tm.Setup, tm.Compile, tm.Train, tm.Eval, tm.Save}
+	var total float64
+	for _, p := range parts {
+		if p < 0 {
+			t.Fatalf("negative time: %+v", *tm)
+		}
+		total += p
+	}
+	if tm.Load != 0.6 || tm.Hash != 0.3 || tm.Train <= 0 || tm.Eval <= 0 || tm.Save <= 0 || total > tm.Total || tm.Total < 1 {
+		t.Fatalf("times %+v: the parts sum to %g", *tm, total)
+	}
+	var onDisk struct {
+		Times map[string]float64 `json:"times"`
+	}
+	raw, err := os.ReadFile(filepath.Join(cfg.Out, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &onDisk); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"load_s", "hash_s", "setup_s", "compile_s", "train_s", "eval_s", "save_s", "total_s"} {
+		if _, ok := onDisk.Times[key]; !ok {
+			t.Errorf("summary.json times lack %s: %v", key, onDisk.Times)
+		}
+	}
+}
+
+func TestFirstCallExtra(t *testing.T) {
+	for _, tc := range []struct {
+		durations []float64
+		want      float64
+	}{
+		{nil, 0},
+		{[]float64{3}, 0},                   // one call: nothing to compare with
+		{[]float64{5, 1, 2, 1.5}, 3.5},      // median of 1, 1.5, 2
+		{[]float64{4, 1, 3}, 2},             // median of two: their mean
+		{[]float64{0.5, 1, 2}, 0},           // a first call faster than the rest compiled nothing measurable
+		{[]float64{10, 1, 1, 1, 100, 1}, 9}, // one slow later call does not move the median
+	} {
+		if got := firstCallExtra(tc.durations); got != tc.want {
+			t.Errorf("firstCallExtra(%v) = %g, want %g", tc.durations, got, tc.want)
+		}
+	}
 }

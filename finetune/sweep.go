@@ -47,6 +47,7 @@ type SweepRun struct {
 	FinalEvalLoss   *float64 `json:"final_eval_loss"`
 	FinalTrainLoss  float64  `json:"final_train_loss"`
 	WallSeconds     float64  `json:"wall_seconds"`
+	Times           *Times   `json:"times,omitempty"`   // of the invocation that finished it
 	Skipped         bool     `json:"skipped,omitempty"` // finished in an earlier invocation
 }
 
@@ -182,7 +183,7 @@ func rowOf(name string, c Config, s *Summary) SweepRun {
 	return SweepRun{Name: name, Optimizer: optimizers.Spec{Name: s.Optimizer, Q: s.Q}.Label(), Q: s.Q, LR: c.LR, InitScale: c.Adapter.Scale,
 		Depth: c.Adapter.Depth, Init: c.Adapter.Init, EscapeStep: s.EscapeStep, EscapeNormStep: s.EscapeNormStep,
 		InitialEvalLoss: s.InitialEvalLoss, FinalEvalLoss: s.FinalEvalLoss, FinalTrainLoss: s.FinalTrainLoss,
-		WallSeconds: s.WallSeconds}
+		WallSeconds: s.WallSeconds, Times: s.Times}
 }
 
 // fitSlopes fits log(escape step) against log(λ) per series with at least two escaped runs.

@@ -74,6 +74,15 @@ func NewLayout(cfg model.Config, spec Spec) (*Layout, error) {
 	return &Layout{Spec: spec, adapters: adapters, init: init}, nil
 }
 
+// Modules lists the modules the layout adapts (Module, In and Out; no factors), sorted by module name.
+func (l *Layout) Modules() []Adapter {
+	out := make([]Adapter, len(l.adapters))
+	for i, a := range l.adapters {
+		out[i] = Adapter{Module: a.Module, In: a.In, Out: a.Out}
+	}
+	return out
+}
+
 // Attach creates a new adapter set with factors initialized by the spec's init and seed (the same values each
 // call).
 func (l *Layout) Attach() (*Set, error) {

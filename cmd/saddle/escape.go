@@ -56,7 +56,7 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	if !cmd.Flags().Changed("out") && flagString(cmd, "config") == "" {
 		return usagef("escape needs --out DIR")
 	}
-	s, err := openSession(cmd, "")
+	s, err := loadSession(cmd)
 	if err != nil {
 		return err
 	}
@@ -64,8 +64,10 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	base.Backend = s.backend
-	base.DType = s.model.ComputeName
+	base.Backend = s.name
+	if base.DType, err = s.computeType(cmd, ""); err != nil {
+		return err
+	}
 	grid := finetune.Grid{Base: base, Inits: splitList(flagString(cmd, "inits"))}
 	if grid.Optimizers, err = optimizers.ParseSpecs(flagString(cmd, "optimizers")); err != nil {
 		return usageError{err}
@@ -89,21 +91,28 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	if err := checkTokenizer(s); err != nil {
 		return err
 	}
-	plans, err := grid.Plans(base.Out, s.model.Config)
+	plans, err := grid.Plans(base.Out, s.config)
 	if err != nil {
 		return usageError{err}
-	}
-	data, err := finetune.PrepareData(plans[0], s.tok, readExamples)
-	if err != nil {
-		return err
 	}
 	parallel, _ := cmd.Flags().GetInt("parallel")
 	if parallel < 1 {
 		return usagef("--parallel %d must be >= 1", parallel)
 	}
+	asJSON := flagBool(cmd, "json")
+	// One run's estimate: runs in parallel share the weights but each needs its own activations.
+	if _, err := checkMemory(cmd, largestPlan(plans, s), s, asJSON); err != nil {
+		return err
+	}
+	if err := s.build(base.DType); err != nil {
+		return err
+	}
+	data, err := finetune.PrepareData(plans[0], s.tok, readExamples)
+	if err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	asJSON := flagBool(cmd, "json")
 	logw := cmd.ErrOrStderr()
 	res, err := finetune.Sweep(ctx, finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval}, plans, base.Out,
 		parallel, func(msg string) { fmt.Fprintln(logw, msg) })
@@ -119,12 +128,27 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	return nil
 }
 
+// largestPlan is the plan of the sweep with the largest memory estimate (depth and optimizer vary the adapters').
+func largestPlan(plans []*finetune.Plan, s *session) *finetune.Plan {
+	best, most := plans[0], int64(-1)
+	for _, p := range plans {
+		if e, err := finetune.EstimateTraining(p, s.config, s.storage); err == nil && e.Total > most {
+			best, most = p, e.Total
+		}
+	}
+	return best
+}
+
 func printSweep(w io.Writer, res *finetune.SweepResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "optimizer\tlr\tλ\tdepth\tinit\tescape step\tescape norm step\teval loss start → end\twall s")
+	fmt.Fprintln(tw, "optimizer\tlr\tλ\tdepth\tinit\tescape step\tescape norm step\teval loss start → end\twall s\tcompile/train/eval s")
 	for _, r := range res.Runs {
-		fmt.Fprintf(tw, "%s\t%g\t%g\t%d\t%s\t%s\t%s\t%s → %s\t%.1f\n", r.Optimizer, r.LR, r.InitScale, r.Depth, r.Init,
-			stepText(r.EscapeStep), stepText(r.EscapeNormStep), lossText(r.InitialEvalLoss), lossText(r.FinalEvalLoss), r.WallSeconds)
+		split := "-"
+		if t := r.Times; t != nil {
+			split = fmt.Sprintf("%.1f/%.1f/%.1f", t.Compile, t.Train, t.Eval)
+		}
+		fmt.Fprintf(tw, "%s\t%g\t%g\t%d\t%s\t%s\t%s\t%s → %s\t%.1f\t%s\n", r.Optimizer, r.LR, r.InitScale, r.Depth, r.Init,
+			stepText(r.EscapeStep), stepText(r.EscapeNormStep), lossText(r.InitialEvalLoss), lossText(r.FinalEvalLoss), r.WallSeconds, split)
 	}
 	tw.Flush()
 	for _, f := range res.Slopes {

@@ -13,6 +13,7 @@ import (
 	"github.com/gomlx/gomlx/core/graph"
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/saddle-ml/saddle/finetune"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/tokenizer"
@@ -47,6 +48,7 @@ func newGenerateCmd() *cobra.Command {
 	f.Uint64("seed", 0, "random seed for sampling")
 	f.IntSlice("stop-token", nil, "extra token ids that end generation (EOS and BOS always do)")
 	f.String("adapter", "", "a trained adapter: the --out folder of 'saddle train'")
+	addMemoryCheckFlag(cmd)
 	return cmd
 }
 
@@ -81,11 +83,10 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	m, err := newModel(cmd, b, pretrained, "")
-	if err != nil {
-		return err
+	cfg := pretrained.Config
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
 	}
-
 	prompt := flagString(cmd, "prompt")
 	ids := tok.Encode(prompt, true)
 	if len(ids) == 0 || (prompt == "" && ids[0] != tok.BOS()) {
@@ -95,17 +96,24 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 		ids = append([]int{tok.BOS()}, ids...)
 	}
 	for _, id := range extraStops {
-		if id < 0 || id >= m.Config.VocabSize {
-			return usagef("--stop-token %d is outside the vocabulary (0..%d)", id, m.Config.VocabSize-1)
+		if id < 0 || id >= cfg.VocabSize {
+			return usagef("--stop-token %d is outside the vocabulary (0..%d)", id, cfg.VocabSize-1)
 		}
 	}
-	stops := slices.Concat(tok.EOS(), m.Config.EOSTokenIDs, extraStops)
+	stops := slices.Concat(tok.EOS(), cfg.EOSTokenIDs, extraStops)
 	if tok.BOS() >= 0 {
 		stops = append(stops, tok.BOS())
 	}
-	capacity := min(len(ids)+maxTokens, m.Config.MaxPositions)
+	capacity := min(len(ids)+maxTokens, cfg.MaxPositions)
 	if len(ids) > capacity {
-		return fmt.Errorf("prompt has %d tokens, more than the model's context of %d", len(ids), m.Config.MaxPositions)
+		return fmt.Errorf("prompt has %d tokens, more than the model's context of %d", len(ids), cfg.MaxPositions)
+	}
+	if err := checkGenerateMemory(cmd, pretrained, capacity); err != nil {
+		return err
+	}
+	m, err := newModel(cmd, b, pretrained, "")
+	if err != nil {
+		return err
 	}
 	hook, extra, err := loadAdapter(flagString(cmd, "adapter"), m)
 	if err != nil {
@@ -152,6 +160,22 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "[%d prompt + %d generated tokens, %.1f tokens/s, backend %s]\n", len(ids), len(out), r.TokensPerSecond, backendName)
 	return nil
+}
+
+// checkGenerateMemory refuses, unless --no-memory-check, to load a model whose weights and KV cache for capacity
+// positions clearly exceed the memory available.
+func checkGenerateMemory(cmd *cobra.Command, p *model.Pretrained, capacity int) error {
+	est, err := finetune.EstimateGeneration(p.Config, weightStorage(p), "auto", capacity)
+	if err != nil {
+		return err
+	}
+	avail, known := availableMemory()
+	if !known || flagBool(cmd, "no-memory-check") || !est.Exceeds(avail) {
+		return nil
+	}
+	return fmt.Errorf("%s: generating %d positions needs about %s of memory (%s), more than the %s available (%s); use a "+
+		"smaller model or a machine with more memory, or pass --no-memory-check to try anyway", p.Path, capacity,
+		finetune.FormatBytes(est.Total), est.Parts(), finetune.FormatBytes(avail.Bytes), avail.Source)
 }
 
 // loadAdapter reads an adapter for m: saddle's (a run's --out folder, or its latest checkpoint) or a PEFT LoRA

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/saddle-ml/saddle/finetune"
 	"github.com/saddle-ml/saddle/internal/setting"
 )
 
@@ -67,6 +68,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	isSetting := errors.As(err, &se)
 	if isSetting { // the library names the setting; the user gave it as a flag (or a config file key)
 		msg = strings.Replace(msg, se.Error(), "--"+flagName(se.Name)+" "+se.Msg, 1)
+	}
+	var me *finetune.MemoryError
+	if errors.As(err, &me) { // the settings that would fit, as flags
+		msg = strings.Replace(msg, me.Error(), me.Message(func(s string) string { return "--" + flagName(s) }), 1)
 	}
 	fmt.Fprintln(stderr, "saddle:", msg)
 	var u usageError

@@ -13,12 +13,15 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
+	"github.com/gomlx/compute"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/saddle-ml/saddle/checkpoints"
 	"github.com/saddle-ml/saddle/finetune"
+	"github.com/saddle-ml/saddle/internal/setting"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
@@ -75,6 +78,11 @@ func addTrainFlags(cmd *cobra.Command) {
 	f.String("dtype", "auto", "compute type of the frozen base's matmuls: auto, f32, bf16 or f16 (weights stay in their file's dtype)")
 	f.Bool("grad-checkpoint", false, "recompute each block's activations in the backward pass (long sequences in less memory)")
 	f.Int("eval-batches", 0, "evaluate on at most N eval batches (0: all)")
+	addMemoryCheckFlag(cmd)
+}
+
+func addMemoryCheckFlag(cmd *cobra.Command) {
+	cmd.Flags().Bool("no-memory-check", false, "run even when the memory estimate exceeds the memory available")
 }
 
 // trainConfig reads the flags (after the config file) into a run configuration; finetune.NewPlan checks it.
@@ -132,17 +140,21 @@ func newTrainCmd() *cobra.Command {
 	return cmd
 }
 
-// session is a loaded model with its tokenizer, shared by train and escape.
+// session is a model with its tokenizer, shared by train and escape. loadSession reads the model's configuration
+// and weight headers; build puts the weights on the backend.
 type session struct {
 	path    string
-	model   *model.Model
+	config  model.Config
+	storage finetune.WeightStorage // the weights' dtypes on disk, for the memory estimate
+	pre     *model.Pretrained      // until build
+	model   *model.Model           // after build
 	tok     finetune.DataTokenizer
 	vocab   int
-	backend string
+	backend compute.Backend
+	name    string // the backend's
 }
 
-// openSession loads the model named by the flags; compute is its --dtype ("" for the flag's value).
-func openSession(cmd *cobra.Command, compute string) (*session, error) {
+func loadSession(cmd *cobra.Command) (*session, error) {
 	if file := flagString(cmd, "config"); file != "" {
 		if err := applyConfigFile(cmd, file); err != nil {
 			return nil, err
@@ -160,21 +172,79 @@ func openSession(cmd *cobra.Command, compute string) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := p.Config.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.Path, err)
+	}
 	b, name, err := newBackend(cmd)
 	if err != nil {
 		return nil, err
 	}
-	m, err := newModel(cmd, b, p, compute)
+	return &session{path: path, config: p.Config, storage: weightStorage(p), pre: p, tok: tok, vocab: tok.VocabSize(),
+		backend: b, name: name}, nil
+}
+
+// weightStorage is what the memory estimate needs to know of a model's files.
+func weightStorage(p *model.Pretrained) finetune.WeightStorage {
+	return finetune.WeightStorage{DTypes: p.DTypes, Default: p.DType}
+}
+
+// computeType resolves a --dtype value ("" for the flag's) for the session's backend; a type the backend cannot
+// use is a usage error naming --dtype.
+func (s *session) computeType(cmd *cobra.Command, name string) (string, error) {
+	if name == "" {
+		name = flagString(cmd, "dtype")
+	}
+	resolved, err := model.ResolveCompute(s.backend, name)
+	if err != nil {
+		return "", usageError{setting.Errorf("dtype", "%v", err)}
+	}
+	return resolved, nil
+}
+
+// build puts the weights on the backend, with the compute type computeType resolved.
+func (s *session) build(compute string) error {
+	m, err := model.NewWithCompute(s.backend, s.pre, compute)
+	if err != nil {
+		return err
+	}
+	s.model, s.pre = m, nil // the host copy can go
+	return nil
+}
+
+// availableMemory is the memory the check compares estimates with; tests replace it.
+var availableMemory = finetune.AvailableMemory
+
+// checkMemory prints the estimate (unless quiet) and refuses a run that clearly cannot fit, unless
+// --no-memory-check.
+func checkMemory(cmd *cobra.Command, plan *finetune.Plan, s *session, quiet bool) (*finetune.MemoryEstimate, error) {
+	est, err := finetune.EstimateTraining(plan, s.config, s.storage)
 	if err != nil {
 		return nil, err
 	}
-	return &session{path: path, model: m, tok: tok, vocab: tok.VocabSize(), backend: name}, nil
+	avail, known := availableMemory()
+	if known && !flagBool(cmd, "no-memory-check") {
+		var may func(string) bool // a resumed run may change only some settings
+		if flagString(cmd, "resume") != "" {
+			may = func(name string) bool { return slices.Contains(finetune.ResumableSettings, name) }
+		}
+		if err := finetune.CheckMemory(plan, s.config, s.storage, est, avail, may); err != nil {
+			return nil, fmt.Errorf("%w; or pass --no-memory-check to try anyway", err)
+		}
+	}
+	if !quiet {
+		have := "memory available unknown"
+		if known {
+			have = fmt.Sprintf("%s available (%s)", finetune.FormatBytes(avail.Bytes), avail.Source)
+		}
+		fmt.Fprintf(cmd.ErrOrStderr(), "saddle %s: memory estimate %s; %s\n", cmd.Name(), est, have)
+	}
+	return &est, nil
 }
 
 // checkTokenizer refuses a tokenizer whose ids the model's vocabulary does not cover.
 func checkTokenizer(s *session) error {
-	if v := s.vocab; v > s.model.Config.VocabSize {
-		return fmt.Errorf("%s: the tokenizer has %d tokens but the model's vocabulary only %d", s.path, v, s.model.Config.VocabSize)
+	if v := s.vocab; v > s.config.VocabSize {
+		return fmt.Errorf("%s: the tokenizer has %d tokens but the model's vocabulary only %d", s.path, v, s.config.VocabSize)
 	}
 	return nil
 }
@@ -184,7 +254,7 @@ func newPlan(cfg finetune.Config, s *session) (*finetune.Plan, error) {
 	if err := checkTokenizer(s); err != nil {
 		return nil, err
 	}
-	p, err := finetune.NewPlan(cfg, s.model.Config)
+	p, err := finetune.NewPlan(cfg, s.config)
 	if err != nil {
 		return nil, usageError{err}
 	}
@@ -193,7 +263,7 @@ func newPlan(cfg finetune.Config, s *session) (*finetune.Plan, error) {
 
 // cliResumeFlags may be given with --resume besides the resumable settings; every other setting comes from the
 // checkpoint.
-var cliResumeFlags = []string{"resume", "model", "backend", "pjrt-plugin", "json"}
+var cliResumeFlags = []string{"resume", "model", "backend", "pjrt-plugin", "json", "no-memory-check"}
 
 // resumeConfig loads the checkpoint named by --resume and the run configuration saved with it, with the
 // resumable settings given as flags applied on top.
@@ -231,6 +301,7 @@ func resumeConfig(cmd *cobra.Command) (*checkpoints.State, finetune.Config, erro
 }
 
 func runTrain(cmd *cobra.Command, _ []string) error {
+	started := time.Now()
 	resuming := flagString(cmd, "resume") != ""
 	if !resuming && !cmd.Flags().Changed("out") && flagString(cmd, "config") == "" {
 		return usagef("train needs --out DIR (or --resume DIR)")
@@ -243,19 +314,16 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 			return err
 		}
 	}
-	compute := ""
-	if resuming {
-		compute = cmp.Or(cfg.DType, model.ComputeF32) // runs from before --dtype computed in float32
-	}
-	s, err := openSession(cmd, compute)
+	s, err := loadSession(cmd)
 	if err != nil {
 		return err
 	}
-	base, err := checkpoints.HashBase(s.path)
-	if err != nil {
-		return err
-	}
-	if resuming {
+	var base checkpoints.BaseIdentity
+	var hashed time.Duration
+	if resuming { // first make sure this is the checkpoint's base model
+		if base, hashed, err = hashBase(cmd, s.path); err != nil {
+			return err
+		}
 		if err := finetune.CheckBase(resume, base); err != nil {
 			return fmt.Errorf("%w; pass that model with --model", err)
 		}
@@ -263,17 +331,34 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 	} else if cfg, err = trainConfig(cmd, s.path); err != nil {
 		return err
 	}
-	cfg.Backend = s.backend
-	cfg.DType = s.model.ComputeName
+	cfg.Backend = s.name
+	if resuming {
+		cfg.DType = cmp.Or(cfg.DType, model.ComputeF32) // runs from before --dtype computed in float32
+	}
+	if cfg.DType, err = s.computeType(cmd, cfg.DType); err != nil {
+		return err
+	}
 	plan, err := newPlan(cfg, s)
 	if err != nil {
+		return err
+	}
+	asJSON := flagBool(cmd, "json")
+	est, err := checkMemory(cmd, plan, s, asJSON)
+	if err != nil {
+		return err
+	}
+	if !resuming {
+		if base, hashed, err = hashBase(cmd, s.path); err != nil {
+			return err
+		}
+	}
+	if err := s.build(cfg.DType); err != nil {
 		return err
 	}
 	data, err := finetune.PrepareData(plan, s.tok, readExamples)
 	if err != nil {
 		return err
 	}
-	asJSON := flagBool(cmd, "json")
 	if n := data.TrainStats.Truncated + data.EvalStats.Truncated; n > 0 {
 		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: %d examples longer than --seq-len %d were truncated (--truncate=false refuses them)\n", n, cfg.SeqLen)
 	}
@@ -282,12 +367,15 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 		if resuming {
 			verb = fmt.Sprintf("resuming at step %d of", resume.Step)
 		}
-		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: %s %d steps, %s on %s (%d train rows, %d eval batches), backend %s\n",
-			verb, cfg.Steps, cfg.Optimizer, cfg.Data, data.TrainStats.Rows, len(data.Eval), s.backend)
+		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: %s %d steps, %s on %s (%d train rows, %s), backend %s\n",
+			verb, cfg.Steps, cfg.Optimizer, cfg.Data, data.TrainStats.Rows, evalText(cfg, data.Eval), s.name)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	job := finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval, Plan: plan, Base: base, Resume: resume}
+	job := finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval, Plan: plan, Base: base, Resume: resume,
+		Started: started, Memory: est}
+	job.Prep.Hash = hashed.Seconds()
+	job.Prep.Load = time.Since(started).Seconds() - job.Prep.Hash
 	sum, err := finetune.Run(ctx, job, cmd.ErrOrStderr())
 	if errors.Is(err, finetune.ErrInterrupted) {
 		fmt.Fprintln(cmd.ErrOrStderr(), "saddle train:", err)
@@ -301,6 +389,26 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 	}
 	printSummary(cmd.OutOrStdout(), sum)
 	return nil
+}
+
+// hashBase computes the base model's identity for checkpoints (cached after the first time), saying so when that
+// means reading more than a GB.
+func hashBase(cmd *cobra.Command, path string) (checkpoints.BaseIdentity, time.Duration, error) {
+	began := time.Now()
+	if n := checkpoints.HashBaseCost(path); n > 1e9 && !flagBool(cmd, "json") {
+		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: reading %s of weights once for the base model's sha256 (cached for later runs)\n",
+			finetune.FormatBytes(n))
+	}
+	base, err := checkpoints.HashBase(path)
+	return base, time.Since(began), err
+}
+
+// evalText says how many eval batches each evaluation measures.
+func evalText(cfg finetune.Config, eval []finetune.Batch) string {
+	if n := len(finetune.EvalSet(cfg, eval)); n < len(eval) {
+		return fmt.Sprintf("each eval on the first %d of %d eval batches (--eval-batches)", n, len(eval))
+	}
+	return fmt.Sprintf("%d eval batches", len(eval))
 }
 
 // stepText prints an escape step, or "never".
@@ -327,4 +435,15 @@ func printSummary(w io.Writer, s *finetune.Summary) {
 	fmt.Fprintf(w, "escape step %s, escape norm step %s, final mean ‖ΔW‖/‖W‖ %.3g\n",
 		stepText(s.EscapeStep), stepText(s.EscapeNormStep), s.Final.RelDW)
 	fmt.Fprintf(w, "%.0f tokens/s, %.1f s; written to %s\n", s.TokensPerSecond, s.WallSeconds, s.Out)
+	if t := s.Times; t != nil {
+		fmt.Fprintf(w, "time: load %.1f s, hash %.1f s, setup %.1f s, compile %.1f s, train %.1f s, eval %.1f s, save %.1f s; %.1f s in all\n",
+			t.Load, t.Hash, t.Setup, t.Compile, t.Train, t.Eval, t.Save, t.Total)
+	}
+	if s.Memory != nil {
+		peak := "not measured"
+		if s.PeakRSS > 0 {
+			peak = finetune.FormatBytes(s.PeakRSS)
+		}
+		fmt.Fprintf(w, "memory: estimated %s, peak resident %s\n", finetune.FormatBytes(s.Memory.Total), peak)
+	}
 }
