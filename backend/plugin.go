@@ -141,7 +141,8 @@ func (s searcher) goXLADirs() []string {
 }
 
 // sitePackages lists the Python package folders that exist: $VIRTUAL_ENV, $CONDA_PREFIX, $PYTHONPATH, those of
-// every python3 on $PATH (and of the interpreter it links to), ~/.local, /usr/local, /usr and /opt/conda.
+// every python3 on $PATH (and of the interpreter it links to; pyenv's versions behind its shims), ~/.local,
+// /usr/local, /usr and /opt/conda.
 func (s searcher) sitePackages() []string {
 	var prefixes []string
 	for _, v := range []string{"VIRTUAL_ENV", "CONDA_PREFIX"} {
@@ -150,7 +151,11 @@ func (s searcher) sitePackages() []string {
 		}
 	}
 	isPython := regexp.MustCompile(`^python3(\.\d+)?$`)
+	pyenvs := absPaths(s.getenv("PYENV_ROOT"))
 	for _, dir := range absPaths(s.getenv("PATH")) {
+		if filepath.Base(dir) == "shims" { // pyenv's python3 is a script in ROOT/shims; the interpreters are in ROOT/versions
+			pyenvs = append(pyenvs, filepath.Dir(dir))
+		}
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			continue
@@ -165,6 +170,10 @@ func (s searcher) sitePackages() []string {
 				prefixes = append(prefixes, filepath.Dir(filepath.Dir(real)))
 			}
 		}
+	}
+	for _, root := range pyenvs {
+		versions, _ := filepath.Glob(filepath.Join(root, "versions", "*"))
+		prefixes = append(prefixes, versions...)
 	}
 	if s.home != "" {
 		prefixes = append(prefixes, filepath.Join(s.home, ".local"))

@@ -65,6 +65,7 @@ func TestFindPluginInVirtualEnvLocalAndSystemSitePackages(t *testing.T) {
 		{"CONDA_PREFIX", "CONDA_PREFIX", "conda/lib/python3.10/site-packages/jax_plugins/xla_cuda12/xla_cuda_plugin.so"},
 		{"~/.local", "", "home/.local/lib/python3.13/site-packages/jax_plugins/xla_cuda12/xla_cuda_plugin.so"},
 		{"/usr/local dist-packages", "", "sys/usr/local/lib/python3.11/dist-packages/jax_plugins/xla_cuda12/xla_cuda_plugin.so"},
+		{"PYENV_ROOT", "PYENV_ROOT", "pyenv/versions/3.11.7/lib/python3.11/site-packages/jax_plugins/xla_cuda12/xla_cuda_plugin.so"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFakeTree(t)
@@ -75,6 +76,14 @@ func TestFindPluginInVirtualEnvLocalAndSystemSitePackages(t *testing.T) {
 			wantFound(t, f.find("cuda"), want)
 		})
 	}
+}
+
+func TestFindPluginBehindPyenvShims(t *testing.T) {
+	f := newFakeTree(t)
+	f.file("pyenv/shims/python3") // a shell script, not a link to the interpreter
+	want := f.file("pyenv/versions/3.12.1/lib/python3.12/site-packages/jax_plugins/xla_cuda12/xla_cuda_plugin.so")
+	f.env["PATH"] = filepath.Join(f.root, "pyenv", "shims")
+	wantFound(t, f.find("cuda"), want)
 }
 
 func TestFindPluginInPJRTPathByGoXLAName(t *testing.T) {
