@@ -28,7 +28,7 @@
 #             context, XLA's or torch's allocator pool and what it holds; go-xla does not expose PJRT's device
 #             memory statistics), and for PEFT also torch.cuda.max_memory_allocated/reserved.
 # Everything lands in one JSON file: $OUT/gpu-check.json if OUT is set (the device tool's folder), else
-# runs/gpu-check/result/gpu-check.json; it is also printed at the end. Exit status 0 when the backend started and
+# runs/gpu-check/result/gpu-check.json; its part statuses and speed table are printed at the end. Exit status 0 when the backend started and
 # the parity check passed.
 # Dry run without a GPU (checks the script itself; real shapes at 1 x 64 on the Go backend, so ~2 minutes on
 # 2 cores): GPU_CHECK_BACKEND=go GPU_CHECK_SMALL=1 bash scripts/gpu-check.sh
@@ -320,5 +320,11 @@ for b in "${batches[@]}"; do
 done
 
 finish
-cat "$json"
+# The compact view (the whole report is in $json): part statuses and the speed table.
+python3 - "$json" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(json.dumps({"json": sys.argv[1], "backend": d["backend"], "backend_ok": d["backend_ok"], "parity_passed": d["parity_passed"],
+                  "parts": {p["part"]: p["status"] for p in d["parts"]}, "speed_summary": d["speed_summary"]}, indent=1))
+EOF
 python3 -c 'import json,sys; d = json.load(open(sys.argv[1])); sys.exit(0 if d["parity_passed"] and d["backend_ok"] else 1)' "$json"
