@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -44,11 +45,16 @@ func Resolve(flagValue string) string {
 	return cfg
 }
 
-// New creates the backend named by flagValue (or $GOMLX_BACKEND, or the Go backend). It never downloads anything:
-// a missing PJRT plugin is an error that says how to install one or how to use the Go backend instead.
+// New creates the backend named by flagValue (or $GOMLX_BACKEND, or the Go backend). It never downloads anything.
+// For xla:NAME it finds the PJRT plugin itself (FindPlugin: go-xla's naming rule in $PJRT_PLUGIN_LIBRARY_PATH and
+// go-xla's folders, then pip's JAX plugins and libtpu) and gives go-xla its absolute path; a missing plugin is an
+// error that says what to install for that platform and where the search looked. The returned name is the
+// configuration asked for (e.g. "xla:cuda"), not the plugin's path.
 func New(flagValue string) (compute.Backend, string, error) {
 	cfg := Resolve(flagValue)
 	name, opts, _ := strings.Cut(cfg, ":")
+	load := cfg
+	var search *PluginSearch
 	switch name {
 	case "go":
 		WarnIfSlow()
@@ -64,23 +70,54 @@ func New(flagValue string) (compute.Backend, string, error) {
 		}
 		// The XLA package would otherwise try to download plugins when asked for none by name.
 		os.Setenv("GOMLX_NO_AUTO_INSTALL", "1")
-		if opts == "" {
-			return nil, cfg, fmt.Errorf("backend %q: name the PJRT plugin, e.g. --backend xla:cuda, xla:cpu or xla:/path/to/pjrt_c_api_plugin.so", cfg)
+		plugin, rest, _ := strings.Cut(opts, ",")
+		if plugin == "" {
+			return nil, cfg, fmt.Errorf("backend %q: name the PJRT plugin, e.g. --backend xla:cuda, xla:tpu, xla:cpu or xla:/path/to/plugin.so", cfg)
+		}
+		if rest != "" {
+			rest = "," + rest
+		}
+		path := plugin
+		if filepath.IsAbs(plugin) {
+			if _, err := os.Stat(plugin); err != nil {
+				return nil, cfg, fmt.Errorf("backend %q: PJRT plugin %w", cfg, err)
+			}
+		} else {
+			s := FindPlugin(plugin)
+			search, path = &s, s.Path
+		}
+		if path != "" {
+			if strings.Contains(path, ",") {
+				return nil, cfg, fmt.Errorf("backend %q: the PJRT plugin's path %s has a comma, which the xla backend cannot take; link the file from another folder and pass --pjrt-plugin", cfg, path)
+			}
+			if platformOf(plugin) == "cuda" || strings.Contains(strings.ToLower(filepath.Base(path)), "cuda") {
+				for k, v := range cudaEnv(path, os.Getenv) {
+					os.Setenv(k, v)
+				}
+			}
+			load = "xla:" + path + rest
 		}
 	default:
 		return nil, cfg, fmt.Errorf("%w %q: use go, xla:cuda, xla:tpu, xla:cpu or xla:/path/to/plugin.so", ErrUnknown, cfg)
 	}
-	b, err := newBackend(cfg)
+	b, err := newBackend(load)
 	if err != nil {
-		if name != "go" {
-			msg := firstLine(err)
-			if strings.Contains(msg, "no plugins found") || strings.Contains(msg, "not found") {
-				return nil, cfg, fmt.Errorf("backend %q: no PJRT plugin %q found in PJRT_PLUGIN_LIBRARY_PATH or the standard locations; "+
-					"install one (e.g. xla_cuda_plugin.so from jax-cuda13-pjrt) and set PJRT_PLUGIN_LIBRARY_PATH or pass --pjrt-plugin PATH, or use --backend go", cfg, opts)
-			}
-			return nil, cfg, fmt.Errorf("backend %q could not start: %s (or use --backend go)", cfg, msg)
+		if name == "go" {
+			return nil, cfg, fmt.Errorf("backend %q: %v", cfg, err)
 		}
-		return nil, cfg, fmt.Errorf("backend %q: %v", cfg, err)
+		msg := firstLine(err)
+		if search != nil && search.Path == "" && (strings.Contains(msg, "no plugins found") || strings.Contains(msg, "not found")) {
+			// Nothing saddle knows of, and go-xla's own search (which adds the folders of /etc/ld.so.conf) failed too.
+			search.Looked = append(search.Looked, "go-xla's search by name (adds the folders of /etc/ld.so.conf)")
+			return nil, cfg, fmt.Errorf("backend %q: %s", cfg, search.Advice())
+		}
+		where := ""
+		if search != nil && search.Path != "" {
+			where = fmt.Sprintf(" with the plugin %s (found in %s)", search.Path, search.Via)
+		} else if load != cfg {
+			where = " with the plugin " + strings.TrimPrefix(load, "xla:")
+		}
+		return nil, cfg, fmt.Errorf("backend %q could not start%s: %s (or use --backend go)", cfg, where, msg)
 	}
 	return b, cfg, nil
 }

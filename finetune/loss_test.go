@@ -34,7 +34,7 @@ func TestTokenLossGradient(t *testing.T) {
 		targets[i] = int32(rng.IntN(vocab))
 		weights[i] = float64(i % 3 % 2) // 0, 1, 0, 0, 1, 0, ...
 	}
-	b, _, err := backend.New("go")
+	b, _, err := backend.New("") // $GOMLX_BACKEND, which TestMain sets to the test backend
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,9 +3,9 @@ package finetune
 import (
 	"fmt"
 	"maps"
-	"strings"
 	"math"
 	"slices"
+	"strings"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/shapes"

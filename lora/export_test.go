@@ -11,13 +11,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/compute/dtypes/float16"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
-	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/internal/testbackend"
 	"github.com/saddle-ml/saddle/internal/testenv"
 	"github.com/saddle-ml/saddle/model"
 )
@@ -25,7 +24,6 @@ import (
 var (
 	pretrainedMu    sync.Mutex
 	pretrainedCache = map[string]*model.Pretrained{}
-	testBackend     compute.Backend
 )
 
 func loadBase(t *testing.T, path string) *model.Pretrained {
@@ -44,20 +42,6 @@ func loadBase(t *testing.T, path string) *model.Pretrained {
 	}
 	pretrainedCache[path] = p
 	return p
-}
-
-func goBackend(t *testing.T) compute.Backend {
-	t.Helper()
-	pretrainedMu.Lock()
-	defer pretrainedMu.Unlock()
-	if testBackend == nil {
-		b, _, err := backend.New("go")
-		if err != nil {
-			t.Fatal(err)
-		}
-		testBackend = b
-	}
-	return testBackend
 }
 
 // trainedSet is a trained-looking adapter: every factor non-zero ("small" init at λ = 0.1), so ΔW ≠ 0.
@@ -103,7 +87,7 @@ func logits(t *testing.T, p *model.Pretrained, weights map[string]*model.Tensor,
 	if weights != nil {
 		q.Weights = weights
 	}
-	m, err := model.NewWithDType(goBackend(t), &q, dtypes.Float64)
+	m, err := model.NewWithDType(testbackend.Get(t), &q, dtypes.Float64)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +272,7 @@ func TestGenerateWithAdapterEqualsMergedModel(t *testing.T) {
 		set := trainedSet(t, p.Config, 3, func(s *Spec) { s.Targets = []string{"all-linear"} })
 		q := writeAndLoad(t, WriteMergedHF, filepath.Join(t.TempDir(), "merged"), p, set, MergeOptions{})
 		gen := func(p *model.Pretrained, set *Set) []int {
-			m, err := model.New(goBackend(t), p)
+			m, err := model.New(testbackend.Get(t), p)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,7 +8,7 @@ import (
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
-	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/internal/testbackend"
 	"github.com/saddle-ml/saddle/model"
 )
 
@@ -161,10 +161,7 @@ func TestHookAddsScaledProduct(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _, err := backend.New("go")
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := testbackend.Get(t)
 	a := set.Adapters[0]
 	x := make([]float32, 2*a.In)
 	for i := range x {
@@ -194,7 +191,7 @@ func TestHookAddsScaledProduct(t *testing.T) {
 			for i := range a.In {
 				want += dw[o*a.In+i] * float64(big[r*a.In+i])
 			}
-			if math.Abs(float64(got[r*a.Out+o])-want) > 1e-5*math.Max(1, math.Abs(want)) {
+			if math.Abs(float64(got[r*a.Out+o])-want) > testbackend.Tol(t, 1e-5)*math.Max(1, math.Abs(want)) {
 				t.Fatalf("hook output [%d,%d] = %g, want %g", r, o, got[r*a.Out+o], want)
 			}
 		}

@@ -13,7 +13,7 @@ import (
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
-	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/internal/testbackend"
 	"github.com/saddle-ml/saddle/internal/testenv"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/tokenizer"
@@ -23,11 +23,7 @@ const storiesGreedy = "Once upon a time, there was a little girl named Lily. She
 
 func newBackend(t testing.TB) compute.Backend {
 	t.Helper()
-	b, _, err := backend.New("go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return testbackend.Get(t)
 }
 
 func loadModel(t testing.TB, path string) *model.Model {
@@ -136,7 +132,7 @@ func TestKVCacheMatchesFullForward(t *testing.T) {
 	for _, tc := range []struct {
 		dtype dtypes.DType
 		tol   float64
-	}{{dtypes.Float64, 1e-5}, {dtypes.Float32, 1e-4}} {
+	}{{dtypes.Float64, 1e-5}, {dtypes.Float32, testbackend.Tol(t, 1e-4)}} {
 		m, err := model.NewWithDType(newBackend(t), p, tc.dtype)
 		if err != nil {
 			t.Fatal(err)

@@ -38,7 +38,7 @@ func Example_register() {
 		fmt.Println(err)
 		return
 	}
-	b, _, err := backend.New("go")
+	b, _, err := backend.New("") // $GOMLX_BACKEND, or the Go backend
 	if err != nil {
 		fmt.Println(err)
 		return

@@ -2,30 +2,20 @@ package optimizers_test
 
 import (
 	"math"
-	"sync"
 	"testing"
 
 	"github.com/gomlx/compute"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
-	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/internal/testbackend"
 	"github.com/saddle-ml/saddle/optimizers"
 )
 
-var (
-	backendOnce sync.Once
-	testBackend compute.Backend
-	backendErr  error
-)
-
+// newBackend is the test backend (internal/testbackend: the Go backend unless $SADDLE_TEST_BACKEND).
 func newBackend(t testing.TB) compute.Backend {
 	t.Helper()
-	backendOnce.Do(func() { testBackend, _, backendErr = backend.New("go") })
-	if backendErr != nil {
-		t.Fatal(backendErr)
-	}
-	return testBackend
+	return testbackend.Get(t)
 }
 
 // The shared 3-element example: x0, one gradient per step (zeros included, to check sign(0) = 0) and a learning

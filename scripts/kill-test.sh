@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Kill test: trains with SIGKILL at random moments (also during checkpoint saves) and resumes each time; the final
-# loss must equal an uninterrupted run's exactly. Usage: scripts/kill-test.sh [KILLS] (default 20).
+# loss must equal an uninterrupted run's exactly (on the Go backend; on SADDLE_TEST_BACKEND's, within 1e-4 relative:
+# XLA on a GPU does not promise bitwise-identical reductions). Usage: scripts/kill-test.sh [KILLS] (default 20).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export GOTOOLCHAIN=go1.27.3 GOEXPERIMENT=simd
+export GOMLX_BACKEND=${SADDLE_TEST_BACKEND:-go}
 KILLS=${1:-20}
 MODEL=${SADDLE_SHARED:-../shared}/models/stories260K/stories260K.gguf
 work=$(mktemp -d)
@@ -37,5 +39,10 @@ while :; do
 done
 got=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["final_train_loss"], d["final_eval_loss"])' "$run/summary.json")
 echo "kill-test: $kills kills, $resumes resumes; final losses uninterrupted [$want] killed+resumed [$got]"
-[[ "$want" == "$got" ]] || { echo "kill-test: FAILED: losses differ"; exit 1; }
+same() { # exact on the Go backend, 1e-4 relative on others
+  python3 -c 'import sys; a = [float(x) for x in sys.argv[1].split()]; b = [float(x) for x in sys.argv[2].split()]
+exact = sys.argv[3].split(":")[0] in ("go", "cpu")
+sys.exit(0 if all(x == y if exact else abs(x - y) <= 1e-4 * max(abs(x), abs(y)) for x, y in zip(a, b)) and len(a) == len(b) else 1)' "$1" "$2" "$GOMLX_BACKEND"
+}
+same "$want" "$got" || { echo "kill-test: FAILED: losses differ ($GOMLX_BACKEND)"; exit 1; }
 echo "kill-test: ok"

@@ -7,16 +7,12 @@ import (
 	"math"
 	"testing"
 
-	"github.com/saddle-ml/saddle/backend"
+	"github.com/saddle-ml/saddle/internal/testbackend"
 )
 
 func testBackendRunner(t *testing.T, k, n, nz int) *runner {
 	t.Helper()
-	b, _, err := backend.New("go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(b.Finalize)
+	b := testbackend.Get(t)
 	p, err := newProblem(7, k, n, nz)
 	if err != nil {
 		t.Fatal(err)

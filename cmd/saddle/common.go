@@ -62,7 +62,12 @@ func newBackend(cmd *cobra.Command) (compute.Backend, string, error) {
 		if _, err := os.Stat(abs); err != nil {
 			return nil, "", fmt.Errorf("PJRT plugin %s: %w", plugin, err)
 		}
+		// Options after the plugin's name stay: --backend xla:cuda,tf32=false --pjrt-plugin P is xla:P,tf32=false.
+		_, opts, _ := strings.Cut(cfg, ",")
 		cfg = "xla:" + abs
+		if opts != "" {
+			cfg += "," + opts
+		}
 	}
 	b, name, err := backend.New(cfg)
 	if errors.Is(err, backend.ErrUnknown) {

@@ -52,7 +52,6 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-
 // run executes one command line and returns the exit code.
 func run(args []string, stdout, stderr io.Writer) int {
 	root := newRoot()
