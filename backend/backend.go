@@ -26,7 +26,7 @@ const EnvVar = "GOMLX_BACKEND"
 const GoDefault = "go:ops_sequential"
 
 // GoGCPercent is the GOGC saddle uses with the Go backend unless GOGC is set.
-const GoGCPercent = 25
+const GoGCPercent = 10
 
 // SIMDBuilt reports whether this binary was built with GOEXPERIMENT=simd (set by simd_on.go).
 var SIMDBuilt = false
@@ -60,7 +60,7 @@ func New(flagValue string) (compute.Backend, string, error) {
 		WarnIfSlow()
 		if os.Getenv("GOGC") == "" {
 			// The Go backend's tensors are Go memory: with the default GOGC=100 the heap may grow to twice what is
-			// live before a collection, and at real sizes the live part is gigabytes. Collecting at +25 % keeps the
+			// live before a collection, and at real sizes the live part is gigabytes. Collecting at +10 % keeps the
 			// peak near what a step needs; the buffers hold no pointers, so collections are cheap. GOGC overrides.
 			debug.SetGCPercent(GoGCPercent)
 		}

@@ -45,9 +45,22 @@ func TestTokenLossGradient(t *testing.T) {
 		idx := Concatenate([]*Node{Iota(x.Graph(), shapeOf(n), 0), Reshape(tg, n, 1)}, 1)
 		return Neg(ReduceAllSum(Mul(Gather(LogSoftmax(flat, -1), idx), Reshape(w, n))))
 	}
-	for _, chunk := range []int{1, 3, 5, 10, 64} {
+	// The head held in float32 under float64 activations takes the blocked path (blockedHead), 3 vocabulary rows a
+	// block: 7 rows are blocks of 3, 3 and 1.
+	defer func(e int) { headBlockElements = e }(headBlockElements)
+	headBlockElements = 3 * hidden
+	for _, c := range []struct {
+		chunk int
+		f32   bool
+	}{{1, false}, {3, false}, {5, false}, {10, false}, {64, false}, {3, true}, {64, true}} {
+		chunk := c.chunk
 		exec := MustNewExec(b, func(x, head, tg, w *Node) []*Node {
-			weights := model.Weights{Nodes: map[string]*Node{"model.embed_tokens.weight": head}}
+			stored := head
+			if c.f32 {
+				stored = ConvertDType(head, dtypes.Float32)
+				head = ConvertDType(stored, dtypes.Float64)
+			}
+			weights := model.Weights{Nodes: map[string]*Node{"model.embed_tokens.weight": stored}}
 			got, wsum := tokenLoss(weights, cfg, x, tg, w, chunk, true)
 			want := reference(x, head, tg, w)
 			noGrad, _ := tokenLoss(weights, cfg, x, tg, w, chunk, false)
@@ -58,7 +71,7 @@ func TestTokenLossGradient(t *testing.T) {
 			tensors.FromFlatDataAndDimensions(targets, batch, seq), tensors.FromFlatDataAndDimensions(weights, batch, seq))
 		got, want, noGrad := out[0].Value().(float64), out[1].Value().(float64), out[2].Value().(float64)
 		if math.Abs(got-want) > 1e-9*math.Abs(want) || got != noGrad {
-			t.Fatalf("chunk %d: loss %g (without gradient %g), reference %g", chunk, got, noGrad, want)
+			t.Fatalf("chunk %d (f32 head %v): loss %g (without gradient %g), reference %g", chunk, c.f32, got, noGrad, want)
 		}
 		if wsum := out[3].Value().(float64); wsum != 3 {
 			t.Fatalf("chunk %d: weight sum %g, want 3", chunk, wsum)
@@ -66,7 +79,7 @@ func TestTokenLossGradient(t *testing.T) {
 		gotG, wantG := tensors.MustCopyFlatData[float64](out[4]), tensors.MustCopyFlatData[float64](out[5])
 		for i := range gotG {
 			if math.Abs(gotG[i]-wantG[i]) > 1e-9 {
-				t.Fatalf("chunk %d: gradient[%d] = %g, reference %g", chunk, i, gotG[i], wantG[i])
+				t.Fatalf("chunk %d (f32 head %v): gradient[%d] = %g, reference %g", chunk, c.f32, i, gotG[i], wantG[i])
 			}
 		}
 	}
