@@ -83,6 +83,9 @@ func weightBytes(m model.Config, s WeightStorage, compute string) (held, cast in
 		size := heldBytes(storage, compute)
 		held += n * size
 		if c := computeBytes(compute); c > size && len(shape) == 2 {
+			if name == "model.embed_tokens.weight" || name == "lm_head.weight" {
+				n = min(n, int64(model.HeadBlockElements)) // the loss converts the head a block at a time (blockedHead)
+			}
 			cast = max(cast, n*c)
 		}
 	}
@@ -94,7 +97,8 @@ type trainShape struct {
 	batch, seq     int
 	gradCheckpoint bool
 	compute        string
-	slots          int // optimizer slots per parameter
+	backend        string // the backend's configuration, e.g. "go:ops_sequential"
+	slots          int    // optimizer slots per parameter
 	accumulate     bool
 	rank, depth    int
 	dropout        bool
@@ -106,7 +110,7 @@ type adapterModule struct{ in, out int }
 func planShape(p *Plan) trainShape {
 	c := p.Config
 	t := trainShape{batch: c.BatchSize, seq: c.SeqLen, gradCheckpoint: c.GradCheckpoint, compute: c.DType,
-		slots: p.Opt.NumSlots(), accumulate: c.GradAccum > 1, rank: c.Adapter.Rank, depth: c.Adapter.Depth,
+		backend: c.Backend, slots: p.Opt.NumSlots(), accumulate: c.GradAccum > 1, rank: c.Adapter.Rank, depth: c.Adapter.Depth,
 		dropout: c.Adapter.Dropout > 0}
 	for _, a := range p.Adapters.Modules() {
 		t.modules = append(t.modules, adapterModule{a.In, a.Out})
@@ -485,8 +489,9 @@ func checkMemory(t trainShape, m model.Config, s WeightStorage, e MemoryEstimate
 	if !t.gradCheckpoint {
 		try(Change{"grad_checkpoint", "true"})
 	}
-	// A 2-byte compute type narrows f32 weights (bf16 weights stay as they are, and save only their cast).
-	narrower := computeBytes(t.compute) > 2
+	// A 2-byte compute type narrows f32 weights (bf16 weights stay as they are, and save only their cast). The Go
+	// backend refuses one (model.ResolveCompute): its half-precision matmuls are wrong at real sizes.
+	narrower := computeBytes(t.compute) > 2 && !strings.HasPrefix(t.backend, "go")
 	if f32, _, err := weightBytes(m, s, t.compute); err == nil && narrower {
 		if bf16, _, err := weightBytes(m, s, "bf16"); err == nil && bf16 < f32 {
 			try(Change{"dtype", "bf16"})

@@ -47,8 +47,8 @@ func TestTokenLossGradient(t *testing.T) {
 	}
 	// The head held in float32 under float64 activations takes the blocked path (blockedHead), 3 vocabulary rows a
 	// block: 7 rows are blocks of 3, 3 and 1.
-	defer func(e int) { headBlockElements = e }(headBlockElements)
-	headBlockElements = 3 * hidden
+	defer func(e int) { model.HeadBlockElements = e }(model.HeadBlockElements)
+	model.HeadBlockElements = 3 * hidden
 	for _, c := range []struct {
 		chunk int
 		f32   bool

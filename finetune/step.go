@@ -105,11 +105,7 @@ func lossChunkRows(vocab int) int { return max(16, lossChunkElements/vocab) }
 func tokenLoss(w model.Weights, cfg *model.Config, h, targets, weights *Node, chunkRows int, withGrad bool) (sum, weightSum *Node) {
 	g := h.Graph()
 	hidden := h.Shape().Dimensions[2]
-	head := cfg.Head(w)
-	var blocked *blockedHead
-	if head.DType() != h.DType() && (w.Compute == 0 || w.Compute == h.DType()) {
-		blocked = &blockedHead{head: head, act: h.DType(), rows: max(1, headBlockElements/hidden)}
-	}
+	head := cfg.OutputHead(w, h.DType())
 	flat := Reshape(h, -1, hidden)
 	n := flat.Shape().Dimensions[0]
 	tg := Reshape(ConvertDType(targets, dtypes.Int32), n)
@@ -125,12 +121,7 @@ func tokenLoss(w model.Weights, cfg *model.Config, h, targets, weights *Node, ch
 			hc = SchedulingBarrier(hc, prev)
 		}
 		rows := hi - lo
-		var logits *Node // [rows, vocab]
-		if blocked != nil {
-			logits = blocked.logits(hc)
-		} else {
-			logits = w.Linear(hc, head)
-		}
+		logits := head.Logits(hc) // [rows, vocab]
 		tc, wc := Slice(tg, AxisRange(lo, hi)), Slice(wt, AxisRange(lo, hi))
 		idx := Concatenate([]*Node{Iota(g, shapes.Make(dtypes.Int32, rows, 1), 0), Reshape(tc, rows, 1)}, 1)
 		// The probabilities come from the backend's fused softmax; log-sum-exp follows from them without another
@@ -143,12 +134,7 @@ func tokenLoss(w model.Weights, cfg *model.Config, h, targets, weights *Node, ch
 		prev = sc
 		if withGrad {
 			dLogits := ScatterSum(Mul(probs, Reshape(wc, rows, 1)), idx, Neg(wc), true, true)
-			var dh *Node // [rows, hidden]
-			if blocked != nil {
-				dh = blocked.grad(dLogits)
-			} else {
-				dh = w.LinearGrad(dLogits, head)
-			}
+			dh := head.Grad(dLogits) // [rows, hidden]
 			grads = append(grads, dh)
 			prev = dh
 		}
@@ -166,62 +152,6 @@ func tokenLoss(w model.Weights, cfg *model.Config, h, targets, weights *Node, ch
 		sum = Add(sum, Sub(link, StopGradient(link)))
 	}
 	return sum, weightSum
-}
-
-// headBlockElements bounds the block of a converted head: rows × hidden ≤ 2²⁴ values (64 MB in float32). A
-// variable so tests can make blocks small.
-var headBlockElements = 1 << 24
-
-// blockedHead multiplies by an output head held in another dtype than the activations (bf16 weights, f32
-// compute) a block of vocabulary rows at a time, converting each block just before its product. A float32 copy of
-// the whole head would be the largest transient of a step (2.1 GB for Llama-3.1-8B). Each block's rows are
-// gathered through an index that waits for the previous block's product: the blocks run one after another (the
-// backend would otherwise convert them all first), and no two conversions are the same node (the backend would
-// merge them and keep the first alive until the last use).
-type blockedHead struct {
-	head *Node // [vocab, hidden] in its storage dtype
-	act  dtypes.DType
-	rows int // vocabulary rows per block
-}
-
-// block returns rows [lo, hi) of the head in the activations' dtype, converted once after is computed.
-func (b *blockedHead) block(lo, hi int, after *Node) *Node {
-	idx := AddScalar(Iota(b.head.Graph(), shapes.Make(dtypes.Int32, hi-lo, 1), 0), float64(lo))
-	return ConvertDType(Gather(b.head, SchedulingBarrier(idx, after)), b.act)
-}
-
-// logits returns x·headᵀ for x [rows, hidden]: [rows, vocab].
-func (b *blockedHead) logits(x *Node) *Node {
-	vocab := b.head.Shape().Dimensions[0]
-	var parts []*Node
-	prev := x
-	for lo := 0; lo < vocab; lo += b.rows {
-		p := DotGeneral(x, []int{1}, nil, b.block(lo, min(lo+b.rows, vocab), prev), []int{1}, nil)
-		parts = append(parts, p)
-		prev = p
-	}
-	if len(parts) == 1 {
-		return parts[0]
-	}
-	return Concatenate(parts, 1)
-}
-
-// grad returns dy·head for dy [rows, vocab]: [rows, hidden].
-func (b *blockedHead) grad(dy *Node) *Node {
-	vocab := b.head.Shape().Dimensions[0]
-	var sum *Node
-	prev := dy
-	for lo := 0; lo < vocab; lo += b.rows {
-		hi := min(lo+b.rows, vocab)
-		p := DotGeneral(Slice(dy, AxisRange(), AxisRange(lo, hi)), []int{1}, nil, b.block(lo, hi, prev), []int{0}, nil)
-		if sum == nil {
-			sum = p
-		} else {
-			sum = Add(sum, p)
-		}
-		prev = sum
-	}
-	return sum
 }
 
 // lossAndGrads builds the forward pass with adapters and the gradient of the summed (not averaged) token loss.

@@ -86,7 +86,9 @@ func (c *Config) FinalNorm(w Weights, x *Node) *Node {
 
 // Logits projects hidden states [..., hidden] to the vocabulary [..., vocab].
 func (c *Config) Logits(w Weights, h *Node) *Node {
-	return w.Linear(h, c.Head(w))
+	dims := h.Shape().Dimensions
+	flat := Reshape(h, -1, dims[len(dims)-1])
+	return Reshape(c.OutputHead(w, h.DType()).Logits(flat), append(dims[:len(dims)-1:len(dims)-1], c.Head(w).Shape().Dimensions[0])...)
 }
 
 // Head is the output projection [vocab, hidden]: lm_head, or the embedding when they are tied.
