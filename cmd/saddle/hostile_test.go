@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/saddle-ml/saddle/internal/testbackend"
 	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
@@ -525,6 +526,11 @@ func hostileCases(t *testing.T) []hostileCase {
 	ok := `{"text": "Once upon a time there was a cat."}` + "\n"
 	p = data("bad.jsonl", ok+ok+`{"text": "unterminated}`+"\n")
 	addTrain("jsonl malformed line", 1, train(p), p+":3", "invalid JSON")
+	p = data("ok.jsonl", ok+ok)
+	addTrain("--dtype unknown", 2, train(p, "--dtype", "f8"), "--dtype", `"f8" is not one of`)
+	if testbackend.IsGo() {
+		addTrain("--dtype the Go backend computes wrongly", 2, train(p, "--dtype", "bf16"), "--dtype", "wrong results")
+	}
 	p = data("types.jsonl", ok+`{"text": 3}`+"\n")
 	addTrain("jsonl number for text", 1, train(p), p+":2", "must be a string")
 	p = data("msgtype.jsonl", `{"messages": "hi"}`+"\n")
