@@ -134,7 +134,9 @@ func tokenLoss(w model.Weights, cfg *model.Config, h, targets, weights *Node, ch
 		prev = sc
 		if withGrad {
 			dLogits := ScatterSum(Mul(probs, Reshape(wc, rows, 1)), idx, Neg(wc), true, true)
-			dh := head.Grad(dLogits) // [rows, hidden]
+			// The chunk's loss value comes first: the backend schedules by the longest path to an output, and the
+			// loss's path is short, so it would run at the very end and keep every chunk's logits alive until then.
+			dh := head.Grad(SchedulingBarrier(dLogits, sc)) // [rows, hidden]
 			grads = append(grads, dh)
 			prev = dh
 		}
