@@ -236,20 +236,20 @@ func checkExportNotOver(out, checkpoint, adapterDir, basePath string) error {
 	}
 	places = append(places, place{basePath, "the base model"})
 	o := realPath(out)
-	for _, pl := range places {
-		p := realPath(pl.path)
-		var rel string
-		switch {
-		case o == p:
-			rel = "is"
-		case within(o, p):
-			rel = "is inside"
-		case within(p, o):
-			rel = "holds"
-		default:
-			continue
+	relations := []struct {
+		word string
+		is   func(o, p string) bool
+	}{
+		{"is", func(o, p string) bool { return o == p }},
+		{"is inside", within},
+		{"holds", func(o, p string) bool { return within(p, o) }},
+	}
+	for _, rel := range relations {
+		for _, pl := range places {
+			if rel.is(o, realPath(pl.path)) {
+				return usagef("--out %s %s %s %s; an export is never written there, even with --overwrite, since it would replace or mix with the files it is made from; choose a path outside it", out, rel.word, pl.what, pl.path)
+			}
 		}
-		return usagef("--out %s %s %s %s; an export is never written there, even with --overwrite, since it would replace or mix with the files it is made from; choose a path outside it", out, rel, pl.what, pl.path)
 	}
 	return nil
 }
