@@ -74,7 +74,8 @@ var hfTokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "spec
 // WriteMergedHF writes the base model with the adapter folded in as a plain Hugging Face folder in dir:
 // config.json, model.safetensors and the tokenizer. An HF base's config and tokenizer files are copied; a GGUF
 // base gets a config.json built from its configuration and a tokenizer.json generated from its vocabulary
-// (tokenizer.HFFilesFromGGUF).
+// (tokenizer.HFFilesFromGGUF). The files are written one by one (each atomically); for an all-or-nothing folder,
+// write into fileio.WriteDir's temporary folder, as saddle export does.
 func WriteMergedHF(dir string, p *model.Pretrained, set *Set, opts MergeOptions) error {
 	if err := opts.check(); err != nil {
 		return err

@@ -57,7 +57,9 @@ func PEFTKey(module, factor string) string { return peftPrefix + module + "." + 
 
 // WritePEFT writes set as a PEFT LoRA adapter into dir: adapter_config.json and adapter_model.safetensors with
 // lora_A [r, in] and lora_B [out, r] per module. A deeper product is folded first (B' = B·M_{L−2}⋯M_1, exact in
-// float64), and r, lora_alpha and use_rslora keep the scale, so W + s·B'·A is what saddle applies.
+// float64), and r, lora_alpha and use_rslora keep the scale, so W + s·B'·A is what saddle applies. The files are
+// written one by one (each atomically); for an all-or-nothing folder, write into fileio.WriteDir's temporary
+// folder, as saddle export does.
 func WritePEFT(dir string, set *Set, opts PEFTOptions) error {
 	if err := set.Spec.Validate(); err != nil {
 		return err

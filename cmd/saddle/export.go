@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/saddle-ml/saddle/internal/fileio"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 )
@@ -40,7 +43,12 @@ adapter folder) in a format other tools read:
   gguf         a llama.cpp LoRA adapter GGUF (llama-cli --lora FILE); an rsLoRA scale is baked into alpha
   merged-gguf  the GGUF base model with the adapter merged in (GGUF bases only)
 
-For gguf and merged-gguf, --out may name the .gguf file; a folder gets adapter.gguf or model.gguf.`,
+For gguf and merged-gguf, --out may name the .gguf file; a folder gets adapter.gguf or model.gguf.
+
+Every export is written under a hidden temporary name beside --out (.NAME.partial-*) and renamed to --out only when
+complete. An existing --out (a file, or a folder holding anything) is refused unless --overwrite is given; then the
+old output is replaced only after the new one is complete. Nothing is ever written at, inside or over the adapter's
+run folder, its checkpoint or the base model, not even with --overwrite.`,
 		Args: cobra.NoArgs,
 		RunE: runExport,
 	}
@@ -51,6 +59,7 @@ For gguf and merged-gguf, --out may name the .gguf file; a folder gets adapter.g
 	f.String("out", "", "output folder (or .gguf file for gguf and merged-gguf) (required)")
 	f.String("model", "", "base model (default: the model the adapter was trained on, from its adapter.json or config.json)")
 	f.String("dtype", "", "tensor type: F32, F16 or BF16 (default: F32 for adapters, the base's types for merged models)")
+	f.Bool("overwrite", false, "replace an existing --out (the whole folder, or the file), once the new export is complete")
 	return cmd
 }
 
@@ -67,6 +76,11 @@ func runExport(cmd *cobra.Command, _ []string) error {
 	case dtype != "" && dtype != "F32" && dtype != "F16" && dtype != "BF16":
 		return usagef("--dtype %q: want F32, F16 or BF16", dtype)
 	}
+	overwrite := flagBool(cmd, "overwrite")
+	asFile := (format == "gguf" || format == "merged-gguf") && strings.HasSuffix(strings.ToLower(out), ".gguf")
+	if err := checkExportOut(out, asFile, overwrite); err != nil {
+		return err
+	}
 	dir, err := lora.ResolveDir(checkpoint)
 	if err != nil {
 		return err
@@ -81,6 +95,9 @@ func runExport(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return fmt.Errorf("base model %s: %w (pass --model to point at it)", base, err)
 	}
+	if err := checkExportNotOver(out, checkpoint, dir, basePath); err != nil {
+		return err
+	}
 	p, err := model.Load(basePath)
 	if err != nil {
 		return err
@@ -91,24 +108,56 @@ func runExport(cmd *cobra.Command, _ []string) error {
 	}
 	r := exportResult{Format: format, Adapter: dir, BaseModel: basePath, Out: out, Modules: len(set.Adapters),
 		Rank: set.Spec.Rank, Depth: set.Spec.Depth, Scaling: set.Spec.Scaling()}
+	if format == "merged-gguf" && p.Format != "gguf" {
+		return usagef("--format merged-gguf needs a GGUF base model; %s is a %s folder (use --format merged)", basePath, p.Format)
+	}
+	// write makes the export's files in tmp (a folder, or the file's temporary path), which is renamed to out.
+	var write func(tmp string) error
 	switch format {
 	case "peft":
-		err = lora.WritePEFT(out, set, lora.PEFTOptions{BaseModel: base, DType: dtype, NumLayers: p.Config.NumLayers})
-		r.Files = []string{filepath.Join(out, lora.PEFTConfigFile), filepath.Join(out, lora.PEFTWeightsFile)}
-	case "merged":
-		err = lora.WriteMergedHF(out, p, set, lora.MergeOptions{DType: dtype})
-		r.Files = listFiles(out)
-	case "gguf":
-		file := ggufOut(out, "adapter.gguf")
-		err = lora.WriteGGUFAdapter(file, set, p.Config, lora.GGUFAdapterOptions{DType: dtype, Name: filepath.Base(filepath.Clean(checkpoint))})
-		r.Files = []string{file}
-	case "merged-gguf":
-		if p.Format != "gguf" {
-			return usagef("--format merged-gguf needs a GGUF base model; %s is a %s folder (use --format merged)", basePath, p.Format)
+		write = func(tmp string) error {
+			return lora.WritePEFT(tmp, set, lora.PEFTOptions{BaseModel: base, DType: dtype, NumLayers: p.Config.NumLayers})
 		}
-		file := ggufOut(out, "model.gguf")
-		err = lora.WriteMergedGGUF(file, p, set, lora.MergeOptions{DType: dtype})
-		r.Files = []string{file}
+	case "merged":
+		write = func(tmp string) error { return lora.WriteMergedHF(tmp, p, set, lora.MergeOptions{DType: dtype}) }
+	case "gguf":
+		write = func(tmp string) error {
+			if !asFile {
+				tmp = filepath.Join(tmp, "adapter.gguf")
+			}
+			return lora.WriteGGUFAdapter(tmp, set, p.Config, lora.GGUFAdapterOptions{DType: dtype, Name: filepath.Base(filepath.Clean(checkpoint))})
+		}
+	case "merged-gguf":
+		write = func(tmp string) error {
+			if !asFile {
+				tmp = filepath.Join(tmp, "model.gguf")
+			}
+			return lora.WriteMergedGGUF(tmp, p, set, lora.MergeOptions{DType: dtype})
+		}
+	}
+	fill := func(tmp string) error {
+		if err := write(tmp); err != nil {
+			return err
+		}
+		if exportFault != nil {
+			return exportFault(tmp)
+		}
+		return nil
+	}
+	if parent := filepath.Dir(filepath.Clean(out)); parent != "" {
+		if err := os.MkdirAll(parent, 0o755); err != nil {
+			return err
+		}
+	}
+	if asFile {
+		err = fileio.WriteNew(out, overwrite, fill)
+		r.Files = []string{out}
+	} else {
+		err = fileio.WriteDir(out, overwrite, fill)
+		r.Files = listFiles(out)
+	}
+	if errors.Is(err, fs.ErrExist) { // it appeared while the export was written
+		return existsError(out)
 	}
 	if err != nil {
 		return err
@@ -123,16 +172,110 @@ func runExport(cmd *cobra.Command, _ []string) error {
 	return nil
 }
 
-// ggufOut is out itself when it names a .gguf file, else name inside the folder out (created).
-func ggufOut(out, name string) string {
-	if strings.HasSuffix(strings.ToLower(out), ".gguf") {
-		if d := filepath.Dir(out); d != "" {
-			os.MkdirAll(d, 0o755)
-		}
-		return out
+// exportFault, when set (by tests), runs after an export's files are written to their temporary name and before
+// they are renamed into place; an error from it stands for a failure or a kill at that point.
+var exportFault func(tmp string) error
+
+// checkExportOut refuses an --out that exists (a file, or a folder that is not empty) unless overwrite, and an
+// --out that --overwrite could not replace by an output of the other kind.
+func checkExportOut(out string, asFile, overwrite bool) error {
+	st, err := os.Lstat(out)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("--out %s: %w", out, err)
 	}
-	os.MkdirAll(out, 0o755)
-	return filepath.Join(out, name)
+	switch {
+	case st.Mode()&fs.ModeSymlink != 0:
+		return usagef("--out %s is a symbolic link; give the path it points to, or another path", out)
+	case asFile && st.IsDir():
+		return usagef("--out %s is a folder, but a .gguf --out names the file to write; choose a file path, or a folder name without .gguf", out)
+	case asFile && !st.Mode().IsRegular():
+		return usagef("--out %s exists and is not a regular file; choose another path", out)
+	case !asFile && !st.IsDir():
+		return usagef("--out %s is a file, but this export writes a folder; choose another path", out)
+	case !asFile:
+		entries, err := os.ReadDir(out)
+		if err != nil {
+			return fmt.Errorf("--out %s: %w", out, err)
+		}
+		if len(entries) == 0 {
+			return nil // an empty folder is taken as it is
+		}
+	}
+	if overwrite {
+		return nil
+	}
+	return existsError(out)
+}
+
+func existsError(out string) error {
+	if st, err := os.Stat(out); err == nil && st.IsDir() {
+		return usagef("--out %s already exists and is not empty; choose another path, or pass --overwrite to replace the whole folder", out)
+	}
+	return usagef("--out %s already exists; choose another path, or pass --overwrite to replace it", out)
+}
+
+// checkExportNotOver refuses an --out at, inside or holding the adapter folder (as given and as resolved), the run
+// folder a checkpoint belongs to, or the base model, with or without --overwrite: an export must never replace or
+// mix with the files it is made from, nor with a run's own files (its config.json, adapter and checkpoints).
+func checkExportNotOver(out, checkpoint, adapterDir, basePath string) error {
+	what := func(dir string) string {
+		if _, err := os.Stat(filepath.Join(dir, "config.json")); err == nil {
+			return "the run folder"
+		}
+		if filepath.Base(filepath.Dir(filepath.Clean(dir))) == "checkpoints" {
+			return "the checkpoint"
+		}
+		return "the adapter folder"
+	}
+	type place struct{ path, what string }
+	places := []place{{checkpoint, what(checkpoint)}, {adapterDir, what(adapterDir)}}
+	if parent := filepath.Dir(filepath.Clean(adapterDir)); filepath.Base(parent) == "checkpoints" {
+		places = append(places, place{filepath.Dir(parent), "the run folder"})
+	}
+	places = append(places, place{basePath, "the base model"})
+	o := realPath(out)
+	relations := []struct {
+		word string
+		is   func(o, p string) bool
+	}{
+		{"is", func(o, p string) bool { return o == p }},
+		{"is inside", within},
+		{"holds", func(o, p string) bool { return within(p, o) }},
+	}
+	for _, rel := range relations {
+		for _, pl := range places {
+			if rel.is(o, realPath(pl.path)) {
+				return usagef("--out %s %s %s %s; an export is never written there, even with --overwrite, since it would replace or mix with the files it is made from; choose a path outside it", out, rel.word, pl.what, pl.path)
+			}
+		}
+	}
+	return nil
+}
+
+// realPath is path made absolute with symbolic links resolved as far as it exists.
+func realPath(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return filepath.Clean(path)
+	}
+	rest := ""
+	for p := abs; ; p = filepath.Dir(p) {
+		if r, err := filepath.EvalSymlinks(p); err == nil {
+			return filepath.Join(r, rest)
+		}
+		if filepath.Dir(p) == p {
+			return abs
+		}
+		rest = filepath.Join(filepath.Base(p), rest)
+	}
+}
+
+// within reports whether path lies strictly inside dir.
+func within(path, dir string) bool {
+	rel, err := filepath.Rel(dir, path)
+	return err == nil && rel != "." && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) && !filepath.IsAbs(rel)
 }
 
 func listFiles(dir string) []string {
