@@ -19,10 +19,6 @@ func TestLockDirRefusesASecondHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := os.Stat(filepath.Join(dir, LockName))
-	if err != nil {
-		t.Fatal(err)
-	}
 	_, err = LockDir(dir, "second")
 	var busy *BusyError
 	if !errors.As(err, &busy) {
@@ -35,17 +31,28 @@ func TestLockDirRefusesASecondHolder(t *testing.T) {
 	if err := first.Unlock(); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("Unlock left the folder LockDir made: %v", err)
+	}
+	// A lock file a killed holder left behind (with its line) does not hold the folder.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, LockName), []byte("pid 1: killed\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	again, err := LockDir(dir, "third")
 	if err != nil {
-		t.Fatalf("after Unlock: %v", err)
-	}
-	defer again.Unlock()
-	after, err := os.Stat(filepath.Join(dir, LockName))
-	if err != nil || !os.SameFile(info, after) {
-		t.Fatalf("the lock file was replaced (%v)", err)
+		t.Fatalf("with a stale lock file: %v", err)
 	}
 	if data, _ := os.ReadFile(filepath.Join(dir, LockName)); !strings.HasSuffix(string(data), ": third\n") {
 		t.Fatalf("lock file %q does not name the new holder", data)
+	}
+	if err := again.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("Unlock left %d entries in a folder it did not make", len(entries))
 	}
 }
 
