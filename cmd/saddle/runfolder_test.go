@@ -400,3 +400,34 @@ func TestSignalsStopWithACheckpointAndTheirExitCode(t *testing.T) {
 		t.Fatalf("after a second SIGINT the latest checkpoint does not load: %v", err)
 	}
 }
+
+// TestEscapeIsLockedAndInterruptible: a sweep holds its folder (a second sweep or a training in one of its run
+// folders is refused with exit 1), and SIGINT stops it with 130 and how to continue.
+func TestEscapeIsLockedAndInterruptible(t *testing.T) {
+	gguf, _ := testenv.Stories260K(t)
+	out := filepath.Join(t.TempDir(), "sweep")
+	sweep := []string{"escape", "--model", gguf, "--optimizers", "sign", "--lrs", "1e-3", "--init-scales", "0.01",
+		"--steps", "100000", "--batch-size", "2", "--seq-len", "32", "--eval-every", "0", "--out", out}
+	p := startSaddle(t, sweep...)
+	var runDir string
+	for deadline := time.Now().Add(2 * time.Minute); runDir == "" && time.Now().Before(deadline) && !p.exited(); time.Sleep(20 * time.Millisecond) {
+		dirs, _ := filepath.Glob(filepath.Join(out, "runs", "*"))
+		if len(dirs) == 1 && len(metricSteps(t, dirs[0])) >= 2 {
+			runDir = dirs[0]
+		}
+	}
+	if runDir == "" {
+		t.Fatalf("the sweep's run never got to step 1:\n%s", p.stderr)
+	}
+	pid := "pid " + strconv.Itoa(p.cmd.Process.Pid)
+	if code, _, errs := saddle(t, sweep...); code != 1 || !strings.Contains(errs, out+" is in use by "+pid) {
+		t.Fatalf("a second sweep: exit %d, want 1 naming %s:\n%s", code, pid, errs)
+	}
+	if code, _, errs := saddle(t, "train", "--resume", runDir); code != 1 || !strings.Contains(errs, runDir+" is in use by "+pid) {
+		t.Fatalf("a training in the sweep's run folder: exit %d, want 1 naming %s:\n%s", code, pid, errs)
+	}
+	p.cmd.Process.Signal(syscall.SIGINT)
+	if code := p.wait(t); code != 130 || !strings.Contains(p.stderr.String(), "to continue: the same saddle escape command with --out "+out) {
+		t.Fatalf("SIGINT: exit %d, want 130 and how to continue:\n%s", code, p.stderr)
+	}
+}
