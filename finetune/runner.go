@@ -297,8 +297,7 @@ func (r *run) interrupt(last int) error {
 	}
 	r.bar.done()
 	r.st.Summary.Steps = r.stepper.Step()
-	return fmt.Errorf("%w after step %d; a checkpoint was saved: continue with saddle train --resume %s",
-		ErrInterrupted, last, r.cfg.Out)
+	return fmt.Errorf("%w after step %d; a checkpoint of it was saved in %s", ErrInterrupted, last, r.cfg.Out)
 }
 
 // finish completes the summary, saves the final checkpoint and writes the adapter and summary.json.

@@ -138,7 +138,7 @@ func Sweep(ctx context.Context, job Job, plans []*Plan, out string, parallel int
 			j := job
 			j.Plan = p
 			log(fmt.Sprintf("[%d/%d] %s", i+1, len(plans), name))
-			s, err := Run(ctx, j, nil)
+			s, err := runOwned(ctx, j)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -165,6 +165,21 @@ func Sweep(ctx context.Context, job Job, plans []*Plan, out string, parallel int
 		firstErr = fmt.Errorf("sweep interrupted after %d of %d runs (rerun with the same --out to continue): %w", len(done), len(plans), ctx.Err())
 	}
 	return res, firstErr
+}
+
+// runOwned runs one of a sweep's runs in its folder, locked while it trains; an unfinished run there (from an
+// interrupted sweep) is cleared first, so that the new one does not mix with it.
+func runOwned(ctx context.Context, job Job) (*Summary, error) {
+	dir := job.Plan.Config.Out
+	lock, err := fileio.LockDir(dir, "saddle escape run "+dir)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	if err := ClearRun(dir); err != nil {
+		return nil, err
+	}
+	return Run(ctx, job, nil)
 }
 
 func readSummary(dir string) (*Summary, error) {

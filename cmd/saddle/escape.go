@@ -1,13 +1,9 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -53,9 +49,18 @@ func parseFloats(cmd *cobra.Command, name string) ([]float64, error) {
 }
 
 func runEscape(cmd *cobra.Command, _ []string) error {
-	if !cmd.Flags().Changed("out") && flagString(cmd, "config") == "" {
+	if err := applyConfig(cmd); err != nil {
+		return err
+	}
+	if flagString(cmd, "out") == "" {
 		return usagef("escape needs --out DIR")
 	}
+	// The sweep's folder is locked for the life of the command (and each run's folder while it trains).
+	lock, err := lockOut(cmd, flagString(cmd, "out"), "--out")
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 	s, err := loadSession(cmd)
 	if err != nil {
 		return err
@@ -111,13 +116,17 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	intr := watchInterrupts(cmd)
+	defer intr.stop()
 	logw := cmd.ErrOrStderr()
-	res, err := finetune.Sweep(ctx, finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval}, plans, base.Out,
+	res, err := finetune.Sweep(intr.ctx, finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval}, plans, base.Out,
 		parallel, func(msg string) { fmt.Fprintln(logw, msg) })
 	if res != nil && !asJSON {
 		printSweep(cmd.OutOrStdout(), res)
+	}
+	if err != nil && intr.ctx.Err() != nil { // stopped by a signal: not finished, not 0
+		return intr.interrupted(err, "the same saddle escape command with --out "+shellQuote(base.Out)+
+			" (finished runs are kept; unfinished ones start over)")
 	}
 	if err != nil {
 		return err

@@ -15,7 +15,7 @@ import (
 	"github.com/saddle-ml/saddle/internal/setting"
 )
 
-// Exit codes: 0 success, 1 runtime error, 2 usage error.
+// Exit codes: 0 success, 1 runtime error, 2 usage error, 130/143 a run stopped by SIGINT/SIGTERM (exitCodeError).
 const (
 	exitError = 1
 	exitUsage = 2
@@ -73,6 +73,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		msg = strings.Replace(msg, me.Error(), me.Message(func(s string) string { return "--" + flagName(s) }), 1)
 	}
 	fmt.Fprintln(stderr, "saddle:", msg)
+	var ec exitCodeError
+	if errors.As(err, &ec) {
+		return ec.code
+	}
 	var u usageError
 	if errors.As(err, &u) || isSetting || isCobraUsage(err) {
 		fmt.Fprintln(stderr, "Run 'saddle --help' for usage.")

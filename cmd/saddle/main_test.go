@@ -209,7 +209,7 @@ func TestConfigFileWithFlagOverride(t *testing.T) {
 	for _, tc := range []struct {
 		extra []string
 		steps float64
-	}{{nil, 2}, {[]string{"--steps", "3"}, 3}} {
+	}{{nil, 2}, {[]string{"--steps", "3", "--overwrite"}, 3}} { // the second run starts over in the first one's folder
 		code, out, errs := saddle(t, append([]string{"train", "--config", cfgFile, "--json"}, tc.extra...)...)
 		if code != 0 {
 			t.Fatalf("train --config: exit %d\n%s", code, errs)

@@ -2,17 +2,14 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/gomlx/compute"
@@ -21,6 +18,7 @@ import (
 
 	"github.com/saddle-ml/saddle/checkpoints"
 	"github.com/saddle-ml/saddle/finetune"
+	"github.com/saddle-ml/saddle/internal/fileio"
 	"github.com/saddle-ml/saddle/internal/setting"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
@@ -137,6 +135,7 @@ func newTrainCmd() *cobra.Command {
 	}
 	addTrainFlags(cmd)
 	cmd.Flags().String("resume", "", "continue a run: its --out folder (latest checkpoint) or one checkpoint folder")
+	cmd.Flags().Bool("overwrite", false, "start over in an --out folder that already holds a run, deleting that run first")
 	return cmd
 }
 
@@ -154,11 +153,23 @@ type session struct {
 	name    string // the backend's
 }
 
+// applyConfig applies --config's file once, before any flag is read: a setting from the file counts as that flag
+// given (--out and --resume included).
+func applyConfig(cmd *cobra.Command) error {
+	file := flagString(cmd, "config")
+	if file == "" || cmd.Annotations["config-applied"] != "" {
+		return nil
+	}
+	if cmd.Annotations == nil {
+		cmd.Annotations = map[string]string{}
+	}
+	cmd.Annotations["config-applied"] = file
+	return applyConfigFile(cmd, file)
+}
+
 func loadSession(cmd *cobra.Command) (*session, error) {
-	if file := flagString(cmd, "config"); file != "" {
-		if err := applyConfigFile(cmd, file); err != nil {
-			return nil, err
-		}
+	if err := applyConfig(cmd); err != nil {
+		return nil, err
 	}
 	path, err := resolveModel(cmd)
 	if err != nil {
@@ -263,7 +274,7 @@ func newPlan(cfg finetune.Config, s *session) (*finetune.Plan, error) {
 
 // cliResumeFlags may be given with --resume besides the resumable settings; every other setting comes from the
 // checkpoint.
-var cliResumeFlags = []string{"resume", "model", "backend", "pjrt-plugin", "json", "no-memory-check"}
+var cliResumeFlags = []string{"resume", "config", "model", "backend", "pjrt-plugin", "json", "no-memory-check"}
 
 // resumeConfig loads the checkpoint named by --resume and the run configuration saved with it, with the
 // resumable settings given as flags applied on top.
@@ -302,14 +313,25 @@ func resumeConfig(cmd *cobra.Command) (*checkpoints.State, finetune.Config, erro
 
 func runTrain(cmd *cobra.Command, _ []string) error {
 	started := time.Now()
+	if err := applyConfig(cmd); err != nil {
+		return err
+	}
 	resuming := flagString(cmd, "resume") != ""
-	if !resuming && !cmd.Flags().Changed("out") && flagString(cmd, "config") == "" {
+	overwrite := flagBool(cmd, "overwrite")
+	if !resuming && flagString(cmd, "out") == "" {
 		return usagef("train needs --out DIR (or --resume DIR)")
 	}
+	if resuming && overwrite {
+		return usagef("--overwrite starts a new run and --resume continues one: give one of them")
+	}
+	lock, err := lockRunFolder(cmd, resuming, overwrite)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
 	var resume *checkpoints.State
 	var cfg finetune.Config
 	if resuming {
-		var err error
 		if resume, cfg, err = resumeConfig(cmd); err != nil {
 			return err
 		}
@@ -370,16 +392,20 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: %s %d steps, %s on %s (%d train rows, %s), backend %s\n",
 			verb, cfg.Steps, cfg.Optimizer, cfg.Data, data.TrainStats.Rows, evalText(cfg, data.Eval), s.name)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	if overwrite { // only now, when nothing else can refuse the run: a refused run deletes nothing
+		if err := finetune.ClearRun(cfg.Out); err != nil {
+			return outFolderError(err)
+		}
+	}
+	intr := watchInterrupts(cmd)
+	defer intr.stop()
 	job := finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval, Plan: plan, Base: base, Resume: resume,
 		Started: started, Memory: est}
 	job.Prep.Hash = hashed.Seconds()
 	job.Prep.Load = time.Since(started).Seconds() - job.Prep.Hash
-	sum, err := finetune.Run(ctx, job, cmd.ErrOrStderr())
-	if errors.Is(err, finetune.ErrInterrupted) {
-		fmt.Fprintln(cmd.ErrOrStderr(), "saddle train:", err)
-		return nil
+	sum, err := finetune.Run(intr.ctx, job, cmd.ErrOrStderr())
+	if errors.Is(err, finetune.ErrInterrupted) { // a checkpoint is saved, but the run is not finished: not 0
+		return intr.interrupted(err, "saddle train --resume "+shellQuote(cfg.Out))
 	}
 	if err != nil {
 		return err
@@ -389,6 +415,48 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 	}
 	printSummary(cmd.OutOrStdout(), sum)
 	return nil
+}
+
+// lockRunFolder locks the run folder for the life of the command, before anything is read or written: --resume's
+// (when it exists; resuming a folder that does not exist fails later with Resume's message) or --out's, which must
+// be empty, absent, or, with --overwrite, a run (cleared when training starts).
+func lockRunFolder(cmd *cobra.Command, resuming, overwrite bool) (*fileio.Locked, error) {
+	if resuming {
+		dir := checkpoints.RunDir(flagString(cmd, "resume"))
+		if info, err := os.Stat(dir); err != nil || !info.IsDir() {
+			return nil, nil
+		}
+		return lockOut(cmd, dir, "--resume")
+	}
+	out := flagString(cmd, "out")
+	var foreign *finetune.NotRunError
+	if err := finetune.CheckFreshOut(out); errors.As(err, &foreign) { // refused without putting a lock file there
+		return nil, outFolderError(err)
+	}
+	lock, err := lockOut(cmd, out, "--out")
+	if err != nil {
+		return nil, err
+	}
+	err = finetune.CheckFreshOut(out) // again, now that no other saddle can write there
+	var exists *finetune.RunExistsError
+	if err == nil || (overwrite && errors.As(err, &exists)) {
+		return lock, nil
+	}
+	lock.Unlock()
+	return nil, outFolderError(err)
+}
+
+// outFolderError says what to do about an --out folder that cannot take a new run.
+func outFolderError(err error) error {
+	var exists *finetune.RunExistsError
+	var foreign *finetune.NotRunError
+	switch {
+	case errors.As(err, &exists):
+		return usagef("--out %v: use --resume %s to continue it, or --overwrite to delete it and start over", err, shellQuote(exists.Dir))
+	case errors.As(err, &foreign):
+		return usagef("--out %v; saddle does not delete them (not even with --overwrite): choose an empty or new folder", err)
+	}
+	return err
 }
 
 // hashBase computes the base model's identity for checkpoints (cached after the first time), saying so when that
