@@ -152,8 +152,8 @@ func consecutive(t *testing.T, what string, steps []int, last int) {
 	}
 }
 
-// snapshot reads every file under dir (but the lock file), for comparing a folder before and after.
-func snapshot(t *testing.T, dir string) map[string]string {
+// runSnapshot reads every file under dir (but the lock file), for comparing a folder before and after.
+func runSnapshot(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	files := map[string]string{}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
@@ -269,7 +269,7 @@ func TestAnExistingRunIsNeverMixed(t *testing.T) {
 	if code, _, errs := saddle(t, train("--steps", "3", "--seed", "1", "--out", out)...); code != 0 {
 		t.Fatalf("first run: exit %d\n%s", code, errs)
 	}
-	before := snapshot(t, out)
+	before := runSnapshot(t, out)
 	config := func(name, text string) string {
 		path := filepath.Join(dir, name)
 		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
@@ -288,14 +288,14 @@ func TestAnExistingRunIsNeverMixed(t *testing.T) {
 				t.Fatalf("%v: exit %d, want 2 and %q:\n%s", args[len(args)-2:], code, want, errs)
 			}
 		}
-		sameFiles(t, "a refused run", before, snapshot(t, out))
+		sameFiles(t, "a refused run", before, runSnapshot(t, out))
 	}
 	// --overwrite with a setting that is refused later (--rank 0) deletes nothing.
 	code, _, errs := saddle(t, train("--steps", "2", "--rank", "0", "--overwrite", "--out", out)...)
 	if code != 2 || !strings.Contains(errs, "rank 0") {
 		t.Fatalf("--overwrite --rank 0: exit %d\n%s", code, errs)
 	}
-	sameFiles(t, "a refused --overwrite", before, snapshot(t, out))
+	sameFiles(t, "a refused --overwrite", before, runSnapshot(t, out))
 	if code, _, errs := saddle(t, "train", "--resume", out, "--overwrite"); code != 2 || !strings.Contains(errs, "--overwrite") {
 		t.Fatalf("--resume with --overwrite: exit %d\n%s", code, errs)
 	}
