@@ -33,6 +33,7 @@ func (e *RunExistsError) Error() string {
 type NotRunError struct {
 	Dir   string
 	Files []string
+	Kind  string // "run" (when empty) or "sweep"
 }
 
 func (e *NotRunError) Error() string {
@@ -42,7 +43,11 @@ func (e *NotRunError) Error() string {
 	if len(files) > most {
 		files, more = files[:most], fmt.Sprintf(" and %d more", len(e.Files)-most)
 	}
-	return fmt.Sprintf("%s is not empty and holds files that are not a saddle run's (%s%s)", e.Dir, strings.Join(files, ", "), more)
+	kind := e.Kind
+	if kind == "" {
+		kind = "run"
+	}
+	return fmt.Sprintf("%s is not empty and holds files that are not a saddle %s's (%s%s)", e.Dir, kind, strings.Join(files, ", "), more)
 }
 
 // ignorable are entries that say nothing about a folder's owner: the lock, fileio's temporary files, and an
@@ -120,6 +125,33 @@ func ClearRun(dir string) error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// SweepFiles are the entries a sweep (Sweep) writes into its folder: the run folders, the tables and the plots.
+var SweepFiles = []string{"runs", "runs.json", "runs.csv", "loss.png", "loss.svg", "delta_w.png", "delta_w.svg",
+	"escape_vs_lambda.png", "escape_vs_lambda.svg"}
+
+// CheckSweepOut accepts an absent or empty folder for a sweep, or one that holds only a sweep's own files (a rerun
+// of a sweep keeps its finished runs). Anything else is a *NotRunError: a sweep writes only where nothing of
+// someone else's would be mixed with its results.
+func CheckSweepOut(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var other []string
+	for _, e := range entries {
+		if name := e.Name(); !ignorable(name) && !slices.Contains(SweepFiles, name) {
+			other = append(other, name)
+		}
+	}
+	if len(other) > 0 {
+		return &NotRunError{Dir: dir, Files: other, Kind: "sweep"}
 	}
 	return nil
 }

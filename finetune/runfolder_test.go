@@ -5,7 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
 func mkfiles(t *testing.T, dir string, names ...string) {
@@ -67,5 +70,35 @@ func TestCheckFreshOutAndClearRun(t *testing.T) {
 	}
 	if got := entries(t, mixed); !slices.Equal(got, []string{"checkpoints", "config.json", "notes.txt"}) {
 		t.Fatalf("a refused ClearRun changed the folder: %v", got)
+	}
+}
+
+// TestCheckSweepOut: a sweep takes an absent or empty folder, or its own earlier sweep's; a folder holding anything
+// else (someone's notes, a training run) is refused, naming what is there.
+func TestCheckSweepOut(t *testing.T) {
+	dir := t.TempDir()
+	if err := CheckSweepOut(filepath.Join(dir, "absent")); err != nil {
+		t.Fatalf("absent folder: %v", err)
+	}
+	if err := CheckSweepOut(dir); err != nil {
+		t.Fatalf("empty folder: %v", err)
+	}
+	for _, name := range []string{"runs", "runs.json", "loss.png", fileio.LockName} {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := CheckSweepOut(dir); err != nil {
+		t.Fatalf("an earlier sweep's folder: %v", err)
+	}
+	for _, name := range []string{"notes.txt", "config.json"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("mine"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var foreign *NotRunError
+	err := CheckSweepOut(dir)
+	if !errors.As(err, &foreign) || !strings.Contains(err.Error(), "notes.txt") || !strings.Contains(err.Error(), "sweep") {
+		t.Fatalf("a folder with other files: %v", err)
 	}
 }

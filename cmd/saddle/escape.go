@@ -55,6 +55,10 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	if flagString(cmd, "out") == "" {
 		return usagef("escape needs --out DIR")
 	}
+	// A sweep writes only into an empty folder or its own earlier sweep's.
+	if err := finetune.CheckSweepOut(flagString(cmd, "out")); err != nil {
+		return usageError{fmt.Errorf("--out: %w; choose an empty or new folder", err)}
+	}
 	// The sweep's folder is locked for the life of the command (and each run's folder while it trains).
 	lock, err := lockOut(cmd, flagString(cmd, "out"), "--out")
 	if err != nil {
