@@ -116,6 +116,10 @@ func (c *Config) checkRun(m model.Config) error {
 		return setting.Errorf("eval_split", "%g must be in [0, 1)", c.EvalSplit)
 	case c.EvalSplit > 0 && c.EvalData != "":
 		return setting.Errorf("eval_split", "%g: hold out a split of the data or give separate eval data, not both", c.EvalSplit)
+	case c.Data == "-":
+		return setting.Errorf("data", "-: saddle does not read training data from standard input (a run names its data in config.json, and --resume reads it again); write it to a file and give its path")
+	case c.EvalData == "-":
+		return setting.Errorf("eval_data", "-: saddle does not read evaluation data from standard input; write it to a file and give its path")
 	case c.Out == "":
 		return setting.Errorf("out", "is required")
 	case c.SaveEvery < -1:

@@ -45,6 +45,8 @@ func TestNewPlanNamesTheSetting(t *testing.T) {
 		{"init_scale", func(c *Config) { c.Adapter.Scale = math.NaN() }},
 		{"init_scale", func(c *Config) { c.Adapter.Init, c.Adapter.Scale = "saddle", 0 }},
 		{"init_scale", func(c *Config) { c.Adapter.Init, c.Adapter.Scale = "small", 1e-45 }},
+		{"data", func(c *Config) { c.Data = "-" }},
+		{"eval_data", func(c *Config) { c.EvalData = "-" }},
 	} {
 		cfg := testConfig(t, "adam", 1e-3, 5)
 		c.edit(&cfg)

@@ -243,10 +243,7 @@ func checkMemory(cmd *cobra.Command, plan *finetune.Plan, s *session, quiet bool
 
 // checkTokenizer refuses a tokenizer whose ids the model's vocabulary does not cover.
 func checkTokenizer(s *session) error {
-	if v := s.vocab; v > s.config.VocabSize {
-		return fmt.Errorf("%s: the tokenizer has %d tokens but the model's vocabulary only %d", s.path, v, s.config.VocabSize)
-	}
-	return nil
+	return checkVocab(s.path, s.vocab, s.config)
 }
 
 // newPlan checks a run's settings against the loaded model; every problem is a usage error.
