@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/saddle-ml/saddle/internal/dtype"
+	"github.com/saddle-ml/saddle/internal/fileio"
 	"github.com/saddle-ml/saddle/internal/safetensors"
 )
 
@@ -60,7 +61,7 @@ var hfArchDefaults = map[string]hfDefaults{
 // parseHFConfig reads config.json (and generation_config.json beside it, for eos/bos) into a Config.
 func parseHFConfig(dir string) (*Config, error) {
 	path := filepath.Join(dir, "config.json")
-	data, err := os.ReadFile(path)
+	data, err := fileio.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -284,7 +285,7 @@ func tokenIDs(raw json.RawMessage) (ids []int, present bool, err error) {
 // config.json had none.
 func mergeGenerationConfig(dir string, c *Config) error {
 	path := filepath.Join(dir, "generation_config.json")
-	data, err := os.ReadFile(path)
+	data, err := fileio.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	} else if err != nil {
@@ -383,7 +384,7 @@ func plainFileName(name string) bool {
 
 func hfSources(dir string) (map[string]*tensorSource, error) {
 	indexPath := filepath.Join(dir, "model.safetensors.index.json")
-	data, err := os.ReadFile(indexPath)
+	data, err := fileio.ReadFile(indexPath)
 	if errors.Is(err, os.ErrNotExist) {
 		single := filepath.Join(dir, "model.safetensors")
 		if _, err := os.Stat(single); err != nil {

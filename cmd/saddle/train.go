@@ -125,6 +125,11 @@ func trainConfig(cmd *cobra.Command, modelPath string) (finetune.Config, error) 
 	if c.Data == demoData && c.EvalData == "" && c.EvalSplit == 0 {
 		c.EvalData = demoEvalData
 	}
+	for flag, path := range map[string]string{"data": c.Data, "eval-data": c.EvalData} {
+		if err := checkDataFile(flag, path); err != nil {
+			return c, err
+		}
+	}
 	return c, nil
 }
 
