@@ -167,6 +167,8 @@ func (c *Config) checkNumbers() error {
 		return setting.Errorf("lr", "%g is below float32's smallest normal number (%g), in which training computes: give a learning rate such as 1e-3", c.LR, minFloat32)
 	case c.LR > math.MaxFloat32:
 		return setting.Errorf("lr", "%g is beyond float32's range, in which training computes", c.LR)
+	case c.ClipNorm > 0 && c.ClipNorm < minFloat32:
+		return setting.Errorf("clip_norm", "%g is below float32's smallest normal number (%g): every gradient would be clipped to nothing; give 0 (off) or a norm such as 1", c.ClipNorm, minFloat32)
 	case slices.Contains(zeroAtZeroScale, c.Adapter.Init) && c.Adapter.Scale < minFloat32 && c.Adapter.Scale >= 0:
 		return setting.Errorf("init_scale", "%g with the %s init starts every adapter factor at zero (in float32), where every gradient is zero: "+
 			"the adapters could never move; give a positive scale such as 0.01, or an init that does not scale by it (lora, gaussian)", c.Adapter.Scale, c.Adapter.Init)

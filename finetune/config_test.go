@@ -37,6 +37,7 @@ func TestNewPlanNamesTheSetting(t *testing.T) {
 		{"escape_norm", func(c *Config) { c.EscapeNorm = math.Inf(1) }},
 		{"clip_norm", func(c *Config) { c.ClipNorm = math.NaN() }},
 		{"clip_norm", func(c *Config) { c.ClipNorm = math.Inf(1) }},
+		{"clip_norm", func(c *Config) { c.ClipNorm = 1e-40 }},
 		{"eval_split", func(c *Config) { c.EvalSplit = math.NaN() }},
 		{"diverge_factor", func(c *Config) { c.DivergeFactor = math.NaN() }},
 		{"diverge_factor", func(c *Config) { c.DivergeFactor = math.Inf(1) }},

@@ -114,6 +114,7 @@ func TestTrainRefusesNumbersThatCannotMeanAnything(t *testing.T) {
 	usage("--init-scale 0 with the saddle init", train("--init", "saddle", "--init-scale", "0"), "--init-scale", "saddle", "never move")
 	usage("--init-scale 0 with the small init", train("--init", "small", "--init-scale", "0"), "--init-scale", "small")
 	usage("--init-scale 1e-400 with the saddle init", train("--init", "saddle", "--init-scale", "1e-400"), "--init-scale")
+	usage("--eps 1e-50 rounds to 0 in float32 (0/0 in Adam)", train("--eps", "1e-50"), "eps", "float32")
 	usage("--data - (stdin)", train("--data", "-"), "--data", "standard input", "write it to a file")
 	usage("--eval-data - (stdin)", train("--eval-data", "-"), "--eval-data", "standard input")
 	cfg := writeFile(t, dir, "run.yaml", "lr: 1e-400\n")
