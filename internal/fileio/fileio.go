@@ -1,6 +1,7 @@
 // Package fileio writes files so that a reader, a crash or a kill never leaves half of one behind: data go to a
 // temporary file beside the target, which is fsynced and renamed over the target, and then the folder is fsynced.
-// Every file the project writes goes through here; the binary file readers open their files through Open.
+// Every file the project writes goes through here; the binary file readers open their files through Open, text and
+// JSON files are read through ReadFile, and line-delimited files line by line through ReadLine (bounded).
 package fileio
 
 import (
