@@ -1,6 +1,9 @@
 package finetune
 
 import (
+	"math"
+	"slices"
+
 	"github.com/saddle-ml/saddle/internal/setting"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
@@ -87,6 +90,9 @@ func NewPlan(c Config, m model.Config) (*Plan, error) {
 // checkRun checks the settings that belong to the run itself (the schedule, the optimizer and the adapters check
 // theirs).
 func (c *Config) checkRun(m model.Config) error {
+	if err := c.checkNumbers(); err != nil {
+		return err
+	}
 	switch {
 	case c.Steps < 1:
 		return setting.Errorf("steps", "%d must be >= 1", c.Steps)
@@ -110,6 +116,10 @@ func (c *Config) checkRun(m model.Config) error {
 		return setting.Errorf("eval_split", "%g must be in [0, 1)", c.EvalSplit)
 	case c.EvalSplit > 0 && c.EvalData != "":
 		return setting.Errorf("eval_split", "%g: hold out a split of the data or give separate eval data, not both", c.EvalSplit)
+	case c.Data == "-":
+		return setting.Errorf("data", "-: saddle does not read training data from standard input (a run names its data in config.json, and --resume reads it again); write it to a file and give its path")
+	case c.EvalData == "-":
+		return setting.Errorf("eval_data", "-: saddle does not read evaluation data from standard input; write it to a file and give its path")
 	case c.Out == "":
 		return setting.Errorf("out", "is required")
 	case c.SaveEvery < -1:
@@ -122,6 +132,46 @@ func (c *Config) checkRun(m model.Config) error {
 		return setting.Errorf("eval_batches", "%d must be >= 0 (0: every eval batch)", c.EvalBatches)
 	case c.DivergeFactor < 0 || (c.DivergeFactor > 0 && c.DivergeFactor <= 1):
 		return setting.Errorf("diverge_factor", "%g must be 0 (off) or > 1", c.DivergeFactor)
+	}
+	return nil
+}
+
+// minFloat32 is the smallest normal float32: the graph computes in float32, where a smaller learning rate or factor
+// scale is subnormal or 0.
+const minFloat32 = 0x1p-126
+
+// zeroAtZeroScale are the inits whose every factor is λ times a draw or an identity: at λ = 0 every factor is zero,
+// so every gradient (each a product of the other factors) is zero and training cannot move them.
+var zeroAtZeroScale = []string{"saddle", "small"}
+
+// checkNumbers refuses non-finite float settings (NaN and ±Inf parse as numbers but cannot mean anything here) and
+// values that leave nothing to train: a learning rate that is 0 (or that underflows to 0, as 1e-400 does when it
+// is parsed, or in float32), and an init whose factors start all zero.
+func (c *Config) checkNumbers() error {
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{
+		{"lr", c.LR}, {"min_lr_ratio", c.MinLRRatio}, {"clip_norm", c.ClipNorm}, {"eval_split", c.EvalSplit},
+		{"escape_delta", c.EscapeDelta}, {"escape_norm", c.EscapeNorm}, {"diverge_factor", c.DivergeFactor},
+		{"alpha", c.Adapter.Alpha}, {"dropout", c.Adapter.Dropout}, {"init_scale", c.Adapter.Scale},
+	} {
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) {
+			return setting.Errorf(f.name, "%g is not a finite number: give a finite value", f.v)
+		}
+	}
+	switch {
+	case c.LR == 0:
+		return setting.Errorf("lr", "0: a learning rate of 0 never moves the adapters (a value such as 1e-400 rounds to 0); give a positive learning rate such as 1e-3")
+	case c.LR > 0 && c.LR < minFloat32:
+		return setting.Errorf("lr", "%g is below float32's smallest normal number (%g), in which training computes: give a learning rate such as 1e-3", c.LR, minFloat32)
+	case c.LR > math.MaxFloat32:
+		return setting.Errorf("lr", "%g is beyond float32's range, in which training computes", c.LR)
+	case c.ClipNorm > 0 && c.ClipNorm < minFloat32:
+		return setting.Errorf("clip_norm", "%g is below float32's smallest normal number (%g): every gradient would be clipped to nothing; give 0 (off) or a norm such as 1", c.ClipNorm, minFloat32)
+	case slices.Contains(zeroAtZeroScale, c.Adapter.Init) && c.Adapter.Scale < minFloat32 && c.Adapter.Scale >= 0:
+		return setting.Errorf("init_scale", "%g with the %s init starts every adapter factor at zero (in float32), where every gradient is zero: "+
+			"the adapters could never move; give a positive scale such as 0.01, or an init that does not scale by it (lora, gaussian)", c.Adapter.Scale, c.Adapter.Init)
 	}
 	return nil
 }

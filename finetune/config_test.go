@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/saddle-ml/saddle/internal/setting"
+	"github.com/saddle-ml/saddle/optimizers"
 )
 
 // TestNewPlanNamesTheSetting: every run setting out of range comes back as a *setting.Error naming its config key,
@@ -28,6 +29,25 @@ func TestNewPlanNamesTheSetting(t *testing.T) {
 		{"schedule", func(c *Config) { c.Schedule = "exponential" }},
 		{"eval_split", func(c *Config) { c.EvalSplit, c.EvalData = 0.2, "eval.jsonl" }},
 		{"diverge_factor", func(c *Config) { c.DivergeFactor = 0.5 }},
+		// not finite, underflowing, or leaving nothing to train
+		{"lr", func(c *Config) { c.LR = 0 }},
+		{"lr", func(c *Config) { c.LR = 1e-40 }},
+		{"lr", func(c *Config) { c.LR = 1e39 }},
+		{"escape_delta", func(c *Config) { c.EscapeDelta = math.NaN() }},
+		{"escape_norm", func(c *Config) { c.EscapeNorm = math.Inf(1) }},
+		{"clip_norm", func(c *Config) { c.ClipNorm = math.NaN() }},
+		{"clip_norm", func(c *Config) { c.ClipNorm = math.Inf(1) }},
+		{"clip_norm", func(c *Config) { c.ClipNorm = 1e-40 }},
+		{"eval_split", func(c *Config) { c.EvalSplit = math.NaN() }},
+		{"diverge_factor", func(c *Config) { c.DivergeFactor = math.NaN() }},
+		{"diverge_factor", func(c *Config) { c.DivergeFactor = math.Inf(1) }},
+		{"dropout", func(c *Config) { c.Adapter.Dropout = math.NaN() }},
+		{"alpha", func(c *Config) { c.Adapter.Alpha = math.NaN() }},
+		{"init_scale", func(c *Config) { c.Adapter.Scale = math.NaN() }},
+		{"init_scale", func(c *Config) { c.Adapter.Init, c.Adapter.Scale = "saddle", 0 }},
+		{"init_scale", func(c *Config) { c.Adapter.Init, c.Adapter.Scale = "small", 1e-45 }},
+		{"data", func(c *Config) { c.Data = "-" }},
+		{"eval_data", func(c *Config) { c.EvalData = "-" }},
 	} {
 		cfg := testConfig(t, "adam", 1e-3, 5)
 		c.edit(&cfg)
@@ -39,6 +59,13 @@ func TestNewPlanNamesTheSetting(t *testing.T) {
 	}
 	if _, err := NewPlan(testConfig(t, "adam", 1e-3, 5), f.model.Config); err != nil {
 		t.Fatalf("a good config: %v", err)
+	}
+	for _, init := range []string{"lora", "gaussian", "orthogonal"} { // they do not scale by λ, or not to zero
+		cfg := testConfig(t, "adam", 1e-3, 5)
+		cfg.Adapter.Init, cfg.Adapter.Scale = init, 0
+		if _, err := NewPlan(cfg, f.model.Config); err != nil {
+			t.Errorf("init %s with init_scale 0: %v", init, err)
+		}
 	}
 }
 
@@ -68,6 +95,53 @@ func TestResumeAppliesOnlyResumableSettings(t *testing.T) {
 		var se *setting.Error
 		if !errors.As(err, &se) || se.Name != name {
 			t.Errorf("Resume with %s=%s: error %v, want a setting error naming %q", name, v, err, name)
+		}
+	}
+}
+
+// TestGridRefusesRepeatsAndUnusableLambdas: a sweep list that names a value twice would run one combination twice
+// into one folder, and λ ≤ 0 cannot go on the escape fit's log axis; both are refused before anything runs, naming
+// the list.
+func TestGridRefusesRepeatsAndUnusableLambdas(t *testing.T) {
+	f := newFixture(t)
+	specs := func(s string) []optimizers.Spec {
+		o, err := optimizers.ParseSpecs(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	good := func() Grid {
+		base := testConfig(t, "adam", 1e-3, 5)
+		return Grid{Base: base, Optimizers: specs("adam,steepest:1.5"), LRs: []float64{1e-3, 1e-2},
+			InitScales: []float64{0.01, 0.1}, Depths: []int{2, 3}, Inits: []string{"saddle", "small"}}
+	}
+	out := t.TempDir()
+	if plans, err := good().Plans(out, f.model.Config); err != nil || len(plans) != 32 {
+		t.Fatalf("a good grid: %d plans, %v", len(plans), err)
+	}
+	for _, c := range []struct {
+		name string
+		edit func(*Grid)
+	}{
+		{"optimizers", func(g *Grid) { g.Optimizers = specs("adam,steepest:1.5,adam") }},
+		{"optimizers", func(g *Grid) { g.Optimizers = specs("steepest:1.5,steepest:1.50") }},
+		{"lrs", func(g *Grid) { g.LRs = []float64{1e-3, 0.001} }},
+		{"init_scales", func(g *Grid) { g.InitScales = []float64{0.1, 0.1} }},
+		{"init_scales", func(g *Grid) { g.InitScales = []float64{0.1, 0} }},
+		{"init_scales", func(g *Grid) { g.InitScales = []float64{math.Inf(1)} }},
+		{"init_scales", func(g *Grid) { g.InitScales, g.Inits = []float64{0}, []string{"lora"} }},
+		{"depths", func(g *Grid) { g.Depths = []int{2, 2} }},
+		{"inits", func(g *Grid) { g.Inits = []string{"saddle", "saddle"} }},
+		{"inits", func(g *Grid) { g.Inits = nil }},
+		{"lr", func(g *Grid) { g.LRs = []float64{0} }}, // each run's own check still applies
+	} {
+		g := good()
+		c.edit(&g)
+		_, err := g.Plans(out, f.model.Config)
+		var se *setting.Error
+		if !errors.As(err, &se) || se.Name != c.name {
+			t.Errorf("%s: Plans error = %v, want a setting error naming %q", c.name, err, c.name)
 		}
 	}
 }

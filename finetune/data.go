@@ -20,13 +20,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/saddle-ml/saddle/chat"
+	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
 // RecordKind is the shape of a JSONL line.
@@ -61,8 +61,9 @@ type Record struct {
 }
 
 // ReadJSONL reads and validates a JSONL data file.
+// Only a regular file is read (a FIFO or a device could block forever or never end).
 func ReadJSONL(path string) ([]Record, error) {
-	f, err := os.Open(path)
+	f, _, err := fileio.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -70,12 +71,21 @@ func ReadJSONL(path string) ([]Record, error) {
 	return ParseJSONL(f, path)
 }
 
-// ParseJSONL reads JSONL records from r; name is used in error messages ("name:line: ...").
+// MaxLineBytes bounds one JSONL line: a file without newlines is refused at this length instead of being read
+// into memory whole. (A line this long is far beyond any sequence length saddle trains on.)
+const MaxLineBytes = 64 << 20
+
+// ParseJSONL reads JSONL records from r; name is used in error messages ("name:line: ..."). A line longer than
+// MaxLineBytes is an error.
 func ParseJSONL(r io.Reader, name string) ([]Record, error) {
+	return parseJSONL(r, name, MaxLineBytes)
+}
+
+func parseJSONL(r io.Reader, name string, maxLine int) ([]Record, error) {
 	br := bufio.NewReaderSize(r, 1<<16)
 	var recs []Record
 	for lineNo := 1; ; lineNo++ {
-		line, readErr := br.ReadBytes('\n')
+		line, readErr := fileio.ReadLine(br, maxLine)
 		if readErr != nil && readErr != io.EOF {
 			return nil, fmt.Errorf("%s:%d: %w", name, lineNo, readErr)
 		}

@@ -214,6 +214,16 @@ func (r *run) trainStep(step int) error {
 	if skip, err := r.guard(step, res, lr); skip || err != nil {
 		return err
 	}
+	// The loss and gradient were finite, but the update can still overflow the adapters (a huge learning rate):
+	// stop here, with the state before the step saved, rather than at metrics.jsonl's "unsupported value".
+	stats, err := r.stepper.Telemetry(r.baseNorms)
+	if err != nil {
+		return err
+	}
+	if bad := nonfiniteStat(stats); bad != "" {
+		return r.stop(step, fmt.Sprintf("step %d: the update left the adapters non-finite (%s); the learning rate %g is "+
+			"probably too high (lower --lr, or use --clip-norm)", step, bad, lr))
+	}
 	tokens := 0
 	for _, b := range micro {
 		tokens += b.B * b.T
@@ -238,9 +248,7 @@ func (r *run) trainStep(step int) error {
 			sum.FinalEvalLoss = ptr(*row.EvalLoss)
 		}
 	}
-	if r.stats, err = r.stepper.Telemetry(r.baseNorms); err != nil {
-		return err
-	}
+	r.stats = stats
 	row.All, row.PerAdapter = Aggregate(r.stats), r.stats
 	escape.ObserveNorm(step, row.All.RelDW)
 	if err := r.metrics.write(row); err != nil {
@@ -385,6 +393,21 @@ func (r *run) save() error {
 	}
 	_, err = checkpoints.Save(r.cfg.Out, ck, r.cfg.Keep)
 	return err
+}
+
+// nonfiniteStat names the first adapter statistic that is NaN or infinite ("" if none).
+func nonfiniteStat(stats []AdapterStats) string {
+	for _, s := range stats {
+		for _, f := range []struct {
+			name string
+			v    float64
+		}{{"‖A‖", s.NormA}, {"‖B‖", s.NormB}, {"‖ΔW‖", s.NormDW}, {"‖ΔW‖/‖W‖", s.RelDW}, {"balance", s.BalanceQ}, {"balance", s.BalanceG}} {
+			if !finite(f.v) {
+				return fmt.Sprintf("%s %s = %g", s.Module, f.name, f.v)
+			}
+		}
+	}
+	return ""
 }
 
 func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/saddle-ml/saddle/internal/fileio"
 	"github.com/saddle-ml/saddle/internal/fit"
+	"github.com/saddle-ml/saddle/internal/setting"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
 	"github.com/saddle-ml/saddle/plots"
@@ -69,6 +70,48 @@ type SweepResult struct {
 	Out    string     `json:"out"`
 }
 
+// check refuses empty and repeated entries (two equal runs would write into one folder) and λ that the escape fit
+// cannot use (it fits log escape step against log λ, so every λ must be positive and finite). The errors name the
+// grid's settings: optimizers, lrs, init_scales, depths, inits.
+func (g Grid) check() error {
+	lists := []struct {
+		name string
+		keys []string
+	}{
+		{"optimizers", mapped(g.Optimizers, func(o optimizers.Spec) string { return o.Label() })},
+		{"lrs", mapped(g.LRs, func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) })},
+		{"init_scales", mapped(g.InitScales, func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) })},
+		{"depths", mapped(g.Depths, strconv.Itoa)},
+		{"inits", g.Inits},
+	}
+	for _, l := range lists {
+		if len(l.keys) == 0 {
+			return setting.Errorf(l.name, "is empty: give at least one value")
+		}
+		seen := map[string]bool{}
+		for _, k := range l.keys {
+			if seen[k] {
+				return setting.Errorf(l.name, "lists %s twice: each combination would run twice into one folder; list each value once", k)
+			}
+			seen[k] = true
+		}
+	}
+	for _, v := range g.InitScales {
+		if !(v > 0) || math.IsInf(v, 0) {
+			return setting.Errorf("init_scales", "%g: each λ must be positive and finite (the sweep fits escape steps against log λ)", v)
+		}
+	}
+	return nil
+}
+
+func mapped[T any](xs []T, f func(T) string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = f(x)
+	}
+	return out
+}
+
 // configs expands the grid into named run configurations, each writing into out/runs/<name>.
 func (g Grid) configs(out string) []Config {
 	var cfgs []Config
@@ -94,6 +137,9 @@ func (g Grid) configs(out string) []Config {
 
 // Plans checks every configuration of the grid against the model m, before anything runs.
 func (g Grid) Plans(out string, m model.Config) ([]*Plan, error) {
+	if err := g.check(); err != nil {
+		return nil, err
+	}
 	cfgs := g.configs(out)
 	plans := make([]*Plan, len(cfgs))
 	for i, c := range cfgs {

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/saddle-ml/saddle/internal/fileio"
 	"github.com/saddle-ml/saddle/internal/safetensors"
 	"github.com/saddle-ml/saddle/model"
 )
@@ -23,7 +24,7 @@ func ResolveDir(dir string) (string, error) {
 		return dir, nil
 	}
 	latest := filepath.Join(dir, "checkpoints", "latest")
-	data, err := os.ReadFile(latest)
+	data, err := fileio.ReadFile(latest)
 	if errors.Is(err, os.ErrNotExist) {
 		if _, err := os.Stat(dir); err != nil {
 			return "", err
@@ -49,7 +50,7 @@ func ResolveDir(dir string) (string, error) {
 // levels up for a checkpoint folder DIR/checkpoints/step-N).
 func BaseModelOf(dir string) string {
 	read := func(path, key string) string {
-		data, err := os.ReadFile(path)
+		data, err := fileio.ReadFile(path)
 		if err != nil {
 			return ""
 		}
@@ -116,7 +117,7 @@ type peftModule struct {
 // rounding of B), so inference is exact; training such a set further would not follow PEFT's dynamics.
 func ReadPEFT(dir string, cfg model.Config) (*Set, error) {
 	cfgPath := filepath.Join(dir, PEFTConfigFile)
-	data, err := os.ReadFile(cfgPath)
+	data, err := fileio.ReadFile(cfgPath)
 	if err != nil {
 		return nil, err
 	}

@@ -10,12 +10,16 @@ import (
 	"strings"
 
 	"github.com/saddle-ml/saddle/internal/dtype"
+	"github.com/saddle-ml/saddle/internal/fileio"
 	"github.com/saddle-ml/saddle/internal/safetensors"
 )
 
 // hfConfig is the subset of a transformers config.json this package reads. Pointers tell "absent" from zero.
 type hfConfig struct {
 	ModelType             string          `json:"model_type"`
+	Architectures         []string        `json:"architectures"`
+	TorchDType            *string         `json:"torch_dtype"`
+	DType                 *string         `json:"dtype"` // transformers ≥ 5 renamed torch_dtype
 	HiddenSize            *int            `json:"hidden_size"`
 	IntermediateSize      *int            `json:"intermediate_size"`
 	NumHiddenLayers       *int            `json:"num_hidden_layers"`
@@ -57,10 +61,40 @@ var hfArchDefaults = map[string]hfDefaults{
 	"qwen3":   {kvHeads: 32, headDim: 128, maxPositions: 32768, bos: -1},
 }
 
+// hfCausalLM is the transformers class of each supported model_type's causal language model.
+var hfCausalLM = map[string]string{"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
+
+// hfTorchDTypes are the torch_dtype values of the float checkpoints saddle reads (each weight's own dtype comes
+// from its safetensors header).
+var hfTorchDTypes = []string{"float32", "float16", "bfloat16"}
+
+// checkHFHead refuses an architectures entry that is not the causal LM of model_type (a classification or
+// encoder head has other weights, and another family other layers) and a torch_dtype saddle does not read (such
+// as a quantized checkpoint's), each naming the key.
+func checkHFHead(path string, hc hfConfig) error {
+	want := hfCausalLM[hc.ModelType]
+	for _, a := range hc.Architectures {
+		if !strings.EqualFold(a, want) { // early Llama conversions wrote LLaMAForCausalLM
+			return fmt.Errorf("%s: architectures %q is not supported with model_type %q: saddle runs the causal language model %s "+
+				"(a model with another head or of another family has other weights)", path, a, hc.ModelType, want)
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   *string
+	}{{"torch_dtype", hc.TorchDType}, {"dtype", hc.DType}} {
+		if d.v != nil && !slices.Contains(hfTorchDTypes, *d.v) {
+			return fmt.Errorf("%s: %s %q is not supported: saddle reads checkpoints of %s weights (for a quantized model, use its unquantized release or a GGUF file)",
+				path, d.key, *d.v, strings.Join(hfTorchDTypes, ", "))
+		}
+	}
+	return nil
+}
+
 // parseHFConfig reads config.json (and generation_config.json beside it, for eos/bos) into a Config.
 func parseHFConfig(dir string) (*Config, error) {
 	path := filepath.Join(dir, "config.json")
-	data, err := os.ReadFile(path)
+	data, err := fileio.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -71,6 +105,9 @@ func parseHFConfig(dir string) (*Config, error) {
 	def, ok := hfArchDefaults[hc.ModelType]
 	if !ok {
 		return nil, fmt.Errorf("%s: model_type %q is not supported (supported: llama, mistral, qwen2, qwen3)", path, hc.ModelType)
+	}
+	if err := checkHFHead(path, hc); err != nil {
+		return nil, err
 	}
 	if hc.HiddenAct != nil && *hc.HiddenAct != "silu" {
 		return nil, fmt.Errorf("%s: hidden_act %q is not supported (only silu)", path, *hc.HiddenAct)
@@ -284,7 +321,7 @@ func tokenIDs(raw json.RawMessage) (ids []int, present bool, err error) {
 // config.json had none.
 func mergeGenerationConfig(dir string, c *Config) error {
 	path := filepath.Join(dir, "generation_config.json")
-	data, err := os.ReadFile(path)
+	data, err := fileio.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	} else if err != nil {
@@ -383,7 +420,7 @@ func plainFileName(name string) bool {
 
 func hfSources(dir string) (map[string]*tensorSource, error) {
 	indexPath := filepath.Join(dir, "model.safetensors.index.json")
-	data, err := os.ReadFile(indexPath)
+	data, err := fileio.ReadFile(indexPath)
 	if errors.Is(err, os.ErrNotExist) {
 		single := filepath.Join(dir, "model.safetensors")
 		if _, err := os.Stat(single); err != nil {

@@ -293,6 +293,22 @@ func TestHFConfigErrors(t *testing.T) {
 		{`{"model_type": "llama", ` + base + `, "vocab_size": 1e12}`, "vocab_size"},
 		{`{"model_type": "llama", ` + base + `, "num_hidden_layers": 100000000}`, "layer count"},
 		{`not json`, "config.json"},
+		{`{"model_type": "llama", ` + base + `, "architectures": ["LlamaForSequenceClassification"]}`, `architectures "LlamaForSequenceClassification"`},
+		{`{"model_type": "llama", ` + base + `, "architectures": ["MistralForCausalLM"]}`, "LlamaForCausalLM"},
+		{`{"model_type": "llama", ` + base + `, "torch_dtype": "int8"}`, `torch_dtype "int8"`},
+		{`{"model_type": "llama", ` + base + `, "torch_dtype": "float8_e4m3fn"}`, "bfloat16"},
+		{`{"model_type": "llama", ` + base + `, "dtype": "float64"}`, `dtype "float64"`},
+	}
+	for _, ok := range []string{ // the values of real checkpoints pass
+		`{"model_type": "llama", ` + base + `, "architectures": ["LlamaForCausalLM"], "torch_dtype": "bfloat16"}`,
+		`{"model_type": "llama", ` + base + `, "architectures": ["LLaMAForCausalLM"], "torch_dtype": "float16"}`,
+		`{"model_type": "qwen2", ` + base + `, "num_key_value_heads": 2, "architectures": ["Qwen2ForCausalLM"], "dtype": "float32"}`,
+	} {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "config.json"), []byte(ok), 0o644)
+		if _, err := parseHFConfig(dir); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
 	}
 	for _, tc := range cases {
 		dir := t.TempDir()

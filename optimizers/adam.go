@@ -31,6 +31,10 @@ func newAdamFactory(name string, defaultWD float64, mode string) Factory {
 		if cfg.Eps <= 0 {
 			return nil, errors.New("eps must be > 0")
 		}
+		if float32(cfg.Eps) < 0x1p-126 { // the update runs in float32: ε rounds to 0 (or a subnormal) and 0/0 is NaN
+			return nil, fmt.Errorf("eps %g is below float32's smallest normal number (%g), where the update computes: "+
+				"a zero gradient would divide 0 by 0; give eps >= 1e-30 (the default is 1e-8)", cfg.Eps, float32(0x1p-126))
+		}
 		if mode != "" {
 			if cfg.WDMode == "" {
 				cfg.WDMode = mode

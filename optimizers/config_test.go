@@ -38,6 +38,8 @@ func TestConfigErrors(t *testing.T) {
 		{"lion", optimizers.Config{Beta2: 1.5}, "beta2 must be in [0, 1)"},
 		{"adam", optimizers.Config{Eps: -1e-8}, "eps must not be negative"},
 		{"adam", optimizers.Config{Explicit: []string{"eps"}}, "eps must be > 0"},
+		{"adam", optimizers.Config{Eps: 1e-50}, "float32"},
+		{"adamw", optimizers.Config{Eps: 1e-39}, "float32"},
 		{"sgd", optimizers.Config{WDMode: "l2"}, "unknown weight decay mode \"l2\""},
 		{"sgd", optimizers.Config{Nesterov: true}, "nesterov needs momentum > 0"},
 		{"adam", optimizers.Config{Momentum: 0.9}, "does not use momentum=0.9"},

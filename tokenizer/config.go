@@ -3,7 +3,8 @@ package tokenizer
 import (
 	"encoding/json"
 	"fmt"
-	"os"
+
+	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
 // Config is what a tokenizer_config.json says about special tokens and chat.
@@ -15,7 +16,7 @@ type Config struct {
 
 // ReadConfig reads the bos_token, eos_token and chat_template of a tokenizer_config.json.
 func ReadConfig(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := fileio.ReadFile(path)
 	if err != nil {
 		return Config{}, err
 	}

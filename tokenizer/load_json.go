@@ -11,12 +11,14 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/text/unicode/norm"
+
+	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
 // FromFile loads a tokenizer.json. A tokenizer_config.json (bos/eos tokens, chat template) and a
 // generation_config.json (eos ids) in the same directory are read when present.
 func FromFile(path string) (*Tokenizer, error) {
-	data, err := os.ReadFile(path)
+	data, err := fileio.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
@@ -26,7 +28,7 @@ func FromFile(path string) (*Tokenizer, error) {
 	}
 	dir := filepath.Dir(path)
 	cfgPath := filepath.Join(dir, "tokenizer_config.json")
-	if cfg, err := os.ReadFile(cfgPath); err == nil {
+	if cfg, err := fileio.ReadFile(cfgPath); err == nil {
 		if err := t.applyConfig(cfg, cfgPath); err != nil {
 			return nil, err
 		}
@@ -34,7 +36,7 @@ func FromFile(path string) (*Tokenizer, error) {
 		return nil, fmt.Errorf("tokenizer: %w", err)
 	}
 	genPath := filepath.Join(dir, "generation_config.json")
-	if gen, err := os.ReadFile(genPath); err == nil {
+	if gen, err := fileio.ReadFile(genPath); err == nil {
 		if err := t.applyGenerationConfig(gen, genPath); err != nil {
 			return nil, err
 		}

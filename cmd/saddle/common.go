@@ -92,6 +92,17 @@ func loadTokenizer(modelPath string) (*tokenizer.Tokenizer, error) {
 	return tokenizer.FromGGUF(modelPath)
 }
 
+// checkVocab refuses a model whose vocabulary does not cover its tokenizer's ids (tokVocab of them): the
+// embedding would be read outside its rows, and generation would sample ids the tokenizer cannot decode. train,
+// escape, generate and info check every model they load with its tokenizer through it.
+func checkVocab(path string, tokVocab int, cfg model.Config) error {
+	if tokVocab > cfg.VocabSize {
+		return fmt.Errorf("%s: the tokenizer has %d tokens but the model's vocabulary only %d: the model and tokenizer do not belong together; "+
+			"use the tokenizer that came with the model (or a model whose vocab_size covers the tokenizer)", path, tokVocab, cfg.VocabSize)
+	}
+	return nil
+}
+
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

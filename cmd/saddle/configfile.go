@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -11,12 +10,14 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
 // applyConfigFile sets every flag named in a YAML or JSON file (keys are flag names, e.g. "lr" or "batch-size")
 // unless the same flag was given on the command line: flags override the file.
 func applyConfigFile(cmd *cobra.Command, path string) error {
-	data, err := os.ReadFile(path)
+	data, err := fileio.ReadFile(path)
 	if err != nil {
 		return err
 	}

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"text/tabwriter"
 
@@ -37,8 +39,11 @@ func parseFloats(cmd *cobra.Command, name string) ([]float64, error) {
 	var out []float64
 	for _, s := range splitList(flagString(cmd, name)) {
 		v, err := strconv.ParseFloat(s, 64)
-		if err != nil {
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
 			return nil, usagef("--%s: %q is not a number", name, s)
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, usagef("--%s: %q is not a finite number", name, s)
 		}
 		out = append(out, v)
 	}
@@ -92,6 +97,9 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	for _, d := range depths {
+		if d != math.Trunc(d) {
+			return usagef("--depths: %g is not a whole number of factors", d)
+		}
 		grid.Depths = append(grid.Depths, int(d))
 	}
 	if len(grid.Inits) == 0 {

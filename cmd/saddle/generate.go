@@ -87,6 +87,9 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
+	if err := checkVocab(path, tok.VocabSize(), cfg); err != nil {
+		return err
+	}
 	prompt := flagString(cmd, "prompt")
 	ids := tok.Encode(prompt, true)
 	if len(ids) == 0 || (prompt == "" && ids[0] != tok.BOS()) {

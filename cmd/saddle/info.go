@@ -37,6 +37,13 @@ func newInfoCmd() *cobra.Command {
 			if err := c.Validate(); err != nil {
 				return fmt.Errorf("%s: %w", path, err)
 			}
+			// info describes the model; a tokenizer that cannot be read is for tokenize and generate to report,
+			// but one whose ids the model cannot embed makes the pair unusable, so it is an error here too.
+			if tok, err := loadTokenizer(path); err == nil {
+				if err := checkVocab(path, tok.VocabSize(), c); err != nil {
+					return err
+				}
+			}
 			r := infoResult{Path: path, Format: p.Format, DType: p.DType, Parameters: c.NumParameters(),
 				Context: c.MaxPositions, Vocab: c.VocabSize, Architecture: c.Architecture, Config: c}
 			if flagBool(cmd, "json") {

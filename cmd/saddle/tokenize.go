@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/tokenizer"
 )
 
@@ -30,7 +31,13 @@ func newTokenizeCmd() *cobra.Command {
 				if path, err = resolveModel(cmd); err != nil {
 					return err
 				}
-				tok, err = loadTokenizer(path)
+				if tok, err = loadTokenizer(path); err == nil {
+					// the ids printed are for this model: they must fit its vocabulary (Load reads headers only;
+					// weights it cannot read are for the commands that use them to report)
+					if p, lerr := model.Load(path); lerr == nil {
+						err = checkVocab(path, tok.VocabSize(), p.Config)
+					}
+				}
 			}
 			if err != nil {
 				return err

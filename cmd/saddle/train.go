@@ -123,6 +123,11 @@ func trainConfig(cmd *cobra.Command, modelPath string) (finetune.Config, error) 
 	if c.Data == demoData && c.EvalData == "" && c.EvalSplit == 0 {
 		c.EvalData = demoEvalData
 	}
+	for flag, path := range map[string]string{"data": c.Data, "eval-data": c.EvalData} {
+		if err := checkDataFile(flag, path); err != nil {
+			return c, err
+		}
+	}
 	return c, nil
 }
 
@@ -254,10 +259,7 @@ func checkMemory(cmd *cobra.Command, plan *finetune.Plan, s *session, quiet bool
 
 // checkTokenizer refuses a tokenizer whose ids the model's vocabulary does not cover.
 func checkTokenizer(s *session) error {
-	if v := s.vocab; v > s.config.VocabSize {
-		return fmt.Errorf("%s: the tokenizer has %d tokens but the model's vocabulary only %d", s.path, v, s.config.VocabSize)
-	}
-	return nil
+	return checkVocab(s.path, s.vocab, s.config)
 }
 
 // newPlan checks a run's settings against the loaded model; every problem is a usage error.

@@ -1,10 +1,12 @@
 // Package fileio writes files so that a reader, a crash or a kill never leaves half of one behind: data go to a
 // temporary file beside the target, which is fsynced and renamed over the target, and then the folder is fsynced.
-// Every file the project writes goes through here; the binary file readers open their files through Open.
+// Every file the project writes goes through here; the binary file readers open their files through Open, text and
+// JSON files are read through ReadFile, and line-delimited files line by line through ReadLine (bounded).
 package fileio
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -81,7 +83,7 @@ func Open(path string) (*os.File, int64, error) {
 		return nil, 0, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, 0, fmt.Errorf("%s: not a regular file", path)
+		return nil, 0, fmt.Errorf("%s: not a regular file but %s: give the path of a file (write a stream to a file first)", path, kind(st.Mode()))
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -92,6 +94,60 @@ func Open(path string) (*os.File, int64, error) {
 		return nil, 0, err
 	}
 	return f, st.Size(), nil
+}
+
+// kind names what a non-regular file is.
+func kind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a folder"
+	case m&os.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	}
+	return "a special file (" + m.Type().String() + ")"
+}
+
+// ReadFile reads the whole of path, a regular file (see Open).
+func ReadFile(path string) ([]byte, error) {
+	f, size, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var b bytes.Buffer
+	b.Grow(int(size) + 1)
+	if _, err := b.ReadFrom(f); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b.Bytes(), nil
+}
+
+// LineTooLongError is ReadLine's error for a line longer than its limit.
+type LineTooLongError struct{ Limit int }
+
+func (e *LineTooLongError) Error() string {
+	return fmt.Sprintf("the line is longer than %d bytes (%d MiB), the most saddle reads as one line: is the file line-delimited?", e.Limit, e.Limit>>20)
+}
+
+// ReadLine reads one line (with its '\n', if any) from r, refusing a line longer than limit bytes with a
+// *LineTooLongError instead of holding it all in memory. At the end of the input it returns what is left (possibly
+// nothing) with io.EOF.
+func ReadLine(r *bufio.Reader, limit int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(line)+len(chunk) > limit {
+			return nil, &LineTooLongError{Limit: limit}
+		}
+		line = append(line, chunk...)
+		if err != bufio.ErrBufferFull {
+			return line, err
+		}
+	}
 }
 
 // syncDir fsyncs a folder, so that a rename inside it survives a crash.

@@ -1,6 +1,7 @@
 package fileio
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func names(t *testing.T, dir string) []string {
@@ -115,5 +117,57 @@ func TestOpenRefusesWhatIsNotARegularFile(t *testing.T) {
 		if _, _, err := Open(p); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 			t.Errorf("Open(%s) error = %v, want \"not a regular file\"", p, err)
 		}
+	}
+}
+
+func TestReadFileRefusesAFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "pipe")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skipf("no FIFOs here: %v", err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := ReadFile(fifo); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "named pipe") || !strings.Contains(err.Error(), fifo) {
+			t.Errorf("ReadFile(FIFO) error = %v, want one naming the file as a named pipe", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("ReadFile blocked on a FIFO")
+	}
+	file := filepath.Join(dir, "f")
+	if err := os.WriteFile(file, []byte("hello"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := ReadFile(file); err != nil || string(b) != "hello" {
+		t.Errorf("ReadFile = %q, %v", b, err)
+	}
+}
+
+func TestReadLineBoundsTheLine(t *testing.T) {
+	in := "short\n" + strings.Repeat("x", 100) + "\nlast"
+	r := bufio.NewReaderSize(strings.NewReader(in), 16)
+	if line, err := ReadLine(r, 50); string(line) != "short\n" || err != nil {
+		t.Fatalf("first line %q, %v", line, err)
+	}
+	var tooLong *LineTooLongError
+	if _, err := ReadLine(r, 50); !errors.As(err, &tooLong) || tooLong.Limit != 50 {
+		t.Fatalf("a 101-byte line with limit 50: error %v", err)
+	}
+	r = bufio.NewReaderSize(strings.NewReader(in), 16)
+	var lines []string
+	for {
+		line, err := ReadLine(r, 200)
+		lines = append(lines, string(line))
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if want := []string{"short\n", strings.Repeat("x", 100) + "\n", "last"}; !slices.Equal(lines, want) {
+		t.Errorf("lines %q, want %q", lines, want)
 	}
 }
