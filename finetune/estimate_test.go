@@ -53,14 +53,16 @@ func TestEstimateLlama1B(t *testing.T) {
 	// 8192×2048 (the tied head is cast 2²⁴ elements at a time).
 	const transient = (2*32*64*64*36+2*512*8192)*4 + 8192*2048*4
 	const loss = 128 * 128256 * 4 * 3
+	// Overhead: the fixed part and the garbage GOGC=10 lets pile up, a tenth of the rest.
+	const overhead = memoryOverhead + (weights+adapters+activations+transient+loss)/10
 	want := MemoryEstimate{Weights: weights, Adapters: adapters, Activations: activations, PerLayer: perLayer,
-		Transient: transient, Loss: loss, Overhead: memoryOverhead,
-		Total: weights + adapters + activations + transient + loss + memoryOverhead}
+		Transient: transient, Loss: loss, Overhead: overhead,
+		Total: weights + adapters + activations + transient + loss + overhead}
 	if e != want {
 		t.Fatalf("estimate\n got %+v\nwant %+v", e, want)
 	}
-	if e.Total != 5_384_966_144 {
-		t.Fatalf("total %d, worked out as 5,384,966,144", e.Total)
+	if e.Total != 5_896_619_212 {
+		t.Fatalf("total %d, worked out as 5,896,619,212", e.Total)
 	}
 
 	// Gradient checkpointing keeps each block's input; one block is recomputed inside the backward.
@@ -193,10 +195,10 @@ func TestCheckMemoryRefusesWithWhatFits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = CheckMemory(p1, llama1B, f32, e, Available{Bytes: 5_800_000_000, Source: "MemAvailable"}, nil)
+	err = CheckMemory(p1, llama1B, f32, e, Available{Bytes: 6_200_000_000, Source: "MemAvailable"}, nil)
 	me, ok = err.(*MemoryError)
 	if !ok || !slices.ContainsFunc(me.Fixes, func(f Fix) bool { return f.Changes[0] == Change{"dtype", "bf16"} }) {
-		t.Fatalf("f32 weights at 5.8 GB: %v", err)
+		t.Fatalf("f32 weights at 6.2 GB: %v", err)
 	}
 	err = CheckMemory(p1, llama1B, f32, e, Available{Bytes: 1_000_000_000, Source: "MemAvailable"}, nil)
 	me, ok = err.(*MemoryError)
