@@ -29,7 +29,7 @@ type Head struct {
 // OutputHead returns the output projection for activations of dtype act.
 func (c *Config) OutputHead(w Weights, act dtypes.DType) *Head {
 	head := &Head{w: w, weight: c.Head(w), act: act}
-	if head.weight.DType() != act && (w.Compute == 0 || w.Compute == act) {
+	if head.weight.DType() != act && w.computesIn(act) {
 		head.blocked = true
 		head.rows = max(1, HeadBlockElements/head.weight.Shape().Dimensions[1])
 	}

@@ -117,7 +117,7 @@ func (w Weights) Linear(x, weight *Node) *Node {
 	in, out := dims[len(dims)-1], weight.Shape().Dimensions[0]
 	flat := Reshape(x, -1, in)
 	var y *Node
-	if weight.DType() == x.DType() && (w.Compute == 0 || w.Compute == x.DType()) {
+	if weight.DType() == x.DType() && w.computesIn(x.DType()) {
 		y = DotGeneral(flat, []int{1}, nil, weight, []int{1}, nil)
 	} else {
 		y = mixedLinear(flat, weight, w.Compute)
@@ -125,10 +125,13 @@ func (w Weights) Linear(x, weight *Node) *Node {
 	return Reshape(y, append(dims[:len(dims)-1:len(dims)-1], out)...)
 }
 
+// computesIn reports whether the matmuls take their inputs in the activations' dtype act.
+func (w Weights) computesIn(act dtypes.DType) bool { return w.Compute == 0 || w.Compute == act }
+
 // LinearGrad computes dy·W for a frozen weight W [out, in] and dy [n, out]: the gradient of Linear with respect to
 // its input, in the same compute dtype.
 func (w Weights) LinearGrad(dy, weight *Node) *Node {
-	if weight.DType() == dy.DType() && (w.Compute == 0 || w.Compute == dy.DType()) {
+	if weight.DType() == dy.DType() && w.computesIn(dy.DType()) {
 		return DotGeneral(dy, []int{1}, nil, weight, []int{0}, nil)
 	}
 	return computeProduct(dy, weight, 0, w.Compute)

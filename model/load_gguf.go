@@ -448,6 +448,26 @@ func LlamaCppUnpermute(t *Tensor, nHeads int) (*Tensor, error) {
 	return permuteRows(t, nHeads, true)
 }
 
+// forEachPermutedRow calls move(dst, src) for every row of a [rows, ...] Q/K projection of nHeads heads: llama.cpp's
+// interleaved-pair order from HF's rotate-half order (or back with inverse).
+func forEachPermutedRow(rows, nHeads int, inverse bool, move func(dst, src int)) {
+	headDim := rows / nHeads
+	half := headDim / 2
+	for h := range nHeads {
+		for j := range half {
+			for k := range 2 {
+				hfRow := h*headDim + k*half + j // rotate-half: pair (j, j+half)
+				cppRow := h*headDim + 2*j + k   // interleaved: pair (2j, 2j+1)
+				if inverse {
+					move(hfRow, cppRow)
+				} else {
+					move(cppRow, hfRow)
+				}
+			}
+		}
+	}
+}
+
 func permuteRows(t *Tensor, nHeads int, inverse bool) (*Tensor, error) {
 	if t == nil || len(t.Shape) == 0 || nHeads <= 0 {
 		return nil, fmt.Errorf("cannot permute rows of %v for %d heads", t, nHeads)
@@ -457,21 +477,9 @@ func permuteRows(t *Tensor, nHeads int, inverse bool) (*Tensor, error) {
 		return nil, fmt.Errorf("%d rows do not split into %d heads of an even size", rows, nHeads)
 	}
 	cols := len(t.Data) / rows
-	headDim := rows / nHeads
-	half := headDim / 2
 	out := &Tensor{Shape: slices.Clone(t.Shape), Data: make([]float32, len(t.Data))}
-	for h := range nHeads {
-		for j := range half {
-			for k := range 2 {
-				hfRow := h*headDim + k*half + j // rotate-half: pair (j, j+half)
-				cppRow := h*headDim + 2*j + k   // interleaved: pair (2j, 2j+1)
-				src, dst := hfRow, cppRow
-				if inverse {
-					src, dst = cppRow, hfRow
-				}
-				copy(out.Data[dst*cols:(dst+1)*cols], t.Data[src*cols:(src+1)*cols])
-			}
-		}
-	}
+	forEachPermutedRow(rows, nHeads, inverse, func(dst, src int) {
+		copy(out.Data[dst*cols:(dst+1)*cols], t.Data[src*cols:(src+1)*cols])
+	})
 	return out, nil
 }

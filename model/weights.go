@@ -313,18 +313,7 @@ func nonFinite(buf []byte, dt dtypes.DType) (bad, first int) {
 func permuteRowBytes(buf []byte, rows, nHeads int, inverse bool) {
 	rowBytes := len(buf) / rows
 	orig := slices.Clone(buf)
-	headDim := rows / nHeads
-	half := headDim / 2
-	for h := range nHeads {
-		for j := range half {
-			for k := range 2 {
-				hfRow, cppRow := h*headDim+k*half+j, h*headDim+2*j+k
-				src, dst := hfRow, cppRow
-				if inverse {
-					src, dst = cppRow, hfRow
-				}
-				copy(buf[dst*rowBytes:(dst+1)*rowBytes], orig[src*rowBytes:(src+1)*rowBytes])
-			}
-		}
-	}
+	forEachPermutedRow(rows, nHeads, inverse, func(dst, src int) {
+		copy(buf[dst*rowBytes:(dst+1)*rowBytes], orig[src*rowBytes:(src+1)*rowBytes])
+	})
 }
