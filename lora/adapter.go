@@ -269,6 +269,16 @@ func (a *Adapter) Fold(depth, rank int) (A, B []float32) {
 	return slices.Clone(a.Factors[0]), toF32(b)
 }
 
+// LowRank folds every adapter for the CPU decoder (model.CPUDecoder): module → scaling·B'·(A·x).
+func (s *Set) LowRank() map[string]*model.LowRank {
+	out := make(map[string]*model.LowRank, len(s.Adapters))
+	for _, a := range s.Adapters {
+		A, B := a.Fold(s.Spec.Depth, s.Spec.Rank)
+		out[a.Module] = &model.LowRank{A: A, B: B, Rank: s.Spec.Rank, Scale: float32(s.Spec.Scaling()), In: a.In, Out: a.Out}
+	}
+	return out
+}
+
 func matmul(x, y []float64, n, k, m int) []float64 {
 	out := make([]float64, n*m)
 	for i := range n {

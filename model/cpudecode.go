@@ -219,6 +219,24 @@ func (d *CPUDecoder) PosOf(slot int) int { return d.slots[slot].pos }
 // ResetSlot empties one sequence's cache.
 func (d *CPUDecoder) ResetSlot(slot int) { d.slots[slot].pos = 0 }
 
+// Prefill feeds tokens to slot 0 (TokenDecoder).
+func (d *CPUDecoder) Prefill(tokens []int) ([]float32, error) {
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("prefill needs at least one token")
+	}
+	out, err := d.Feed([]int{0}, [][]int{tokens})
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// Step feeds one token to slot 0 (TokenDecoder).
+func (d *CPUDecoder) Step(token int) ([]float32, error) { return d.Prefill([]int{token}) }
+
+// Pos is the number of positions slot 0 has consumed (TokenDecoder).
+func (d *CPUDecoder) Pos() int { return d.slots[0].pos }
+
 // Close drops the decoder's view of the weights and its caches.
 func (d *CPUDecoder) Close() { *d = CPUDecoder{} }
 

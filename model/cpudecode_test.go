@@ -1,7 +1,7 @@
 package model
 
 import (
-		"math"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"testing"

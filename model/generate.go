@@ -6,6 +6,9 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+
+	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
+	"github.com/gomlx/gomlx/core/tensors"
 )
 
 // Sampling chooses the next token from logits. Temperature 0 is greedy (argmax, ties to the lowest id).
@@ -90,9 +93,40 @@ func (s *Sampler) Next(logits []float32) int {
 	return ids[len(ids)-1]
 }
 
+// TokenDecoder is one sequence's KV-cached decoding: the graph Decoder (any backend) or a CPUDecoder of one slot.
+type TokenDecoder interface {
+	// Prefill feeds tokens after those already consumed and returns the logits after the last one.
+	Prefill(tokens []int) ([]float32, error)
+	// Step feeds one token and returns the logits for the next.
+	Step(token int) ([]float32, error)
+	Pos() int
+	Capacity() int
+	Close()
+}
+
+// NewTokenDecoder returns the fastest decoder for m: the CPU decoder where it applies (the Go backend), else the
+// graph Decoder. kind "auto" chooses; "cpu" and "graph" insist. adapters go to the CPU decoder, hook and extra to
+// the graph (see NewDecoder); pass both forms of the same adapter, or neither.
+func (m *Model) NewTokenDecoder(kind string, capacity int, adapters map[string]*LowRank, hook func([]*Node) LinearHook, extra []*tensors.Tensor) (TokenDecoder, error) {
+	switch kind {
+	case "auto", "cpu":
+		err := m.CPUDecodeSupported()
+		if err == nil {
+			return m.NewCPUDecoder(capacity, 1, adapters)
+		}
+		if kind == "cpu" {
+			return nil, err
+		}
+		fallthrough
+	case "graph":
+		return m.NewDecoder(capacity, hook, extra)
+	}
+	return nil, fmt.Errorf("decoder %q: use auto, cpu or graph", kind)
+}
+
 // Generate feeds prompt (at least one token) and samples up to maxTokens new tokens, stopping after any id in stop
 // (the stop token is not emitted). onToken sees each new token as it is produced; returning an error stops.
-func Generate(d *Decoder, prompt []int, maxTokens int, s *Sampler, stop []int, onToken func(id int) error) ([]int, error) {
+func Generate(d TokenDecoder, prompt []int, maxTokens int, s *Sampler, stop []int, onToken func(id int) error) ([]int, error) {
 	if len(prompt) == 0 {
 		return nil, fmt.Errorf("generation needs a non-empty prompt (start from BOS for an empty one)")
 	}
@@ -119,6 +153,60 @@ func Generate(d *Decoder, prompt []int, maxTokens int, s *Sampler, stop []int, o
 			break
 		}
 		if logits, err = d.Step(next); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// GenerateBatch generates for several prompts at once on a CPU decoder with at least len(prompts) slots: the
+// prompts are fed together, then every unfinished sequence gets its next token in the same pass, so each pass reads
+// the weights once for all of them. samplers[i] draws sequence i's tokens; onToken (may be nil) sees each new token.
+func GenerateBatch(d *CPUDecoder, prompts [][]int, maxTokens int, samplers []*Sampler, stop []int, onToken func(seq, id int) error) ([][]int, error) {
+	if len(prompts) > d.Batch() || len(samplers) != len(prompts) {
+		return nil, fmt.Errorf("%d prompts, %d samplers and %d decoder slots", len(prompts), len(samplers), d.Batch())
+	}
+	slots := make([]int, len(prompts))
+	for i, p := range prompts {
+		if len(p) == 0 {
+			return nil, fmt.Errorf("prompt %d is empty (start from BOS for an empty one)", i+1)
+		}
+		if len(p) > d.Capacity() {
+			return nil, fmt.Errorf("prompt %d has %d tokens, more than the context of %d", i+1, len(p), d.Capacity())
+		}
+		d.ResetSlot(i)
+		slots[i] = i
+	}
+	logits, err := d.Feed(slots, prompts)
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]int, len(prompts))
+	if maxTokens <= 0 {
+		return out, nil
+	}
+	for len(slots) > 0 {
+		var next []int
+		var feed [][]int
+		for j, i := range slots {
+			id := samplers[i].Next(logits[j])
+			if slices.Contains(stop, id) {
+				continue
+			}
+			out[i] = append(out[i], id)
+			if onToken != nil {
+				if err := onToken(i, id); err != nil {
+					return out, err
+				}
+			}
+			if len(out[i]) < maxTokens && d.PosOf(i) < d.Capacity() {
+				next, feed = append(next, i), append(feed, []int{id})
+			}
+		}
+		if slots = next; len(slots) == 0 {
+			break
+		}
+		if logits, err = d.Feed(slots, feed); err != nil {
 			return out, err
 		}
 	}

@@ -11,9 +11,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/gomlx/gomlx/core/graph"
-	"github.com/gomlx/gomlx/core/tensors"
 
 	"github.com/saddle-ml/saddle/finetune"
+	"github.com/saddle-ml/saddle/internal/fileio"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/tokenizer"
@@ -48,6 +48,9 @@ func newGenerateCmd() *cobra.Command {
 	f.Uint64("seed", 0, "random seed for sampling")
 	f.IntSlice("stop-token", nil, "extra token ids that end generation (EOS and BOS always do)")
 	f.String("adapter", "", "a trained adapter: the --out folder of 'saddle train'")
+	f.String("prompts-file", "", "generate for every non-empty line of this file at once (batched on the CPU decoder); "+
+		"instead of --prompt")
+	f.String("decoder", "auto", "auto (the CPU decoder on the Go backend, else the graph), cpu or graph")
 	addMemoryCheckFlag(cmd)
 	return cmd
 }
@@ -90,39 +93,52 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	if err := checkVocab(path, tok.VocabSize(), cfg); err != nil {
 		return err
 	}
-	prompt := flagString(cmd, "prompt")
-	ids := tok.Encode(prompt, true)
-	if len(ids) == 0 || (prompt == "" && ids[0] != tok.BOS()) {
-		if tok.BOS() < 0 {
-			return fmt.Errorf("%s: the prompt is empty and the tokenizer has no BOS token to start from", path)
-		}
-		ids = append([]int{tok.BOS()}, ids...)
+	prompts, err := generatePrompts(cmd, tok, path)
+	if err != nil {
+		return err
 	}
 	for _, id := range extraStops {
 		if id < 0 || id >= cfg.VocabSize {
 			return usagef("--stop-token %d is outside the vocabulary (0..%d)", id, cfg.VocabSize-1)
 		}
 	}
+	kind := flagString(cmd, "decoder")
+	if !slices.Contains([]string{"auto", "cpu", "graph"}, kind) {
+		return usagef("--decoder %q: use auto, cpu or graph", kind)
+	}
 	stops := slices.Concat(tok.EOS(), cfg.EOSTokenIDs, extraStops)
 	if tok.BOS() >= 0 {
 		stops = append(stops, tok.BOS())
 	}
-	capacity := min(len(ids)+maxTokens, cfg.MaxPositions)
-	if len(ids) > capacity {
-		return fmt.Errorf("prompt has %d tokens, more than the model's context of %d", len(ids), cfg.MaxPositions)
+	longest := 0
+	for _, ids := range prompts {
+		longest = max(longest, len(ids))
 	}
-	if err := checkGenerateMemory(cmd, pretrained, capacity); err != nil {
+	capacity := min(longest+maxTokens, cfg.MaxPositions)
+	if longest > capacity {
+		return fmt.Errorf("prompt has %d tokens, more than the model's context of %d", longest, cfg.MaxPositions)
+	}
+	if err := checkGenerateMemory(cmd, pretrained, capacity*len(prompts)); err != nil {
 		return err
 	}
 	m, err := newModel(cmd, b, pretrained, "")
 	if err != nil {
 		return err
 	}
-	hook, extra, err := loadAdapter(flagString(cmd, "adapter"), m)
+	set, err := loadAdapterSet(flagString(cmd, "adapter"), m)
 	if err != nil {
 		return err
 	}
-	dec, err := m.NewDecoder(capacity, hook, extra)
+	if kind == "cpu" {
+		if err := m.CPUDecodeSupported(); err != nil {
+			return usagef("--decoder cpu: %v", err)
+		}
+	}
+	if len(prompts) > 1 {
+		return generateMany(cmd, m, tok, set, kind, prompts, capacity, maxTokens, s, stops, backendName)
+	}
+	ids := prompts[0]
+	dec, err := newTokenDecoder(m, set, kind, capacity)
 	if err != nil {
 		return err
 	}
@@ -144,8 +160,22 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	r := newGenerateResult(tok, ids, out, elapsed, backendName)
+	if asJSON {
+		return printJSON(cmd.OutOrStdout(), r)
+	}
+	stream.finish()
+	if len(out) < maxTokens && len(ids)+len(out) >= capacity {
+		fmt.Fprintf(cmd.ErrOrStderr(), "saddle: stopped at the model's context of %d tokens\n", m.Config.MaxPositions)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "[%d prompt + %d generated tokens, %.1f tokens/s, backend %s, %s decoder]\n", len(ids), len(out),
+		r.TokensPerSecond, backendName, decoderName(dec))
+	return nil
+}
+
+func newGenerateResult(tok *tokenizer.Tokenizer, ids, out []int, elapsed time.Duration, backendName string) generateResult {
 	all := slices.Concat(ids, out)
-	r := generateResult{
+	return generateResult{
 		Text:            tok.Decode(all, true),
 		Completion:      strings.TrimPrefix(tok.Decode(all, true), tok.Decode(ids, true)),
 		PromptTokens:    len(ids),
@@ -154,14 +184,115 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 		TokensPerSecond: float64(len(out)) / elapsed.Seconds(),
 		Backend:         backendName,
 	}
-	if asJSON {
-		return printJSON(cmd.OutOrStdout(), r)
+}
+
+func decoderName(d model.TokenDecoder) string {
+	if _, ok := d.(*model.CPUDecoder); ok {
+		return "cpu"
 	}
-	stream.finish()
-	if len(out) < maxTokens && len(all) >= capacity {
-		fmt.Fprintf(cmd.ErrOrStderr(), "saddle: stopped at the model's context of %d tokens\n", m.Config.MaxPositions)
+	return "graph"
+}
+
+// generatePrompts returns the token ids of --prompt, or of every non-empty line of --prompts-file; an empty
+// --prompt starts from BOS.
+func generatePrompts(cmd *cobra.Command, tok *tokenizer.Tokenizer, modelPath string) ([][]int, error) {
+	file := flagString(cmd, "prompts-file")
+	texts := []string{flagString(cmd, "prompt")}
+	if file != "" {
+		if cmd.Flags().Changed("prompt") {
+			return nil, usagef("--prompt and --prompts-file: give one of them")
+		}
+		data, err := fileio.ReadFile(file)
+		if err != nil {
+			return nil, err
+		}
+		texts = nil
+		for line := range strings.Lines(string(data)) {
+			if line = strings.TrimRight(line, "\r\n"); strings.TrimSpace(line) != "" {
+				texts = append(texts, line)
+			}
+		}
+		if len(texts) == 0 {
+			return nil, fmt.Errorf("%s: no prompts (one per line; empty lines are skipped)", file)
+		}
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "[%d prompt + %d generated tokens, %.1f tokens/s, backend %s]\n", len(ids), len(out), r.TokensPerSecond, backendName)
+	var prompts [][]int
+	for _, text := range texts {
+		ids := tok.Encode(text, true)
+		if len(ids) == 0 || (text == "" && ids[0] != tok.BOS()) {
+			if tok.BOS() < 0 {
+				return nil, fmt.Errorf("%s: the prompt is empty and the tokenizer has no BOS token to start from", modelPath)
+			}
+			ids = append([]int{tok.BOS()}, ids...)
+		}
+		prompts = append(prompts, ids)
+	}
+	return prompts, nil
+}
+
+// newTokenDecoder builds one sequence's decoder with the adapter (nil: none) in the form that decoder takes.
+func newTokenDecoder(m *model.Model, set *lora.Set, kind string, capacity int) (model.TokenDecoder, error) {
+	if set == nil {
+		return m.NewTokenDecoder(kind, capacity, nil, nil, nil)
+	}
+	hook := func(params []*graph.Node) model.LinearHook { return set.Hook(params, nil) }
+	return m.NewTokenDecoder(kind, capacity, set.LowRank(), hook, set.Tensors())
+}
+
+// generateMany generates for several prompts: together on the CPU decoder, one after another on the graph.
+func generateMany(cmd *cobra.Command, m *model.Model, tok *tokenizer.Tokenizer, set *lora.Set, kind string, prompts [][]int,
+	capacity, maxTokens int, s model.Sampling, stops []int, backendName string) error {
+	samplers := make([]*model.Sampler, len(prompts))
+	for i := range samplers {
+		si := s
+		si.Seed += uint64(i) // each prompt its own stream, the first the same as a single --prompt's
+		samplers[i] = model.NewSampler(si)
+	}
+	outs := make([][]int, len(prompts))
+	start := time.Now()
+	name := "graph"
+	if kind != "graph" && m.CPUDecodeSupported() == nil {
+		name = "cpu"
+		var adapters map[string]*model.LowRank
+		if set != nil {
+			adapters = set.LowRank()
+		}
+		dec, err := m.NewCPUDecoder(capacity, len(prompts), adapters)
+		if err != nil {
+			return err
+		}
+		defer dec.Close()
+		if outs, err = model.GenerateBatch(dec, prompts, maxTokens, samplers, stops, nil); err != nil {
+			return err
+		}
+	} else {
+		for i, ids := range prompts {
+			dec, err := newTokenDecoder(m, set, kind, capacity)
+			if err != nil {
+				return err
+			}
+			outs[i], err = model.Generate(dec, ids, maxTokens, samplers[i], stops, nil)
+			dec.Close()
+			if err != nil {
+				return err
+			}
+		}
+	}
+	elapsed := time.Since(start)
+	results := make([]generateResult, len(prompts))
+	total := 0
+	for i := range prompts {
+		results[i] = newGenerateResult(tok, prompts[i], outs[i], elapsed, backendName)
+		total += len(outs[i])
+	}
+	if flagBool(cmd, "json") {
+		return printJSON(cmd.OutOrStdout(), results)
+	}
+	for i, r := range results {
+		fmt.Fprintf(cmd.OutOrStdout(), "[%d]\t%s\n", i+1, strings.ReplaceAll(r.Text, "\n", "\\n"))
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "[%d prompts, %d generated tokens, %.1f tokens/s in all, backend %s, %s decoder]\n",
+		len(prompts), total, float64(total)/elapsed.Seconds(), backendName, name)
 	return nil
 }
 
@@ -181,17 +312,13 @@ func checkGenerateMemory(cmd *cobra.Command, p *model.Pretrained, capacity int) 
 		finetune.FormatBytes(est.Total), est.Parts(), finetune.FormatBytes(avail.Bytes), avail.Source)
 }
 
-// loadAdapter reads an adapter for m: saddle's (a run's --out folder, or its latest checkpoint) or a PEFT LoRA
-// adapter folder; an empty dir means none.
-func loadAdapter(dir string, m *model.Model) (func([]*graph.Node) model.LinearHook, []*tensors.Tensor, error) {
+// loadAdapterSet reads an adapter for m: saddle's (a run's --out folder, or its latest checkpoint) or a PEFT LoRA
+// adapter folder; an empty dir means none (nil).
+func loadAdapterSet(dir string, m *model.Model) (*lora.Set, error) {
 	if dir == "" {
-		return nil, nil, nil
+		return nil, nil
 	}
-	set, err := lora.LoadAny(dir, m.Config)
-	if err != nil {
-		return nil, nil, err
-	}
-	return func(params []*graph.Node) model.LinearHook { return set.Hook(params, nil) }, set.Tensors(), nil
+	return lora.LoadAny(dir, m.Config)
 }
 
 // textStream prints decoded text as tokens arrive. It decodes the whole sequence each time, so spaces that
