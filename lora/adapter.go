@@ -228,11 +228,33 @@ func (s *Set) Hook(params []*Node, dropout *Dropout) model.LinearHook {
 			h = Where(keep, DivScalar(h, 1-dropout.Rate), ZerosLike(h))
 		}
 		for _, f := range factors { // A, then M_1 … M_{L−2}, then B: each maps the previous result.
-			h = DotGeneral(h, []int{1}, nil, f, []int{1}, nil)
+			h = factorProduct(h, f)
 		}
 		delta := Reshape(MulScalar(h, scaling), y.Shape().Dimensions...)
 		return Add(y, delta)
 	}
+}
+
+// factorProduct is h·Fᵀ for h [n, in] and a factor F [out, in], with its gradients written by hand so that the
+// Go backend never transposes an operand with n rows when a smaller one will do: dh = dy·F, and dF is dyᵀ·h when
+// out ≤ in (the A factor: dy [n, r] is the one transposed) but (hᵀ·dy)ᵀ when out > in (the B factor: h [n, r] is
+// transposed and the small [r, out] result, instead of dy [n, out]). Autodiff would take dyᵀ·h for both and end
+// each gradient in an identity transpose, which the backend runs as a copy.
+func factorProduct(h, f *Node) *Node {
+	var up *Node
+	hIn := IdentityWithCustomGradient(h, func(_, _ *Node) *Node { return DotGeneral(up, []int{1}, nil, f, []int{0}, nil) })
+	fIn := IdentityWithCustomGradient(f, func(_, _ *Node) *Node {
+		out, in := f.Shape().Dimensions[0], f.Shape().Dimensions[1]
+		if out <= in {
+			return DotGeneral(up, []int{0}, nil, h, []int{0}, nil)
+		}
+		return Transpose(DotGeneral(h, []int{0}, nil, up, []int{0}, nil), 0, 1)
+	})
+	y := DotGeneral(hIn, []int{1}, nil, fIn, []int{1}, nil)
+	return IdentityWithCustomGradient(y, func(_, v *Node) *Node {
+		up = v
+		return v
+	})
 }
 
 // Product returns the unscaled factor product B·M_{L−2}⋯M_1·A [Out, In] in float64.

@@ -118,11 +118,26 @@ func (w Weights) Linear(x, weight *Node) *Node {
 	flat := Reshape(x, -1, in)
 	var y *Node
 	if weight.DType() == x.DType() && w.computesIn(x.DType()) {
-		y = DotGeneral(flat, []int{1}, nil, weight, []int{1}, nil)
+		y = frozenProduct(flat, weight)
 	} else {
 		y = mixedLinear(flat, weight, w.Compute)
 	}
 	return Reshape(y, append(dims[:len(dims)-1:len(dims)-1], out)...)
+}
+
+// frozenProduct is x·Wᵀ for x [n, in] and a frozen W [out, in] of x's dtype, with its gradient with respect to x,
+// dy·W, written by hand: GoMLX's matmul gradient ends in an identity transpose that the Go backend runs as a full
+// copy of dx, and W needs no gradient.
+func frozenProduct(x, weight *Node) *Node {
+	var upstream *Node
+	xIn := IdentityWithCustomGradient(x, func(_, _ *Node) *Node {
+		return DotGeneral(upstream, []int{1}, nil, weight, []int{0}, nil)
+	})
+	y := DotGeneral(xIn, []int{1}, nil, weight, []int{1}, nil)
+	return IdentityWithCustomGradient(y, func(_, v *Node) *Node {
+		upstream = v
+		return v
+	})
 }
 
 // computesIn reports whether the matmuls take their inputs in the activations' dtype act.

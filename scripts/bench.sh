@@ -14,8 +14,9 @@
 #   --no-peer       saddle alone
 #   --install-peer  apt-get install python3-torch libopenblas0-pthread first (root, Debian)
 #
-# Real sizes: bash scripts/bench.sh --real qwen3-0.6b|llama-3.2-1b|llama-3.1-8b [--seq N] [--steps N]
+# Real sizes: bash scripts/bench.sh --real qwen3-0.6b|llama-3.2-1b|llama-3.1-8b [--seq N] [--steps N] [--generate]
 #     [--saddle-flags "-dtype bf16 -grad-checkpoint"] [--no-peer] [--install-peer]
+#   --generate measures greedy decoding (8-token prompt, 32 new tokens, --steps generations) instead of training.
 #   LoRA r=16 (alpha 32) on all linear layers (q,k,v,o,gate,up,down) + Adam, batch 1 × seq (default 512; 256 for
 #   the 8B), 1 warmup step then --steps timed ones (default 3). The model is a random-weight HF folder with the exact
 #   config.json, shapes, bf16 shards and tokenizer of the published one (scripts/bench -write-shape), written once
@@ -27,16 +28,23 @@
 # Environment: SADDLE_SHARED (test data, default ../shared), BENCH_DIR (work folder, default /tmp/saddle-bench),
 #   THREADS, PEER_OPENBLAS_CORETYPE (auto | keep | a core name; see below).
 #
-# OpenBLAS: 0.3.21 (Debian 12) does not know recent Xeons and falls back to its generic "Prescott" kernels (~7×
-# slower matmuls). With PEER_OPENBLAS_CORETYPE=auto (the default) the peer's command alone gets
-# OPENBLAS_CORETYPE=SkylakeX on AVX-512 machines (Haswell on AVX2 ones) and no OPENBLAS_L2_SIZE; the peer reports the
-# core it ran. "keep" leaves the environment as it is. The peer also gets OMP_WAIT_POLICY=PASSIVE: libgomp's idle
-# threads otherwise spin between parallel regions, which costs the peer 20-40 % on a machine shared with other jobs.
+# The peer runs in its fastest configuration, chosen by measuring, never by CPU flags: scripts/bench/peer_probe.py
+# times a 1024² f32 GEMM and a one-row product with a 2048×8192 matrix (f32 and bf16) in one process per OpenBLAS
+# core type (the library's own choice, and every core type this CPU can run: Haswell and Zen on AVX2, SkylakeX and
+# Cooperlake with AVX-512) and every thread count up to the core count. Training workloads then run the peer in the
+# configuration with the fastest GEMM, generation in the one with the fastest one-row product (core, threads and
+# weights dtype); the tables say which. PEER_OPENBLAS_CORETYPE=NAME forces a core type (keep: the environment's).
+# The peer also gets OMP_WAIT_POLICY=PASSIVE: libgomp's idle threads otherwise spin between parallel regions, which
+# costs the peer 20-40 % on a machine shared with other jobs.
+#
+# Memory bandwidth: "bench -mode stream" measures it STREAM-style (read: summing 1 GiB; copy: read + write), and
+# every generation row reports the weight bytes one decoding pass reads, the bandwidth limit they imply (bytes ÷
+# read bandwidth per token) and the measured time per token as a multiple of that limit.
 set -euo pipefail
 export GOTOOLCHAIN=go1.27.3 GOEXPERIMENT=simd
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-rounds=3 quick=0 peer=1 install=0 real="" real_seq="" real_steps="" saddle_flags=""
+rounds=3 quick=0 peer=1 install=0 real="" real_seq="" real_steps="" saddle_flags="" real_gen=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift ;;
@@ -47,11 +55,12 @@ while [ $# -gt 0 ]; do
     --seq) real_seq=$2; shift ;;
     --steps) real_steps=$2; shift ;;
     --saddle-flags) saddle_flags=$2; shift ;;
+    --generate) real_gen=1 ;;
     *) echo "bench.sh: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
   esac
   shift
 done
-threads=${THREADS:-2}
+threads=${THREADS:-$(nproc)}
 shared=${SADDLE_SHARED:-$here/../shared}
 stories=$shared/models/stories260K-hf
 work=${BENCH_DIR:-/tmp/saddle-bench}
@@ -99,16 +108,42 @@ if [ "$peer" = 1 ] && ! "$py" -c 'import torch' 2>/dev/null; then
   peer=0
 fi
 
-peer_env=(env)
-case "${PEER_OPENBLAS_CORETYPE:-auto}" in
-  keep) ;;
-  auto)
-    if grep -qw avx512f /proc/cpuinfo; then peer_env=(env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=SkylakeX)
-    elif grep -qw avx2 /proc/cpuinfo; then peer_env=(env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=Haswell)
-    fi ;;
-  *) peer_env=(env -u OPENBLAS_L2_SIZE "OPENBLAS_CORETYPE=$PEER_OPENBLAS_CORETYPE") ;;
-esac
-[ "$peer" = 1 ] && echo "== peer environment: ${peer_env[*]} OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE"
+# choose_peer: measure the peer's configurations (see the header) and set peer_train/peer_gen (env commands),
+# peer_train_threads/peer_gen_threads and peer_gen_weights.
+peer_train=(env) peer_gen=(env) peer_train_threads=$threads peer_gen_threads=$threads peer_gen_weights=f32
+choose_peer() {
+  local cores=("") c
+  case "${PEER_OPENBLAS_CORETYPE:-auto}" in
+    auto)
+      grep -qw avx2 /proc/cpuinfo && cores+=(Haswell Zen)
+      grep -qw avx512f /proc/cpuinfo && cores+=(SkylakeX Cooperlake) ;;
+    keep) ;;
+    *) cores=("$PEER_OPENBLAS_CORETYPE") ;;
+  esac
+  local probe=$work/peer-probe.jsonl
+  : >"$probe"
+  for c in "${cores[@]}"; do
+    local e=(env)
+    [ -n "$c" ] && e=(env -u OPENBLAS_L2_SIZE "OPENBLAS_CORETYPE=$c")
+    "${e[@]}" OMP_WAIT_POLICY=PASSIVE "$py" "$here/scripts/bench/peer_probe.py" --max-threads "$threads" >>"$probe" 2>/dev/null ||
+      echo "   (core type ${c:-default} does not run here)"
+  done
+  local choice tc tt gc gt gw
+  choice=$("$py" "$here/scripts/bench/peer_choose.py" "$probe")
+  read -r tc tt gc gt gw <<<"$choice"
+  peer_train=(env) peer_gen=(env)
+  [ "$tc" != - ] && peer_train=(env -u OPENBLAS_L2_SIZE "OPENBLAS_CORETYPE=$tc")
+  [ "$gc" != - ] && peer_gen=(env -u OPENBLAS_L2_SIZE "OPENBLAS_CORETYPE=$gc")
+  peer_train_threads=$tt peer_gen_threads=$gt peer_gen_weights=$gw
+  echo "== peer for training: ${peer_train[*]} OMP_NUM_THREADS=$tt; for generation: ${peer_gen[*]} OMP_NUM_THREADS=$gt, $gw weights"
+}
+if [ "$peer" = 1 ]; then
+  echo "== measuring the peer's configurations"
+  choose_peer
+fi
+echo "== memory bandwidth (STREAM-style, $threads threads)"
+GOMAXPROCS=$threads "$bench" -mode stream -steps 5 >"$work/stream.json"
+cat "$work/stream.json"
 
 if [ -n "$real" ]; then
   folder=$work/shape-$real
@@ -125,6 +160,10 @@ if [ -n "$real" ]; then
   fi
   lora=(--rank 16 --alpha 32 --targets all-linear)
   common=(--mode train --model "$folder" --batch 1 --seq "$real_seq" --steps "$real_steps" --warmup 1)
+  if [ "$real_gen" = 1 ]; then
+    lora=()
+    common=(--mode generate --model "$folder" --prompt 8 --new-tokens 32 --steps "$real_steps" --warmup 1)
+  fi
   # run_real SIDE CMD...: one fresh process; its JSON line, or its failure, appended to the results.
   run_real() {
     local side=$1 line rc=0
@@ -142,59 +181,16 @@ if [ -n "$real" ]; then
   # shellcheck disable=SC2086 # --saddle-flags is a list of flags
   run_real saddle env GOMAXPROCS="$threads" "$bench" "${common[@]}" "${lora[@]}" $saddle_flags
   if [ "$peer" = 1 ]; then
-    run_real pytorch "${peer_env[@]}" OMP_NUM_THREADS="$threads" OMP_WAIT_POLICY=PASSIVE "$py" \
-      "$here/scripts/bench/peer.py" --threads "$threads" "${common[@]}" "${lora[@]}"
+    if [ "$real_gen" = 1 ]; then
+      run_real pytorch "${peer_gen[@]}" OMP_NUM_THREADS="$peer_gen_threads" OMP_WAIT_POLICY=PASSIVE "$py" \
+        "$here/scripts/bench/peer.py" --threads "$peer_gen_threads" --weights "$peer_gen_weights" "${common[@]}"
+    else
+      run_real pytorch "${peer_train[@]}" OMP_NUM_THREADS="$peer_train_threads" OMP_WAIT_POLICY=PASSIVE "$py" \
+        "$here/scripts/bench/peer.py" --threads "$peer_train_threads" "${common[@]}" "${lora[@]}"
+    fi
   fi
   echo "== results ($results), $(nproc) cores, $((mem_bytes / 1000000000)) GB, load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
-  "$py" - "$results" "$real" <<'EOF'
-import json, statistics, sys
-
-rows = {}
-for line in open(sys.argv[1]):
-    r = json.loads(line)
-    rows[r["side"]] = r
-s, p = rows.get("saddle", {}), rows.get("pytorch", {})
-def ok(r):
-    return bool(r) and "failed" not in r
-ref = s if ok(s) else p
-print(f'{sys.argv[2]}-shaped, random bf16 weights: batch {ref.get("batch", "?")} × {ref.get("seq", "?")}, LoRA r=16 '
-      f'alpha 32 on q,k,v,o,gate,up,down ({ref.get("adapters", "?")} adapters, {ref.get("adapter_params", 0):,} '
-      f'parameters), Adam; {len(ref.get("step_s", []))} timed steps after 1 warmup step')
-if ok(s):
-    print(f'saddle: compute dtype {s["dtype"]}, grad checkpoint {"on" if s["grad_checkpoint"] else "off"}, backend {s["backend"]}')
-if ok(p):
-    print(f'peer: torch {p["torch"]}, f32 eager, OpenBLAS core {p.get("blas", {}).get("openblas_core", "?")}')
-for r in (s, p):
-    if ok(r) and r.get("step_cpu_s"):
-        r["median_step_cpu_s"] = statistics.median(r["step_cpu_s"])
-
-def val(r, key, d):
-    if not r:
-        return "—"
-    if "failed" in r:
-        return "failed: " + r["failed"]
-    v = r.get(key)
-    return "—" if v is None else f"{v:,.{d}f}"
-
-def ratio(key):
-    if key != "first_loss" and ok(s) and ok(p) and s.get(key) and p.get(key):
-        return f"{s[key] / p[key]:.2f}×"
-    return "—"
-
-print()
-print("| | saddle | PyTorch peer | saddle / peer |")
-print("|---|---|---|---|")
-for label, key, d in [("tokens/s (median of timed steps)", "tokens_per_s", 2), ("step wall s (median)", "median_step_s", 2),
-                      ("step CPU s (median)", "median_step_cpu_s", 2), ("peak RSS GB (VmHWM)", "peak_rss_gb", 2),
-                      ("time to first step s", "time_to_first_step_s", 1), ("… loading s", "load_s", 1),
-                      ("… first step s (compilation included)", "first_step_s", 1), ("first-step loss", "first_loss", 6)]:
-    print(f"| {label} | {val(s, key, d)} | {val(p, key, d)} | {ratio(key)} |")
-if ok(s) and ok(p):
-    rel = abs(s["first_loss"] - p["first_loss"]) / abs(p["first_loss"])
-    print(f"\nfirst-step losses differ by {rel:.1e} relative (both sides read the same bf16 weights).")
-print("GB = 10^9 bytes. Time to first step runs from process start (the peer's includes importing torch); step CPU s"
-      " is the process's user+sys time, less sensitive than wall time to other jobs on the machine.")
-EOF
+  "$py" "$here/scripts/bench/report_real.py" "$results" "$real" "$work/stream.json"
   exit 0
 fi
 
@@ -214,7 +210,18 @@ run() {
 }
 
 saddle() { GOMAXPROCS=$threads "$bench" "$@"; }
-pytorch() { "${peer_env[@]}" OMP_NUM_THREADS=$threads OMP_WAIT_POLICY=PASSIVE "$py" "$here/scripts/bench/peer.py" --threads "$threads" "$@"; }
+# pytorch KIND ARGS...: the peer in its fastest configuration for KIND (train or gen).
+pytorch() {
+  local kind=$1
+  shift
+  if [ "$kind" = gen ]; then
+    "${peer_gen[@]}" OMP_NUM_THREADS="$peer_gen_threads" OMP_WAIT_POLICY=PASSIVE "$py" "$here/scripts/bench/peer.py" \
+      --threads "$peer_gen_threads" --weights "$peer_gen_weights" "$@"
+  else
+    "${peer_train[@]}" OMP_NUM_THREADS="$peer_train_threads" OMP_WAIT_POLICY=PASSIVE "$py" "$here/scripts/bench/peer.py" \
+      --threads "$peer_train_threads" "$@"
+  fi
+}
 
 for round in $(seq 1 "$rounds"); do
   echo "== round $round/$rounds"
@@ -222,73 +229,16 @@ for round in $(seq 1 "$rounds"); do
   [ $((round % 2)) = 0 ] && order="pytorch saddle"
   for side in $order; do
     [ "$side" = pytorch ] && [ "$peer" = 0 ] && continue
-    run W1 "$side" "$round" "$side" --mode train --model "$stories" --batch 16 --seq 256 --steps $s1 --warmup 1
-    run W2 "$side" "$round" "$side" --mode train --model "$synth" --batch 4 --seq 256 --steps $s2 --warmup 1
-    run W3s "$side" "$round" "$side" --mode generate --model "$stories" --prompt 8 --new-tokens 128 --steps $s3 --warmup 1
-    run W3m "$side" "$round" "$side" --mode generate --model "$synth" --prompt 8 --new-tokens 128 --steps $s3 --warmup 1
+    train=("$side") gen=("$side")
+    [ "$side" = pytorch ] && train=(pytorch train) gen=(pytorch gen)
+    run W1 "$side" "$round" "${train[@]}" --mode train --model "$stories" --batch 16 --seq 256 --steps $s1 --warmup 1
+    run W2 "$side" "$round" "${train[@]}" --mode train --model "$synth" --batch 4 --seq 256 --steps $s2 --warmup 1
+    run W3s "$side" "$round" "${gen[@]}" --mode generate --model "$stories" --prompt 8 --new-tokens 128 --steps $s3 --warmup 1
+    run W3m "$side" "$round" "${gen[@]}" --mode generate --model "$synth" --prompt 8 --new-tokens 128 --steps $s3 --warmup 1
+    run W3b "$side" "$round" "${gen[@]}" --mode generate --model "$synth" --prompt 8 --new-tokens 128 --steps $s3 --warmup 1 \
+      --gen-batch 8
   done
 done
 
 echo "== results ($results), $(nproc) cores, load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$py" - "$results" <<'EOF'
-import json, statistics, sys
-
-runs = [json.loads(l) for l in open(sys.argv[1])]
-def side_runs(wl, side):
-    return [r["result"] for r in runs if r["workload"] == wl and r["result"]["side"] == side]
-def med(xs):
-    return statistics.median(xs) if xs else float("nan")
-
-names = {"W1": "W1 train stories260K 16×256", "W2": "W2 train synth-512 4×256",
-         "W3s": "W3 generate stories260K", "W3m": "W3 generate synth-512"}
-rows = []
-for wl in ("W1", "W2", "W3s", "W3m"):
-    row = {"workload": names[wl]}
-    for side in ("saddle", "pytorch"):
-        rs = side_runs(wl, side)
-        if not rs:
-            continue
-        if wl.startswith("W3"):
-            wall = [t for r in rs for t in r["gen_s"]]
-            cpu = [t for r in rs for t in r["gen_cpu_s"]]
-            per = rs[0]["new_tokens"]
-            row[side] = {"tok_s": per / med(wall), "ms": 1e3 * med(wall) / per, "cpu_ms": 1e3 * med(cpu) / per}
-        else:
-            wall = [t for r in rs for t in r["step_s"]]
-            cpu = [t for r in rs for t in r["step_cpu_s"]]
-            per = rs[0]["tokens_per_step"]
-            row[side] = {"tok_s": per / med(wall), "ms": 1e3 * med(wall), "cpu_ms": 1e3 * med(cpu),
-                         "loss": rs[0]["first_loss"]}
-        row[side]["rss"] = max(r["peak_rss_mib"] for r in rs)
-        row[side]["runs"] = len(rs)
-        row[side]["samples"] = len(wall)
-        if side == "saddle" and "flops" in rs[0]:
-            row["flops"] = rs[0]["flops"]["total"]
-        if side == "pytorch":
-            row["blas"] = rs[0].get("blas", {}).get("openblas_core", "?")
-    rows.append(row)
-
-def fmt(x, d=0):
-    return "—" if x is None or x != x else f"{x:,.{d}f}"
-print("| workload | saddle tok/s | peer tok/s | ratio | saddle ms/step | peer ms/step | CPU-s ratio | "
-      "saddle RSS MiB | peer RSS MiB | first loss saddle / peer |")
-print("|---|---|---|---|---|---|---|---|---|---|")
-for row in rows:
-    s, p = row.get("saddle"), row.get("pytorch")
-    ratio = s["tok_s"] / p["tok_s"] if s and p else None
-    cpur = p["cpu_ms"] / s["cpu_ms"] if s and p else None
-    unit = "ms/token" if row["workload"].startswith("W3") else "ms/step"
-    loss = f'{s["loss"]:.6f} / {p["loss"]:.6f}' if s and p and "loss" in s else "—"
-    print(f'| {row["workload"]} | {fmt(s and s["tok_s"])} | {fmt(p and p["tok_s"])} | {fmt(ratio, 2)}× | '
-          f'{fmt(s and s["ms"], 1)} | {fmt(p and p["ms"], 1)} | {fmt(cpur, 2)}× | {fmt(s and s["rss"])} | '
-          f'{fmt(p and p["rss"])} | {loss} |')
-w2 = rows[1]
-if "flops" in w2:
-    print(f'\nW2 matmul FLOPs per step: {w2["flops"]/1e9:.1f} GFLOP (dense 4·N·T, LoRA 6·r·(in+out)·T, attention '
-          f'12·B·heads·seq²·headDim·layers); achieved: saddle {w2["flops"]/w2["saddle"]["ms"]/1e6:.1f} GFLOP/s'
-          + (f', peer {w2["flops"]/w2["pytorch"]["ms"]/1e6:.1f} GFLOP/s' if "pytorch" in w2 else ""))
-print("ratio = saddle tokens/s ÷ peer tokens/s (medians of wall time); CPU-s ratio = peer CPU seconds per step ÷ "
-      "saddle's (process user+sys). ms/token for W3 includes the prompt.")
-if any("blas" in r for r in rows):
-    print("peer OpenBLAS core:", rows[0].get("blas", "?"))
-EOF
+"$py" "$here/scripts/bench/report.py" "$results" "$work/stream.json"

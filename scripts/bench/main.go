@@ -3,7 +3,8 @@
 // peer is peer.py beside it; scripts/bench.sh runs both in one go and prints the comparison.
 //
 //	bench -mode train -model DIR [-batch 16 -seq 256 -steps 5 -warmup 1]
-//	bench -mode generate -model DIR [-prompt 8 -new-tokens 128 -steps 3]
+//	bench -mode generate -model DIR [-prompt 8 -new-tokens 128 -steps 3 -decoder auto|cpu|graph -gen-batch 1]
+//	bench -mode stream [-stream-mib 1024 -steps 5]
 //	bench -write-synth DIR [-hidden 512 -layers 8 -heads 8 -kv-heads 4 -ffn 1408 -vocab 32000]
 //	bench -write-shape qwen3-0.6b|llama-3.2-1b|llama-3.1-8b DIR
 //
@@ -28,6 +29,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -52,6 +54,8 @@ type options struct {
 	alpha                               float64
 	targets, dtype                      string
 	gradCheckpoint                      bool
+	decoder                             string
+	genBatch, streamMiB                 int
 }
 
 func main() {
@@ -73,6 +77,9 @@ func main() {
 	flag.Float64Var(&o.alpha, "alpha", 16, "training: LoRA alpha (scale alpha/rank)")
 	flag.StringVar(&o.targets, "targets", "q_proj,k_proj,v_proj,o_proj", "training: comma-separated LoRA targets (all-linear: q,k,v,o,gate,up,down)")
 	flag.StringVar(&o.dtype, "dtype", "auto", "compute dtype of the frozen base: auto, f32, bf16 or f16")
+	flag.StringVar(&o.decoder, "decoder", "auto", "generation: auto (CPU decoder on the Go backend), cpu or graph")
+	flag.IntVar(&o.genBatch, "gen-batch", 1, "generation: sequences decoded together (the CPU decoder's batch; the prompt repeated)")
+	flag.IntVar(&o.streamMiB, "stream-mib", 1024, "stream: MiB of memory to read and copy")
 	flag.BoolVar(&o.gradCheckpoint, "grad-checkpoint", false, "training: recompute each block's activations in the backward pass")
 	flag.StringVar(&writeSynth, "write-synth", "", "write a random-weight Llama HF folder here and exit")
 	flag.StringVar(&shape, "write-shape", "", "write a random-weight HF folder shaped like a real model ("+
@@ -103,6 +110,8 @@ func main() {
 		err = fmt.Errorf("unexpected arguments %q (flags go before -write-shape NAME DIR)", flag.Args())
 	case writeSynth != "":
 		err = writeSynthetic(writeSynth, synth)
+	case o.mode == "stream":
+		res, err = benchStream(o)
 	case o.modelDir == "":
 		err = fmt.Errorf("-model is required (or -write-synth, -write-shape)")
 	case o.mode == "train":
@@ -110,7 +119,7 @@ func main() {
 	case o.mode == "generate":
 		res, err = benchGenerate(o)
 	default:
-		err = fmt.Errorf("-mode %q: use train or generate", o.mode)
+		err = fmt.Errorf("-mode %q: use train, generate or stream", o.mode)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -255,13 +264,47 @@ func benchGenerate(o options) (map[string]any, error) {
 	for i := range prompt {
 		prompt[i] = int(r.next(m.Config.VocabSize))
 	}
-	d, err := m.NewDecoder(o.prompt+o.newTokens, nil, nil)
-	if err != nil {
-		return nil, err
+	if o.genBatch < 1 {
+		return nil, fmt.Errorf("-gen-batch %d must be >= 1", o.genBatch)
 	}
-	defer d.Close()
+	capacity := o.prompt + o.newTokens
+	var gen func() ([]int, int, error) // tokens of the first sequence, tokens generated in all
+	decoderName := "graph"
+	if o.genBatch > 1 || o.decoder == "cpu" || (o.decoder == "auto" && m.CPUDecodeSupported() == nil) {
+		d, err := m.NewCPUDecoder(capacity, o.genBatch, nil)
+		if err != nil {
+			return nil, err
+		}
+		defer d.Close()
+		decoderName = "cpu"
+		prompts := make([][]int, o.genBatch)
+		samplers := make([]*model.Sampler, o.genBatch)
+		for i := range prompts {
+			prompts[i], samplers[i] = prompt, model.NewSampler(model.Sampling{})
+		}
+		gen = func() ([]int, int, error) {
+			outs, err := model.GenerateBatch(d, prompts, o.newTokens, samplers, nil, nil)
+			n := 0
+			for _, out := range outs {
+				n += len(out)
+			}
+			return outs[0], n, err
+		}
+	} else {
+		d, err := m.NewTokenDecoder(o.decoder, capacity, nil, nil, nil)
+		if err != nil {
+			return nil, err
+		}
+		defer d.Close()
+		gen = func() ([]int, int, error) {
+			d.(*model.Decoder).Reset()
+			out, err := model.Generate(d, prompt, o.newTokens, model.NewSampler(model.Sampling{}), nil, nil)
+			return out, len(out), err
+		}
+	}
 	var times, cpu []float64
 	var out []int
+	total := 0
 	stop := func() {}
 	for i := range o.warmup + o.steps {
 		if i == o.warmup {
@@ -269,10 +312,8 @@ func benchGenerate(o options) (map[string]any, error) {
 				return nil, err
 			}
 		}
-		d.Reset()
 		t0, c0 := time.Now(), cpuSeconds()
-		out, err = model.Generate(d, prompt, o.newTokens, model.NewSampler(model.Sampling{}), nil, nil)
-		if err != nil {
+		if out, total, err = gen(); err != nil {
 			return nil, err
 		}
 		if i >= o.warmup {
@@ -281,9 +322,34 @@ func benchGenerate(o options) (map[string]any, error) {
 	}
 	stop()
 	return map[string]any{
-		"mode": "generate", "backend": backendCfg, "prompt": o.prompt, "new_tokens": o.newTokens, "gen_s": times, "gen_cpu_s": cpu,
-		"median_gen_s": median(times), "tokens_per_s": float64(len(out)) / median(times), "tokens": out[:min(16, len(out))],
+		"mode": "generate", "backend": backendCfg, "decoder": decoderName, "gen_batch": o.genBatch, "prompt": o.prompt,
+		"new_tokens": o.newTokens, "generated": total, "gen_s": times, "gen_cpu_s": cpu,
+		"median_gen_s": median(times), "tokens_per_s": float64(total) / median(times), "tokens": out[:min(16, len(out))],
+		"weight_bytes_per_pass": decodeBytes(m), "weights_dtype": weightDType(m),
 	}, nil
+}
+
+// decodeBytes is what one decoding pass must read of the weights: every matrix but the embedding (of which it
+// reads one row per token), norms included; the output head once even when it is tied to the embedding.
+func decodeBytes(m *model.Model) int64 {
+	var total int64
+	for i, name := range m.Names {
+		t := m.Params[i]
+		if name == "model.embed_tokens.weight" && !(m.Config.TieEmbeddings || !slices.Contains(m.Names, "lm_head.weight")) {
+			continue
+		}
+		total += int64(t.Shape().Size()) * int64(t.DType().Size())
+	}
+	return total
+}
+
+func weightDType(m *model.Model) string {
+	for i, name := range m.Names {
+		if strings.HasSuffix(name, "mlp.up_proj.weight") {
+			return m.Params[i].DType().String()
+		}
+	}
+	return "?"
 }
 
 // trainFLOPs counts the matmul FLOPs of one LoRA training step (a multiply-add is 2 FLOPs; T = batch·seq tokens):

@@ -152,7 +152,8 @@ class Llama:
         return [p for ab in self.lora.values() for p in ab]
 
     def linear(self, name, x):
-        y = x @ self.w[name + ".weight"].t()
+        wt = self.w[name + ".weight"]
+        y = x @ wt.t() if wt.dtype == x.dtype else (x.to(wt.dtype) @ wt.t()).float()
         bias = self.w.get(name + ".bias")
         if bias is not None:
             y = y + bias
@@ -203,7 +204,7 @@ class Llama:
         w = self.w
         s = tokens.shape[1]
         pos = torch.arange(start, start + s)
-        x = w["model.embed_tokens.weight"][tokens]
+        x = w["model.embed_tokens.weight"][tokens].float()
         for l in range(self.c["layers"]):
             p = f"model.layers.{l}."
             cache = None if caches is None else (caches[l][0], caches[l][1], start)
@@ -213,7 +214,7 @@ class Llama:
             x = x + self.linear(p + "mlp.down_proj", F.silu(gate) * self.linear(p + "mlp.up_proj", hn))
         x = self.rms(x, w["model.norm.weight"])
         head = w["model.embed_tokens.weight"] if self.c["tie"] or "lm_head.weight" not in w else w["lm_head.weight"]
-        return x @ head.t()
+        return x @ head.t() if head.dtype == x.dtype else (x.to(head.dtype) @ head.t()).float()
 
 
 def peak_rss_mib():
@@ -270,27 +271,37 @@ def train(args, cfg, w, res):
 
 @torch.no_grad()
 def generate(args, cfg, w):
+    """Greedy KV-cached decoding of --gen-batch copies of the prompt, decoded together (one matmul per layer for the
+    whole batch). --weights bf16 keeps the matrices in bf16 and multiplies in bf16 (torch's CPU kernels), f32 widens
+    them as transformers' torch_dtype=float32 would."""
+    if args.weights == "bf16":
+        for name, t in w.items():
+            if t.dim() == 2:
+                w[name] = t.to(torch.bfloat16)
     m = Llama(cfg, w)
     cap = args.prompt + args.new_tokens
     rng = LCG(args.seed)
     prompt = [rng.next(cfg["vocab"]) for _ in range(args.prompt)]
+    b = args.gen_batch
     times, cpu, out = [], [], []
+    dt = torch.float32
     for i in range(args.warmup + args.steps):
-        caches = [(torch.zeros(1, cfg["kv_heads"], cap, cfg["head_dim"]), torch.zeros(1, cfg["kv_heads"], cap, cfg["head_dim"]))
-                  for _ in range(cfg["layers"])]
+        caches = [(torch.zeros(b, cfg["kv_heads"], cap, cfg["head_dim"], dtype=dt),
+                   torch.zeros(b, cfg["kv_heads"], cap, cfg["head_dim"], dtype=dt)) for _ in range(cfg["layers"])]
         t0, c0 = time.perf_counter(), time.process_time()
-        logits = m.forward(torch.tensor([prompt]), 0, caches)[0, -1]
-        pos, out = len(prompt), []
-        while len(out) < args.new_tokens:
-            nxt = int(torch.argmax(logits))
-            out.append(nxt)
-            if len(out) == args.new_tokens:
-                break
-            logits = m.forward(torch.tensor([[nxt]]), pos, caches)[0, -1]
-            pos += 1
-        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        with torch.no_grad():
+            logits = m.forward(torch.tensor([prompt] * b), 0, caches)[:, -1]
+            pos, out = len(prompt), []
+            while len(out) < args.new_tokens:
+                nxt = torch.argmax(logits, -1)
+                out.append(int(nxt[0]))
+                if len(out) == args.new_tokens:
+                    break
+                logits = m.forward(nxt[:, None], pos, caches)[:, -1]
+                pos += 1
+        dt_, dc = time.perf_counter() - t0, time.process_time() - c0
         if i >= args.warmup:
-            times.append(dt)
+            times.append(dt_)
             cpu.append(dc)
     return times, cpu, out
 
@@ -306,6 +317,8 @@ def main():
     ap.add_argument("--prompt", type=int, default=8)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--gen-batch", type=int, default=1, help="generate: sequences decoded together")
+    ap.add_argument("--weights", choices=["f32", "bf16"], default="f32", help="generate: matrices held and multiplied in")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--rank", type=int, default=8, help="LoRA rank")
     ap.add_argument("--alpha", type=float, default=16.0, help="LoRA alpha (scale alpha/rank)")
@@ -325,7 +338,9 @@ def main():
                    tokens_per_step=args.batch * args.seq, median_step_s=med, tokens_per_s=args.batch * args.seq / med)
     else:
         times, cpu, out = generate(args, cfg, w)
-        res.update(prompt=args.prompt, new_tokens=args.new_tokens, gen_s=times, gen_cpu_s=cpu, tokens=out[:16])
+        res.update(prompt=args.prompt, new_tokens=args.new_tokens, gen_s=times, gen_cpu_s=cpu, tokens=out[:16],
+                   gen_batch=args.gen_batch, generated=args.gen_batch * len(out), dtype=args.weights,
+                   tokens_per_s=args.gen_batch * len(out) / statistics.median(times))
     res["peak_rss_mib"] = peak_rss_mib()
     res["peak_rss_gb"] = vm_hwm_gb()
     json.dump(res, sys.stdout)

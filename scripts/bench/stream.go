@@ -1,0 +1,44 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+)
+
+// benchStream measures this machine's memory bandwidth the way STREAM does, on GOMAXPROCS goroutines over
+// -stream-mib of float32 (far beyond the caches): "read" sums an array (what decoding does to the weights: it only
+// reads them), "copy" copies it to another (STREAM's Copy; bytes read + written). The best of -steps runs of each,
+// as STREAM reports.
+func benchStream(o options) (map[string]any, error) {
+	n := o.streamMiB << 20 / 4
+	if n < 1<<20 {
+		return nil, fmt.Errorf("-stream-mib %d: use at least 4", o.streamMiB)
+	}
+	a, b := make([]float32, n), make([]float32, n)
+	for i := range a {
+		a[i] = float32(i & 1023)
+	}
+	workers := runtime.GOMAXPROCS(0)
+	parallel := func(f func(lo, hi int)) float64 {
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		per := (n + workers - 1) / workers
+		for lo := 0; lo < n; lo += per {
+			wg.Go(func() { f(lo, min(lo+per, n)) })
+		}
+		wg.Wait()
+		return time.Since(t0).Seconds()
+	}
+	sums := make([]float32, workers+1)
+	var readBest, copyBest float64
+	for range max(o.steps, 3) {
+		t := parallel(func(lo, hi int) { sums[lo/((n+workers-1)/workers)] = sumRead(a[lo:hi]) })
+		readBest = max(readBest, float64(n*4)/t/1e9)
+		t = parallel(func(lo, hi int) { copy(b[lo:hi], a[lo:hi]) })
+		copyBest = max(copyBest, float64(2*n*4)/t/1e9)
+	}
+	return map[string]any{"mode": "stream", "mib": o.streamMiB, "threads": workers,
+		"read_gb_s": readBest, "copy_gb_s": copyBest, "check": sums[0]}, nil
+}
