@@ -21,8 +21,7 @@ type Message struct {
 	Role    string `json:"role"`
 	Content string `json:"content"`
 
-	raw       json.RawMessage // the object as given (compact), when parsed
-	val       *dict           // raw as a template value
+	val       *dict // the object as given, when parsed
 	toolCalls int
 }
 
@@ -31,8 +30,12 @@ func (m Message) ToolCalls() int { return m.toolCalls }
 
 // MarshalJSON writes the message as the template sees it.
 func (m Message) MarshalJSON() ([]byte, error) {
-	if m.raw != nil {
-		return m.raw, nil
+	if m.val != nil {
+		var b strings.Builder
+		if err := writeJSON(&b, m.val, -1, 0); err != nil {
+			return nil, err
+		}
+		return []byte(b.String()), nil
 	}
 	return json.Marshal(struct {
 		Role    string `json:"role"`
@@ -46,7 +49,7 @@ func (m *Message) UnmarshalJSON(data []byte) error {
 	if err != nil {
 		return err
 	}
-	msg, err := messageFromValue(v, data)
+	msg, err := messageFromValue(v)
 	if err != nil {
 		return fmt.Errorf("message%s", err)
 	}
@@ -75,24 +78,65 @@ func ParseMessages(data []byte) ([]Message, error) {
 	if err != nil {
 		return nil, fmt.Errorf("messages: %w", err)
 	}
+	return messagesFromValue(v)
+}
+
+func messagesFromValue(v value) ([]Message, error) {
 	items, ok := v.([]value)
 	if !ok {
 		return nil, fmt.Errorf("messages must be an array, not %s", jsonKindOf(v))
 	}
-	// The raw text of each item, for MarshalJSON.
-	var raws []json.RawMessage
-	if err := json.Unmarshal(data, &raws); err != nil {
-		return nil, fmt.Errorf("messages: %w", err)
-	}
 	out := make([]Message, len(items))
 	for i, it := range items {
-		m, err := messageFromValue(it, raws[i])
+		m, err := messageFromValue(it)
 		if err != nil {
 			return nil, fmt.Errorf("messages[%d]%s", i, err)
 		}
 		out[i] = m
 	}
 	return out, nil
+}
+
+// Conversation is what apply_chat_template is given: the messages and, optionally, the tools (a decoded JSON list
+// for Options.Extra["tools"], nil when none).
+type Conversation struct {
+	Messages []Message
+	Tools    any
+}
+
+// ParseConversation parses a JSON array of messages, or an object {"messages": [...], "tools": [...]} (tools
+// optional), as ParseMessages does.
+func ParseConversation(data []byte) (Conversation, error) {
+	v, err := decodeJSON(data)
+	if err != nil {
+		return Conversation{}, err
+	}
+	var c Conversation
+	d, ok := v.(*dict)
+	if !ok {
+		c.Messages, err = messagesFromValue(v)
+		return c, err
+	}
+	for _, k := range d.keys {
+		if k != "messages" && k != "tools" {
+			return c, fmt.Errorf(`unknown key %q (want "messages" and optionally "tools")`, k)
+		}
+	}
+	msgs, ok := d.m["messages"]
+	if !ok {
+		return c, fmt.Errorf(`missing "messages"`)
+	}
+	if c.Messages, err = messagesFromValue(msgs); err != nil {
+		return c, err
+	}
+	switch tools := d.m["tools"].(type) {
+	case nil:
+	case []value:
+		c.Tools = tools
+	default:
+		return c, fmt.Errorf(`"tools" must be a list, not %s`, jsonKindOf(tools))
+	}
+	return c, nil
 }
 
 // DecodeJSON decodes JSON into a value a template can be given in Options.Extra with its objects' key order
@@ -107,7 +151,7 @@ func placeErr(place, format string, args ...any) error {
 	return fmt.Errorf("%s: "+format, append([]any{place}, args...)...)
 }
 
-func messageFromValue(v value, raw []byte) (Message, error) {
+func messageFromValue(v value) (Message, error) {
 	d, ok := v.(*dict)
 	if !ok {
 		return Message{}, placeErr("", "must be an object, not %s", jsonKindOf(v))
@@ -166,11 +210,7 @@ func messageFromValue(v value, raw []byte) (Message, error) {
 	default:
 		return m, placeErr(".content", `must be a string or a list of {"type": "text", "text": ...} parts, not %s`, jsonKindOf(c))
 	}
-	var buf bytes.Buffer
-	if err := json.Compact(&buf, raw); err != nil {
-		return m, placeErr("", "%v", err)
-	}
-	m.raw, m.val = buf.Bytes(), d
+	m.val = d
 	return m, nil
 }
 

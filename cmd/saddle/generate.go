@@ -48,6 +48,7 @@ func newGenerateCmd() *cobra.Command {
 	f.Uint64("seed", 0, "random seed for sampling")
 	f.IntSlice("stop-token", nil, "extra token ids that end generation (EOS and BOS always do)")
 	f.String("adapter", "", "a trained adapter: the --out folder of 'saddle train'")
+	f.Bool("chat", false, "wrap --prompt as one user message in the model's chat template, with the generation prompt (instruct models)")
 	addMemoryCheckFlag(cmd)
 	return cmd
 }
@@ -91,7 +92,14 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	prompt := flagString(cmd, "prompt")
-	ids := tok.Encode(prompt, true)
+	var ids []int
+	if flagBool(cmd, "chat") {
+		if ids, err = chatPrompt(path, tok, prompt); err != nil {
+			return err
+		}
+	} else {
+		ids = tok.Encode(prompt, true)
+	}
 	if len(ids) == 0 || (prompt == "" && ids[0] != tok.BOS()) {
 		if tok.BOS() < 0 {
 			return fmt.Errorf("%s: the prompt is empty and the tokenizer has no BOS token to start from", path)
