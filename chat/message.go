@@ -28,6 +28,20 @@ type Message struct {
 // ToolCalls is the number of tool calls the message carries.
 func (m Message) ToolCalls() int { return m.toolCalls }
 
+// toolCallNames are the function names of the message's tool calls.
+func (m Message) toolCallNames() []string {
+	if m.val == nil {
+		return nil
+	}
+	calls, _ := m.val.m["tool_calls"].([]value)
+	names := make([]string, 0, len(calls))
+	for _, c := range calls {
+		fn, _ := c.(*dict).m["function"].(*dict)
+		names = append(names, fn.m["name"].(string))
+	}
+	return names
+}
+
 // MarshalJSON writes the message as the template sees it.
 func (m Message) MarshalJSON() ([]byte, error) {
 	if m.val != nil {

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
 // Parsed messages reach the template exactly as given: every key, in its order, null content, parts and tool
@@ -122,5 +124,37 @@ func TestAssistantSpansCoverToolCalls(t *testing.T) {
 	first, second := text[spans[0][0]:spans[0][1]], text[spans[1][0]:spans[1][1]]
 	if first != `<call>get_weather({"city": "Oslo"})</call><|end|>` || second != "Cold.<|end|>" {
 		t.Fatalf("spans %q and %q in %q", first, second, text)
+	}
+}
+
+// With qwen3's real template, a tool-calling turn's span holds the rendered call and its end-of-turn token, and
+// no tool result is inside a span.
+func TestAssistantSpansOfToolCallsWithQwen3(t *testing.T) {
+	tmpl, err := Parse(testenv.ChatTemplate(t, "qwen3"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := ParseMessages([]byte(`[{"role": "user", "content": "Weather in Oslo?"},
+		{"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+		{"role": "tool", "content": "TOOL-RESULT"},
+		{"role": "assistant", "content": "Cold."}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, spans, ok, err := tmpl.AssistantSpans(msgs, Options{Extra: map[string]any{"tools": []any{}}})
+	if err != nil || !ok || len(spans) != 2 {
+		t.Fatalf("spans %v ok %v err %v in %q", spans, ok, err, text)
+	}
+	call := text[spans[0][0]:spans[0][1]]
+	if !strings.Contains(call, `<tool_call>`) || !strings.Contains(call, `{"name": "get_weather", "arguments": {"city": "Oslo"}}`) || !strings.HasSuffix(strings.TrimSpace(call), "<|im_end|>") {
+		t.Fatalf("tool-call span %q in %q", call, text)
+	}
+	for _, s := range spans {
+		if strings.Contains(text[s[0]:s[1]], "TOOL-RESULT") || strings.Contains(text[s[0]:s[1]], "Weather in Oslo") {
+			t.Fatalf("span %q holds another turn", text[s[0]:s[1]])
+		}
+	}
+	if !strings.Contains(text[spans[1][0]:spans[1][1]], "Cold.") {
+		t.Fatalf("final span %q", text[spans[1][0]:spans[1][1]])
 	}
 }
