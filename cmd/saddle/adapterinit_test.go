@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,15 +17,6 @@ func TestGenerateChecksThePEFTAdaptersInit(t *testing.T) {
 		"--format", "peft", "--out", peft); code != 0 {
 		t.Fatalf("export: exit %d\n%s", code, errs)
 	}
-	cfgPath := filepath.Join(peft, "adapter_config.json")
-	data, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg map[string]any
-	if err := json.Unmarshal(data, &cfg); err != nil {
-		t.Fatal(err)
-	}
 	for _, c := range []struct {
 		value any
 		code  int
@@ -38,11 +27,7 @@ func TestGenerateChecksThePEFTAdaptersInit(t *testing.T) {
 		{"loftq", 1, `adapter_config.json: init_lora_weights "loftq": PEFT replaces the base weights`},
 		{"no-such-init", 1, `adapter_config.json: init_lora_weights "no-such-init" is not a LoRA initialization`},
 	} {
-		cfg["init_lora_weights"] = c.value
-		data, _ := json.Marshal(cfg)
-		if err := os.WriteFile(cfgPath, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		setJSONKey(t, filepath.Join(peft, "adapter_config.json"), "init_lora_weights", c.value)
 		code, _, errs := saddle(t, "generate", "--model", gguf, "--adapter", peft, "--max-tokens", "2", "--temperature", "0")
 		if code != c.code || !strings.Contains(errs, c.want) {
 			t.Errorf("init_lora_weights %v: exit %d (want %d), stderr %q (want it to contain %q)", c.value, code, c.code, errs, c.want)

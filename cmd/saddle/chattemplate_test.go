@@ -24,21 +24,28 @@ func chatModel(t *testing.T, template string) string {
 	_, hf := testenv.Stories260K(t)
 	dir := filepath.Join(t.TempDir(), "chat-model")
 	testenv.CopyTree(t, hf, dir)
-	cfgPath := filepath.Join(dir, "tokenizer_config.json")
-	data, err := os.ReadFile(cfgPath)
+	setJSONKey(t, filepath.Join(dir, "tokenizer_config.json"), "chat_template", template)
+	return dir
+}
+
+// setJSONKey sets key to value in the JSON object file at path.
+func setJSONKey(t *testing.T, path, key string, value any) {
+	t.Helper()
+	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var cfg map[string]any
-	if err := json.Unmarshal(data, &cfg); err != nil {
+	var obj map[string]any
+	if err := json.Unmarshal(data, &obj); err != nil {
 		t.Fatal(err)
 	}
-	cfg["chat_template"] = template
-	data, _ = json.Marshal(cfg)
-	if err := os.WriteFile(cfgPath, data, 0o644); err != nil {
+	obj[key] = value
+	if data, err = json.Marshal(obj); err != nil {
 		t.Fatal(err)
 	}
-	return dir
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 const toolConversation = `{"messages": [
