@@ -27,15 +27,10 @@
 package chat
 
 import (
+	"encoding/json"
 	"fmt"
 	"sort"
 )
-
-// Message is one turn of a conversation.
-type Message struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
-}
 
 // Template is a parsed chat template.
 type Template struct {
@@ -56,7 +51,8 @@ type Options struct {
 	AddGenerationPrompt bool
 	BOSToken, EOSToken  string // "" when the tokenizer has none: the variable is then undefined
 	// Extra holds further variables (e.g. "enable_thinking", "tools"): nil, bool, int, int64,
-	// float64, string, []any, map[string]any (keys sorted) or []Message. "tools" is None unless set.
+	// float64, string, []any, map[string]any (keys sorted), []Message, json.RawMessage (decoded with its objects'
+	// key order kept) or what DecodeJSON returns. "tools" is None unless set.
 	Extra map[string]any
 }
 
@@ -102,10 +98,7 @@ func (t *Template) render(messages []Message, opts Options) (string, [][2]int, e
 func messagesValue(msgs []Message) []value {
 	out := make([]value, len(msgs))
 	for i, m := range msgs {
-		d := newDict()
-		d.set("role", m.Role)
-		d.set("content", m.Content)
-		out[i] = d
+		out[i] = m.templateValue()
 	}
 	return out
 }
@@ -113,8 +106,10 @@ func messagesValue(msgs []Message) []value {
 // fromGo converts JSON-like Go values to template values.
 func fromGo(v any) (value, error) {
 	switch v := v.(type) {
-	case nil, bool, int64, float64, string:
+	case nil, bool, int64, float64, string, *dict:
 		return v, nil
+	case json.RawMessage:
+		return decodeJSON(v)
 	case int:
 		return int64(v), nil
 	case float32:

@@ -36,9 +36,9 @@ func checkRender(t *testing.T, what, got, want string) {
 }
 
 var threeTurns = []Message{
-	{"system", "You are Pip, a small robot."},
-	{"user", "  Can you fix my kite?  "},
-	{"assistant", "Beep boop! Yes, I can fix it.\n"},
+	{Role: "system", Content: "You are Pip, a small robot."},
+	{Role: "user", Content: "  Can you fix my kite?  "},
+	{Role: "assistant", Content: "Beep boop! Yes, I can fix it.\n"},
 }
 
 func TestChatTemplateLlama3(t *testing.T) {
@@ -56,7 +56,7 @@ func TestChatTemplateLlama3(t *testing.T) {
 
 	o.AddGenerationPrompt = true
 	want2 := "<|begin_of_text|>" + hdr("user") + "Hi<|eot_id|>" + hdr("assistant")
-	checkRender(t, "generation prompt", renderOK(t, tmpl, []Message{{"user", "Hi"}}, o), want2)
+	checkRender(t, "generation prompt", renderOK(t, tmpl, []Message{{Role: "user", Content: "Hi"}}, o), want2)
 }
 
 func TestChatTemplateQwen3(t *testing.T) {
@@ -72,21 +72,21 @@ func TestChatTemplateQwen3(t *testing.T) {
 	checkRender(t, "3 turns", renderOK(t, tmpl, threeTurns, o), want)
 
 	multi := []Message{
-		{"user", "Hi"},
-		{"assistant", "<think>\nsay hi\n</think>\n\nHello!"},
-		{"user", "Fix it?"},
-		{"assistant", "Beep boop."},
+		{Role: "user", Content: "Hi"},
+		{Role: "assistant", Content: "<think>\nsay hi\n</think>\n\nHello!"},
+		{Role: "user", Content: "Fix it?"},
+		{Role: "assistant", Content: "Beep boop."},
 	}
 	want = im("user", "Hi") + im("assistant", "Hello!") + im("user", "Fix it?") +
 		im("assistant", "<think>\n\n</think>\n\nBeep boop.")
 	checkRender(t, "multi-turn", renderOK(t, tmpl, multi, o), want)
 
 	o.AddGenerationPrompt = true
-	checkRender(t, "generation prompt", renderOK(t, tmpl, []Message{{"user", "Hi"}}, o),
+	checkRender(t, "generation prompt", renderOK(t, tmpl, []Message{{Role: "user", Content: "Hi"}}, o),
 		im("user", "Hi")+"<|im_start|>assistant\n")
 
 	o.Extra = map[string]any{"enable_thinking": false}
-	checkRender(t, "enable_thinking=false", renderOK(t, tmpl, []Message{{"user", "Hi"}}, o),
+	checkRender(t, "enable_thinking=false", renderOK(t, tmpl, []Message{{Role: "user", Content: "Hi"}}, o),
 		im("user", "Hi")+"<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 	o.Extra = map[string]any{"tools": []any{map[string]any{"name": "fix", "description": "Fix a toy"}}}
@@ -96,7 +96,7 @@ func TestChatTemplateQwen3(t *testing.T) {
 		"\n</tools>\n\nFor each function call, return a json object with function name and arguments within " +
 		"<tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" +
 		im("user", "Hi") + "<|im_start|>assistant\n"
-	checkRender(t, "tools", renderOK(t, tmpl, []Message{{"user", "Hi"}}, o), wantTools)
+	checkRender(t, "tools", renderOK(t, tmpl, []Message{{Role: "user", Content: "Hi"}}, o), wantTools)
 }
 
 func TestChatTemplateGemma3(t *testing.T) {
@@ -106,7 +106,7 @@ func TestChatTemplateGemma3(t *testing.T) {
 	want := "<bos><start_of_turn>user\nYou are Pip, a small robot.\n\nCan you fix my kite?<end_of_turn>\n" +
 		"<start_of_turn>model\nBeep boop! Yes, I can fix it.<end_of_turn>\n"
 	checkRender(t, "3 turns", renderOK(t, tmpl, threeTurns, o), want)
-	_, err := tmpl.Render([]Message{{"user", "a"}, {"user", "b"}}, o)
+	_, err := tmpl.Render([]Message{{Role: "user", Content: "a"}, {Role: "user", Content: "b"}}, o)
 	if err == nil || !strings.Contains(err.Error(), "Conversation roles must alternate") {
 		t.Errorf("non-alternating roles: err = %v, want the template's raise_exception message", err)
 	}
@@ -116,7 +116,7 @@ func TestChatTemplateGemma3(t *testing.T) {
 
 // subsetCases are rendered with subsetMessages by TestJinjaSubset; the conformance test renders them with
 // Jinja2 as well.
-var subsetMessages = []Message{{"user", "hi"}, {"assistant", "yo"}}
+var subsetMessages = []Message{{Role: "user", Content: "hi"}, {Role: "assistant", Content: "yo"}}
 
 var subsetCases = []struct{ name, tmpl, want string }{
 	{"text", "abc", "abc"},

@@ -243,6 +243,7 @@ func conversations() []conversation {
 			extra:     extras[rng.IntN(len(extras))],
 		})
 	}
+	out = append(out, toolConversations()...)
 	// Every content once as a user turn and once as an assistant turn.
 	for i, c := range contents {
 		out = append(out,
@@ -421,4 +422,101 @@ func TestConformanceWithJinja(t *testing.T) {
 	}
 	t.Logf("chat conformance: %d templates (%d of tokenizers) × %d conversations = %d checks: %d rendered alike, %d raised alike, %d refused as unsupported, %d mismatches",
 		len(templates), nReal, len(convs), len(cases), renderedAlike, raisedAlike, nRefused, mismatches)
+}
+
+// parsed parses messages written as chat data has them (tool calls, tool results, names, content parts).
+func parsed(js string) []Message {
+	m, err := ParseMessages([]byte(js))
+	if err != nil {
+		panic(fmt.Sprintf("%s: %v", js, err))
+	}
+	return m
+}
+
+// toolConversations are conversations with OpenAI / Hugging Face tool calls, tool results, names and content given
+// as a list of parts: hand-written ones and generated ones.
+func toolConversations() []conversation {
+	withTools := map[string]any{"tools": toolsValue}
+	out := []conversation{
+		{name: "tool call, object arguments, null content", extra: withTools, msgs: parsed(`[
+			{"role": "system", "content": "Use tools."},
+			{"role": "user", "content": "Weather in Zürich?"},
+			{"role": "assistant", "content": null, "tool_calls": [{"type": "function", "id": "call_1",
+				"function": {"name": "get_weather", "arguments": {"city": "Zürich", "unit": "C", "days": 2, "ratio": 0.5, "hourly": false}}}]},
+			{"role": "tool", "tool_call_id": "call_1", "name": "get_weather", "content": "{\"temp\": 21}"},
+			{"role": "assistant", "content": "It is 21 °C."}]`)},
+		{name: "tool call, string arguments, empty content", msgs: parsed(`[
+			{"role": "user", "content": "Fix my kite"},
+			{"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": {"name": "fix_kite", "arguments": "{\"kite\": \"red\"}"}}]},
+			{"role": "tool", "content": "fixed"},
+			{"role": "assistant", "content": "Done!"}]`)},
+		{name: "tool call without content, generation prompt after the result", genPrompt: true, extra: withTools, msgs: parsed(`[
+			{"role": "user", "content": "Weather?"},
+			{"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+			{"role": "tool", "name": "get_weather", "content": "-3"}]`)},
+		{name: "two tool calls in one turn", extra: withTools, msgs: parsed(`[
+			{"role": "user", "content": "Weather in A and B?"},
+			{"role": "assistant", "content": "Checking both.", "tool_calls": [
+				{"type": "function", "id": "a", "function": {"name": "get_weather", "arguments": {"city": "A"}}},
+				{"type": "function", "id": "b", "function": {"name": "get_weather", "arguments": "{\"city\": \"B\"}"}}]},
+			{"role": "tool", "tool_call_id": "a", "content": "1"},
+			{"role": "tool", "tool_call_id": "b", "content": "2"},
+			{"role": "assistant", "content": "A: 1, B: 2."}]`)},
+		{name: "content as parts", msgs: parsed(`[
+			{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+			{"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": " world\n"}]},
+			{"role": "assistant", "content": [{"type": "text", "text": "Hi!"}]}]`)},
+		{name: "names on messages", msgs: parsed(`[
+			{"role": "system", "name": "rules", "content": "Be kind."},
+			{"role": "user", "name": "alice", "content": "Hi"},
+			{"role": "assistant", "name": "pip", "content": "Beep."}]`)},
+	}
+	// Generated: a user question, an assistant turn calling 1–2 tools (content null, absent, empty or text;
+	// arguments an object or a JSON string), their results, and a final answer, sometimes as parts.
+	rng := rand.New(rand.NewPCG(77, 3))
+	for i := range 40 {
+		var b strings.Builder
+		q, _ := json.Marshal(contents[rng.IntN(len(contents))])
+		fmt.Fprintf(&b, `[{"role": "user", "content": %s}, {"role": "assistant"`, q)
+		switch rng.IntN(4) {
+		case 0:
+			b.WriteString(`, "content": null`)
+		case 1:
+		case 2:
+			b.WriteString(`, "content": ""`)
+		case 3:
+			fmt.Fprintf(&b, `, "content": %q`, "Let me check.")
+		}
+		calls := 1 + rng.IntN(2)
+		b.WriteString(`, "tool_calls": [`)
+		for k := range calls {
+			if k > 0 {
+				b.WriteString(", ")
+			}
+			city, _ := json.Marshal(contents[rng.IntN(len(contents))])
+			args := fmt.Sprintf(`{"city": %s, "n": %d}`, city, k)
+			if rng.IntN(2) == 0 {
+				quoted, _ := json.Marshal(args)
+				args = string(quoted)
+			}
+			fmt.Fprintf(&b, `{"type": "function", "id": "call_%d", "function": {"name": "get_weather", "arguments": %s}}`, k, args)
+		}
+		b.WriteString(`]}`)
+		for k := range calls {
+			res, _ := json.Marshal(contents[rng.IntN(len(contents))])
+			fmt.Fprintf(&b, `, {"role": "tool", "tool_call_id": "call_%d", "name": "get_weather", "content": %s}`, k, res)
+		}
+		answer, _ := json.Marshal(contents[rng.IntN(len(contents))])
+		if rng.IntN(2) == 0 {
+			answer = []byte(`[{"type": "text", "text": ` + string(answer) + `}]`)
+		}
+		genPrompt := rng.IntN(3) == 0
+		if !genPrompt {
+			fmt.Fprintf(&b, `, {"role": "assistant", "content": %s}`, answer)
+		}
+		b.WriteString("]")
+		out = append(out, conversation{name: fmt.Sprintf("generated tool call %d", i), msgs: parsed(b.String()),
+			genPrompt: genPrompt, extra: extras[rng.IntN(len(extras))]})
+	}
+	return out
 }

@@ -31,7 +31,7 @@ func FuzzChatTemplate(f *testing.F) {
 		if err != nil {
 			return
 		}
-		msgs := []Message{{"system", "be brief"}, {"user", content}, {"assistant", "ok"}}
+		msgs := []Message{{Role: "system", Content: "be brief"}, {Role: "user", Content: content}, {Role: "assistant", Content: "ok"}}
 		out, spans, err := tmpl.render(msgs, Options{AddGenerationPrompt: true, BOSToken: "<s>", EOSToken: "</s>",
 			Extra: map[string]any{"enable_thinking": false}})
 		if err != nil {

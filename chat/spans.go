@@ -10,7 +10,8 @@ package chat
 //   - end: where the full render stops agreeing with renders that end after message i:
 //     render(messages[:i+1]) and render(messages[:i+1] + a probe message with a role no template
 //     knows). A candidate counts if it is a prefix of the full render, or if the text from start
-//     to where it diverges holds the (trimmed) content; the smallest such end is taken. This keeps the end-of-turn text (e.g. <|im_end|>, <|eot_id|>) in the
+//     to where it diverges holds the (trimmed) content and the names of the tools the turn calls; the smallest
+//     such end is taken. This keeps the end-of-turn text (e.g. <|im_end|>, <|eot_id|>) in the
 //     turn. With templates that begin every turn with a fixed token, that token can be included
 //     as well (e.g. <|start_header_id|> for the @lenml Llama-3 template, which always appends an
 //     assistant header): a fixed template token, never the next message's content.
@@ -45,7 +46,16 @@ func (t *Template) AssistantSpans(msgs []Message, ro Options) (text string, span
 			return text, nil, false, nil
 		}
 		start := len(prefix)
-		content := strings.TrimFunc(m.Content, pyIsSpace)
+		// What the turn must hold: its (trimmed) content and the names of the tools it calls.
+		needles := append([]string{strings.TrimFunc(m.Content, pyIsSpace)}, m.toolCallNames()...)
+		holds := func(s string) bool {
+			for _, n := range needles {
+				if !strings.Contains(s, n) {
+					return false
+				}
+			}
+			return true
+		}
 		end := -1
 		withProbe := append(append([]Message(nil), msgs[:i+1]...), Message{Role: probeRole, Content: "\x00"})
 		for _, cand := range [][]Message{msgs[:i+1], withProbe} {
@@ -55,7 +65,7 @@ func (t *Template) AssistantSpans(msgs []Message, ro Options) (text string, span
 			}
 			e := runeBoundary(text, commonPrefix(text, r))
 			exact := e == len(r) // the full render continues this one
-			if e <= start || !(exact || strings.Contains(text[start:e], content)) {
+			if e <= start || !(exact || holds(text[start:e])) {
 				continue
 			}
 			if end < 0 || e < end {

@@ -3,7 +3,7 @@ package chat
 import "testing"
 
 func TestAssistantSpans(t *testing.T) {
-	msgs := []Message{{"user", "Fix it?"}, {"assistant", "Beep boop!"}, {"user", "Thanks"}, {"assistant", "Bye."}}
+	msgs := []Message{{Role: "user", Content: "Fix it?"}, {Role: "assistant", Content: "Beep boop!"}, {Role: "user", Content: "Thanks"}, {Role: "assistant", Content: "Bye."}}
 	cases := []struct {
 		name, tmpl string
 		want       []string // the text of the spans; nil: not found

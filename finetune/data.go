@@ -6,6 +6,10 @@ package finetune
 //	{"prompt": "...", "completion": "..."}            loss on the completion tokens only
 //	{"messages": [{"role": "...", "content": "..."}]}  rendered with the tokenizer's chat template
 //
+// Messages are OpenAI / Hugging Face chat messages (see chat.ParseMessages): content as a string or a list of
+// text parts, "name", "tool_calls" on assistant turns (content may then be null) and "tool" turns with
+// "tool_call_id"; the template sees each message as given. The loss is on the assistant turns, tool calls included.
+//
 // A line must be exactly one of these objects: other or mixed keys, duplicate keys, values of the
 // wrong type, empty text/prompt/completion, a conversation without an assistant turn, invalid
 // UTF-8 or a lone UTF-16 surrogate escape are errors naming file:line. Nothing is skipped
@@ -281,51 +285,19 @@ func parseMessages(raw json.RawMessage) ([]chat.Message, error) {
 	if rawKind(raw) != "an array" {
 		return nil, fmt.Errorf(`"messages" must be an array, not %s`, rawKind(raw))
 	}
-	var items []json.RawMessage
-	if err := json.Unmarshal(raw, &items); err != nil {
-		return nil, fmt.Errorf(`"messages": %v`, err)
+	msgs, err := chat.ParseMessages(raw)
+	if err != nil {
+		return nil, err
 	}
-	if len(items) == 0 {
+	if len(msgs) == 0 {
 		return nil, fmt.Errorf(`"messages" is empty`)
 	}
-	msgs := make([]chat.Message, len(items))
-	hasAssistant := false
-	for i, it := range items {
-		if rawKind(it) != "an object" {
-			return nil, fmt.Errorf("messages[%d] must be an object, not %s", i, rawKind(it))
-		}
-		fields, err := decodeObject(json.NewDecoder(bytes.NewReader(it)))
-		if err != nil {
-			return nil, fmt.Errorf("messages[%d]: %w", i, err)
-		}
-		for k := range fields {
-			if k != "role" && k != "content" {
-				return nil, fmt.Errorf("messages[%d]: unknown key %q (want \"role\" and \"content\")", i, k)
-			}
-		}
-		for _, k := range []string{"role", "content"} {
-			if _, ok := fields[k]; !ok {
-				return nil, fmt.Errorf("messages[%d]: missing %q", i, k)
-			}
-		}
-		m := &msgs[i]
-		if m.Role, err = stringField(fields, "role"); err != nil {
-			return nil, fmt.Errorf("messages[%d]: %w", i, err)
-		}
-		if m.Content, err = stringField(fields, "content"); err != nil {
-			return nil, fmt.Errorf("messages[%d]: %w", i, err)
-		}
-		if m.Role == "" {
-			return nil, fmt.Errorf("messages[%d]: empty \"role\"", i)
-		}
-		if m.Role == "assistant" && strings.TrimSpace(m.Content) != "" {
-			hasAssistant = true
+	for _, m := range msgs {
+		if m.Role == "assistant" && (strings.TrimSpace(m.Content) != "" || m.ToolCalls() > 0) {
+			return msgs, nil
 		}
 	}
-	if !hasAssistant {
-		return nil, fmt.Errorf(`"messages" has no non-empty assistant turn (nothing to learn)`)
-	}
-	return msgs, nil
+	return nil, fmt.Errorf(`"messages" has no assistant turn with content or tool calls (nothing to learn)`)
 }
 
 // checkSurrogates rejects \u escapes that encode lone UTF-16 surrogates (encoding/json would

@@ -108,7 +108,7 @@ func TestParseJSONLShapes(t *testing.T) {
 	if recs[1].Prompt != "Who fixes things?" || recs[1].Completion != " Pip does." {
 		t.Errorf("prompt/completion = %q / %q", recs[1].Prompt, recs[1].Completion)
 	}
-	if m := recs[2].Messages; len(m) != 2 || m[1] != (chat.Message{Role: "assistant", Content: "Beep boop!"}) {
+	if m := recs[2].Messages; len(m) != 2 || m[1].Role != "assistant" || m[1].Content != "Beep boop!" {
 		t.Errorf("messages = %+v", m)
 	}
 	if recs[3].Text != "é ✓ 😀" {
@@ -134,11 +134,11 @@ func TestParseJSONLErrors(t *testing.T) {
 		{"completion mistyped", `{"prompt": "p", "completion": ["x"]}`, `"completion" must be a string`},
 		{"messages not array", `{"messages": "hi"}`, `"messages" must be an array`},
 		{"messages empty", `{"messages": []}`, `"messages" is empty`},
-		{"message not object", `{"messages": ["hi"]}`, "messages[0] must be an object"},
+		{"message not object", `{"messages": ["hi"]}`, "messages[0]: must be an object"},
 		{"message missing content", `{"messages": [{"role": "user"}]}`, `messages[0]: missing "content"`},
-		{"message extra key", `{"messages": [{"role": "user", "content": "a", "name": "x"}]}`, `unknown key "name"`},
-		{"message role mistyped", `{"messages": [{"role": 1, "content": "a"}]}`, `"role" must be a string`},
-		{"no assistant turn", `{"messages": [{"role": "user", "content": "a"}]}`, "no non-empty assistant turn"},
+		{"message extra key", `{"messages": [{"role": "user", "content": "a", "weight": 1}]}`, `messages[0]: unknown key "weight"`},
+		{"message role mistyped", `{"messages": [{"role": 1, "content": "a"}]}`, `messages[0].role: must be a non-empty string`},
+		{"no assistant turn", `{"messages": [{"role": "user", "content": "a"}]}`, "no assistant turn with content or tool calls"},
 		{"invalid utf-8", "{\"text\": \"a\xff\"}", "invalid UTF-8 at byte 11"},
 		{"lone surrogate", `{"text": "a\ud800b"}`, "lone UTF-16 surrogate"},
 		{"lone low surrogate", `{"text": "\udc00"}`, "lone UTF-16 surrogate"},

@@ -87,7 +87,7 @@ func TokenizeRecords(recs []Record, tok DataTokenizer, opts TokenizeOptions) ([]
 			ex, err = tokenizePromptCompletion(tok, rec.Prompt, rec.Completion, eos)
 		case ChatRecord:
 			if tmpl == nil {
-				if tmpl, ro, err = chatSetup(tok, opts); err != nil {
+				if tmpl, ro, err = ChatSetup(tok, opts); err != nil {
 					return nil, st, fmt.Errorf("%s: %w", rec.Source, err)
 				}
 			}
@@ -175,7 +175,9 @@ func commonPrefix[T comparable](a, b []T) int {
 	return n
 }
 
-func chatSetup(tok DataTokenizer, opts TokenizeOptions) (*chat.Template, chat.Options, error) {
+// ChatSetup parses the chat template (opts.ChatTemplate, else the tokenizer's) and the special tokens it is
+// rendered with (the tokenizer's BOS and first EOS), as apply_chat_template passes them.
+func ChatSetup(tok DataTokenizer, opts TokenizeOptions) (*chat.Template, chat.Options, error) {
 	src := opts.ChatTemplate
 	if src == "" {
 		src = tok.ChatTemplate()

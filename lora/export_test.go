@@ -167,7 +167,8 @@ func TestPEFTExportImportGivesTheSameLogits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.Spec.Depth != 2 || got.Spec.Rank != set.Spec.Rank || got.Spec.Alpha != set.Spec.Alpha || got.Spec.RSLoRA != set.Spec.RSLoRA {
+			// rsLoRA comes back as plain LoRA with α·√r (what the export writes for llama.cpp's converter): same scale.
+			if s, w := got.Spec.Scaling(), set.Spec.Scaling(); got.Spec.Depth != 2 || got.Spec.Rank != set.Spec.Rank || got.Spec.RSLoRA || math.Abs(s-w) > 1e-12*w {
 				t.Fatalf("imported spec %+v, exported %+v", got.Spec, set.Spec)
 			}
 			if len(got.Adapters) != len(set.Adapters) {

@@ -77,7 +77,8 @@ func BaseModelOf(dir string) string {
 // LoadAny loads the adapter under dir (see ResolveDir) for a model with configuration cfg: saddle's native files
 // or a PEFT LoRA adapter written by any tool (PEFT naming with or without an adapter-name infix such as
 // ".default", rsLoRA, rank_pattern / alpha_pattern, F32/F16/BF16 tensors). It refuses what it cannot apply
-// exactly: DoRA, modules_to_save, LoRA biases, fan_in_fan_out, and modules other than the linear layers.
+// exactly: DoRA, modules_to_save, LoRA biases, fan_in_fan_out, modules other than the linear layers, and
+// init_lora_weights values for which PEFT rewrites the base weights on load (PiSSA, CorDA, OLoRA, LoftQ).
 func LoadAny(dir string, cfg model.Config) (*Set, error) {
 	dir, err := ResolveDir(dir)
 	if err != nil {
@@ -389,6 +390,9 @@ func parsePEFTConfig(path string, data []byte) (*peftConfig, error) {
 	if err := checkTargetModules(path, targets); err != nil {
 		return nil, err
 	}
+	if err := checkInitLoraWeights(path, raw["init_lora_weights"]); err != nil {
+		return nil, err
+	}
 	var err error
 	if pc.rankKeys, pc.ranks, err = orderedPattern[int](path, "rank_pattern", raw["rank_pattern"]); err != nil {
 		return nil, err
@@ -487,4 +491,40 @@ func (pc *peftConfig) alphaFor(module string) (float64, error) {
 		return pc.alphas[k], nil
 	}
 	return pc.alpha, nil
+}
+
+// checkInitLoraWeights accepts the init_lora_weights values after which PEFT loads the adapter onto the base
+// weights as they are (true, false, "gaussian", "eva", "orthogonal": they only choose the starting factors) and
+// refuses those for which PEFT rewrites the base weights when it loads the adapter (PiSSA, CorDA and OLoRA
+// subtract the initial adapter from W; LoftQ replaces W by a quantized residual) and any value PEFT does not know.
+// Applied to the unchanged base, such an adapter would give other outputs than in PEFT.
+func checkInitLoraWeights(path string, raw json.RawMessage) error {
+	if len(raw) == 0 || string(bytes.TrimSpace(raw)) == "null" {
+		return nil
+	}
+	var b bool
+	if json.Unmarshal(raw, &b) == nil {
+		return nil
+	}
+	var v string
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return fmt.Errorf("%s: init_lora_weights %s: want true, false or a string such as \"gaussian\"", path, bytes.TrimSpace(raw))
+	}
+	const convert = "; saddle applies adapters to the unchanged base. Convert it to a plain LoRA adapter in PEFT first " +
+		"(save_pretrained with path_initial_model_for_weight_conversion)"
+	switch {
+	case strings.EqualFold(v, "gaussian"), v == "eva", v == "orthogonal":
+		return nil
+	case strings.HasPrefix(v, "pissa"):
+		return fmt.Errorf("%s: init_lora_weights %q: PEFT subtracts a PiSSA adapter's initial factors from the base weights when it loads it"+convert, path, v)
+	case strings.HasPrefix(v, "corda"):
+		return fmt.Errorf("%s: init_lora_weights %q: PEFT subtracts a CorDA adapter's initial factors from the base weights when it loads it"+convert, path, v)
+	case strings.EqualFold(v, "olora"):
+		return fmt.Errorf("%s: init_lora_weights %q: PEFT subtracts an OLoRA adapter's initial factors from the base weights when it loads it"+convert, path, v)
+	case v == "loftq":
+		return fmt.Errorf("%s: init_lora_weights %q: PEFT replaces the base weights by LoftQ's quantized residual when it loads this adapter; "+
+			"saddle applies adapters to the unchanged base", path, v)
+	}
+	return fmt.Errorf("%s: init_lora_weights %q is not a LoRA initialization saddle knows: it reads adapters made with true, false, "+
+		"\"gaussian\", \"eva\" or \"orthogonal\" (those that leave the base weights as they are)", path, v)
 }

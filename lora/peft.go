@@ -57,7 +57,9 @@ func PEFTKey(module, factor string) string { return peftPrefix + module + "." + 
 
 // WritePEFT writes set as a PEFT LoRA adapter into dir: adapter_config.json and adapter_model.safetensors with
 // lora_A [r, in] and lora_B [out, r] per module. A deeper product is folded first (B' = B·M_{L−2}⋯M_1, exact in
-// float64), and r, lora_alpha and use_rslora keep the scale, so W + s·B'·A is what saddle applies. The files are
+// float64), and r and lora_alpha keep the scale, so W + s·B'·A is what saddle applies. An rsLoRA set (s = α/√r) is
+// written as lora_alpha = α·√r with use_rslora false: the same s for PEFT and vLLM, and for llama.cpp's
+// convert_lora_to_gguf.py, which reads lora_alpha only and would apply a use_rslora adapter √r times too weakly. The files are
 // written one by one (each atomically); for an all-or-nothing folder, write into fileio.WriteDir's temporary
 // folder, as saddle export does.
 func WritePEFT(dir string, set *Set, opts PEFTOptions) error {
@@ -70,8 +72,8 @@ func WritePEFT(dir string, set *Set, opts PEFTOptions) error {
 	targets, layers := peftTargets(set, opts.NumLayers)
 	cfg := PEFTConfig{
 		PeftType: "LORA", TaskType: "CAUSAL_LM", BaseModelNameOrPath: opts.BaseModel,
-		R: set.Spec.Rank, LoraAlpha: set.Spec.Alpha, LoraDropout: set.Spec.Dropout,
-		TargetModules: targets, LayersToTransform: layers, Bias: "none", UseRSLoRA: set.Spec.RSLoRA,
+		R: set.Spec.Rank, LoraAlpha: GGUFAlpha(set.Spec), LoraDropout: set.Spec.Dropout, // α/r = s for every reader
+		TargetModules: targets, LayersToTransform: layers, Bias: "none", UseRSLoRA: false,
 		InferenceMode: true, InitLoraWeights: true, RankPattern: map[string]int{}, AlphaPattern: map[string]float64{},
 	}
 	named := map[string]safetensors.Tensor{}

@@ -19,6 +19,9 @@ import (
 // by the saddle binary built at commit 5a0f81f (before the file-format layer was rewritten), from the adapter in
 // testdata/export-golden/run (stories260K, rank 4, depth 3, rsLoRA, six module kinds on layers 0, 2 and 4, three
 // Adam steps), run from a folder holding stories260K.gguf and stories260K-hf/ under those names.
+// The three peft*/adapter_config.json hashes were renewed when the PEFT export began writing an rsLoRA adapter as
+// lora_alpha = α·√r with use_rslora false (8 → 16, true → false; same scale, and the one llama.cpp's converter
+// reads): every other byte of those files, and every other file, is unchanged.
 var exportGoldenCases = [][]string{
 	{"--model", "stories260K.gguf", "--format", "peft", "--out", "peft"},
 	{"--model", "stories260K.gguf", "--format", "peft", "--dtype", "BF16", "--out", "peft-bf16"},

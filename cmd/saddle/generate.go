@@ -51,6 +51,7 @@ func newGenerateCmd() *cobra.Command {
 	f.String("prompts-file", "", "generate for every non-empty line of this file at once (batched on the CPU decoder); "+
 		"instead of --prompt")
 	f.String("decoder", "auto", "auto (the CPU decoder on the Go backend, else the graph), cpu or graph")
+	f.Bool("chat", false, "wrap --prompt (or each --prompts-file line) as one user message in the model's chat template, with the generation prompt (instruct models)")
 	addMemoryCheckFlag(cmd)
 	return cmd
 }
@@ -193,8 +194,8 @@ func decoderName(d model.TokenDecoder) string {
 	return "graph"
 }
 
-// generatePrompts returns the token ids of --prompt, or of every non-empty line of --prompts-file; an empty
-// --prompt starts from BOS.
+// generatePrompts returns the token ids of --prompt, or of every non-empty line of --prompts-file, each wrapped in
+// the chat template with --chat; an empty --prompt starts from BOS.
 func generatePrompts(cmd *cobra.Command, tok *tokenizer.Tokenizer, modelPath string) ([][]int, error) {
 	file := flagString(cmd, "prompts-file")
 	texts := []string{flagString(cmd, "prompt")}
@@ -218,7 +219,15 @@ func generatePrompts(cmd *cobra.Command, tok *tokenizer.Tokenizer, modelPath str
 	}
 	var prompts [][]int
 	for _, text := range texts {
-		ids := tok.Encode(text, true)
+		var ids []int
+		if flagBool(cmd, "chat") {
+			var err error
+			if ids, err = chatPrompt(modelPath, tok, text); err != nil {
+				return nil, err
+			}
+		} else {
+			ids = tok.Encode(text, true)
+		}
 		if len(ids) == 0 || (text == "" && ids[0] != tok.BOS()) {
 			if tok.BOS() < 0 {
 				return nil, fmt.Errorf("%s: the prompt is empty and the tokenizer has no BOS token to start from", modelPath)

@@ -45,6 +45,7 @@ Hugging Face tokenizers, generates text, and fine-tunes through LoRA-style produ
 	root.PersistentFlags().String("backend", "", "compute backend: go (default), xla:cuda, xla:tpu, xla:cpu or xla:/path/to/plugin.so (env GOMLX_BACKEND)")
 	root.PersistentFlags().String("pjrt-plugin", "", "path to a PJRT plugin .so for the xla backend (same as --backend xla:PATH)")
 	root.AddCommand(newGenerateCmd(), newTokenizeCmd(), newInfoCmd(), newTrainCmd(), newEscapeCmd(), newTheoryCmd(), newExportCmd())
+	root.AddCommand(newChatTemplateCmd())
 	return root
 }
 
