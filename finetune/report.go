@@ -360,6 +360,7 @@ td.good { background: #dff0d8; } td.bad { background: #f2dede; }
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: 0.85em; color: #555; }
 .note { color: #555; font-size: 0.9em; }
+.scroll { overflow-x: auto; }
 </style>
 </head>
 <body>
@@ -388,8 +389,8 @@ figcaption { font-size: 0.85em; color: #555; }
 </section>
 </body>
 </html>
-{{define "table"}}<table>
+{{define "table"}}<div class="scroll"><table>
 <thead><tr>{{range .Header}}<th>{{.}}</th>{{end}}</tr></thead>
 <tbody>{{range .Rows}}<tr>{{range .}}<td{{with .Class}} class="{{.}}"{{end}}>{{.Text}}</td>{{end}}</tr>
 {{end}}</tbody>
-</table>{{end}}`))
+</table></div>{{end}}`))
