@@ -32,15 +32,7 @@ func TestLinesWritesPNGAndSVG(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(path + ".png")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatalf("%s.png: %v", path, err)
-	}
+	img := readPNG(t, path+".png")
 	b := img.Bounds()
 	if b.Dx() < 300 || b.Dy() < 200 {
 		t.Fatalf("PNG is %dx%d, want a readable size", b.Dx(), b.Dy())
