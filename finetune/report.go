@@ -299,6 +299,8 @@ func reportVersions(out string, runs []SweepRun) ([][2]string, error) {
 			if settings["vcs.modified"] == "true" {
 				saddle += " (with uncommitted changes)"
 			}
+		} else {
+			saddle += ", no VCS revision stamped (built with -buildvcs=false, by go test, or outside a git checkout)"
 		}
 		v = append(v, [2]string{"saddle", saddle})
 		if exp := settings["GOEXPERIMENT"]; exp != "" {
