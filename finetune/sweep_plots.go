@@ -33,7 +33,8 @@ var sweepFactors = []factor{
 
 // runStyle tells a sweep's runs apart in the loss and ‖ΔW‖ plots: the colour is the optimizer's, the dash pattern
 // follows the first setting that varies (lr, then λ, depth, init), and the settings that vary besides it pick the
-// panel. When only one setting varies but there are more than maxSeriesPerPanel runs, it picks the panel too.
+// panel. When only one setting varies but there are more than maxSeriesPerPanel runs, it picks the panel too; when
+// it takes more values than there are dash patterns, the panel alone tells them apart.
 type runStyle struct {
 	colors map[string]int // optimizer label → palette entry (1-based)
 	dash   *factor
@@ -55,7 +56,10 @@ func newRunStyle(runs []SweepRun) runStyle {
 	st.dash = &varying[0]
 	st.dashes = plots.Keys(mapped(runs, st.dash.value))
 	st.panel = varying[1:]
-	if len(st.panel) == 0 && len(runs) > maxSeriesPerPanel {
+	switch {
+	case len(st.dashes) > plots.Dashes: // patterns would repeat within a panel: one panel per value instead
+		st.dash, st.dashes, st.panel = nil, nil, varying
+	case len(st.panel) == 0 && len(runs) > maxSeriesPerPanel:
 		st.panel = varying[:1]
 	}
 	return st

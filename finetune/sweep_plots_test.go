@@ -27,10 +27,11 @@ func TestRunStyleTellsRunsApart(t *testing.T) {
 		runs   []SweepRun
 		panels int
 	}{
-		{gridRuns([]string{"sgd", "adam"}, []float64{1e-3, 1e-2}, []float64{0.1}), 1},                 // 4 runs, one plot
-		{gridRuns([]string{"sgd", "adam", "sign"}, []float64{1e-3, 1e-2}, []float64{0.01, 0.1}), 2},   // 12 runs: a panel per λ
-		{gridRuns([]string{"sgd", "adam"}, []float64{1e-4, 1e-3, 1e-2, 1e-1}, []float64{0.1}), 4},     // 8 runs, only lr varies: a panel per lr
-		{gridRuns([]string{"sgd", "adam", "steepest:1.5"}, []float64{1e-3}, []float64{0.01, 0.1}), 1}, // 6 runs: λ is the pattern
+		{gridRuns([]string{"sgd", "adam"}, []float64{1e-3, 1e-2}, []float64{0.1}), 1},               // 4 runs, one plot
+		{gridRuns([]string{"sgd", "adam", "sign"}, []float64{1e-3, 1e-2}, []float64{0.01, 0.1}), 2}, // 12 runs: a panel per λ
+		{gridRuns([]string{"sgd", "adam"}, []float64{1e-4, 1e-3, 1e-2, 1e-1}, []float64{0.1}), 4},   // 8 runs, only lr varies: a panel per lr
+		{gridRuns([]string{"sgd", "adam", "steepest:1.5"}, []float64{1e-3}, []float64{0.01, 0.1}), 1},
+		{gridRuns([]string{"sgd", "adam"}, []float64{1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1}, []float64{0.01, 0.1}), 14}, // more lrs than patterns // 6 runs: λ is the pattern
 	} {
 		st := newRunStyle(tc.runs)
 		colourOf, panels, looks := map[int]string{}, map[string]bool{}, map[string]string{}
