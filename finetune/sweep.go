@@ -1,7 +1,6 @@
 package finetune
 
 import (
-	"bufio"
 	"context"
 	"encoding/csv"
 	"encoding/json"
@@ -9,7 +8,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,7 +17,6 @@ import (
 	"github.com/saddle-ml/saddle/internal/setting"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
-	"github.com/saddle-ml/saddle/plots"
 	"github.com/saddle-ml/saddle/theory"
 )
 
@@ -304,7 +301,11 @@ func writeSweep(out string, res *SweepResult) error {
 	if err := fileio.WriteFile(filepath.Join(out, "runs.csv"), []byte(b.String())); err != nil {
 		return err
 	}
-	return sweepPlots(out, res)
+	if err := sweepPlots(out, res); err != nil {
+		return err
+	}
+	// Last: the report reads every other file of the folder.
+	return writeReport(out, res)
 }
 
 func fmtF(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
@@ -321,109 +322,4 @@ func fmtLoss(p *float64) string {
 		return ""
 	}
 	return fmtF(*p)
-}
-
-// runLabel names a run in plot legends by the factors that vary.
-func runLabel(r SweepRun) string {
-	return fmt.Sprintf("%s lr=%g λ=%g L=%d", r.Optimizer, r.LR, r.InitScale, r.Depth)
-}
-
-// sweepPlots draws loss vs step and mean ‖ΔW‖/‖W‖ vs step (log) for every run, and escape step vs λ (log–log).
-func sweepPlots(out string, res *SweepResult) error {
-	var loss, norm []plots.Series
-	title := "Eval loss"
-	for _, r := range res.Runs {
-		t, err := readTrajectory(filepath.Join(out, "runs", r.Name, "metrics.jsonl"))
-		if err != nil {
-			return err
-		}
-		// The eval loss is smooth and comparable across runs; per-batch training loss is the fallback.
-		if len(t.evalSteps) > 1 {
-			loss = append(loss, plots.Series{Name: runLabel(r), X: t.evalSteps, Y: t.evalLoss})
-		} else {
-			title = "Training loss"
-			loss = append(loss, plots.Series{Name: runLabel(r), X: t.steps, Y: t.loss})
-		}
-		norm = append(norm, plots.Series{Name: runLabel(r), X: t.steps, Y: t.rel})
-	}
-	if len(loss) == 0 {
-		return nil
-	}
-	if err := plots.Lines(filepath.Join(out, "loss"), title, "step", "loss", false, false, loss); err != nil {
-		return err
-	}
-	if err := plots.Lines(filepath.Join(out, "delta_w"), "Adapter size", "step", "mean ‖ΔW‖/‖W‖", false, true, norm); err != nil {
-		return err
-	}
-	var escape []plots.Series
-	byGroup := map[string]*plots.Series{}
-	var order []string
-	for _, r := range res.Runs {
-		if r.EscapeStep == nil {
-			continue
-		}
-		g := fmt.Sprintf("%s lr=%g L=%d %s", r.Optimizer, r.LR, r.Depth, r.Init)
-		if byGroup[g] == nil {
-			byGroup[g] = &plots.Series{Name: g, Points: true}
-			order = append(order, g)
-		}
-		byGroup[g].X = append(byGroup[g].X, r.InitScale)
-		byGroup[g].Y = append(byGroup[g].Y, float64(*r.EscapeStep))
-	}
-	for i, g := range order {
-		s := byGroup[g]
-		s.Color = i + 1
-		escape = append(escape, *s)
-		if len(s.X) >= 2 {
-			xs, ys := make([]float64, len(s.X)), make([]float64, len(s.X))
-			for j := range s.X {
-				xs[j], ys[j] = math.Log(s.X[j]), math.Log(s.Y[j])
-			}
-			if f := fit.Line(xs, ys); !math.IsNaN(f.Slope) {
-				lo, hi := slices.Min(s.X), slices.Max(s.X)
-				line := plots.Series{Name: fmt.Sprintf("fit slope %.2f", f.Slope), Color: i + 1, X: []float64{lo, hi},
-					Y: []float64{math.Exp(f.Intercept + f.Slope*math.Log(lo)), math.Exp(f.Intercept + f.Slope*math.Log(hi))}}
-				escape = append(escape, line)
-			}
-		}
-	}
-	if len(escape) == 0 {
-		return nil
-	}
-	return plots.Lines(filepath.Join(out, "escape_vs_lambda"), "Escape step vs init scale", "λ", "escape step", true, true, escape)
-}
-
-type trajectory struct {
-	steps, loss, rel    []float64
-	evalSteps, evalLoss []float64
-}
-
-func readTrajectory(path string) (*trajectory, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<26)
-	t := &trajectory{}
-	line := 0
-	for sc.Scan() {
-		line++
-		var row MetricsRow
-		if err := json.Unmarshal(sc.Bytes(), &row); err != nil {
-			return nil, fmt.Errorf("%s:%d: %w", path, line, err)
-		}
-		if row.EvalLoss != nil {
-			t.evalSteps = append(t.evalSteps, float64(row.Step))
-			t.evalLoss = append(t.evalLoss, *row.EvalLoss)
-		}
-		if row.Loss == nil {
-			continue
-		}
-		t.steps = append(t.steps, float64(row.Step))
-		t.loss = append(t.loss, *row.Loss)
-		t.rel = append(t.rel, row.All.RelDW)
-	}
-	return t, sc.Err()
 }

@@ -1,6 +1,9 @@
 package plots
 
 import (
+	"fmt"
+	"image"
+	"image/color"
 	"image/png"
 	"math"
 	"os"
@@ -8,7 +11,8 @@ import (
 	"strings"
 	"testing"
 
-	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 )
 
 func TestLinesWritesPNGAndSVG(t *testing.T) {
@@ -28,21 +32,13 @@ func TestLinesWritesPNGAndSVG(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(path + ".png")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatalf("%s.png: %v", path, err)
-	}
+	img := readPNG(t, path+".png")
 	b := img.Bounds()
 	if b.Dx() < 300 || b.Dy() < 200 {
 		t.Fatalf("PNG is %dx%d, want a readable size", b.Dx(), b.Dy())
 	}
 	// The first palette colour must actually appear: the markers and the fit were drawn.
-	want := plotutil.Color(0)
+	want := Color(0)
 	wr, wg, wb, _ := want.RGBA()
 	colored := 0
 	for py := b.Min.Y; py < b.Max.Y; py++ {
@@ -161,4 +157,150 @@ func TestLinearTickLabelsHaveNoTrailingZeros(t *testing.T) {
 			t.Errorf("label %q shows binary noise", tk.Label)
 		}
 	}
+}
+
+// The palette's colours are far apart (no two keys look alike), and Keys gives distinct keys distinct entries.
+func TestPaletteColoursAreDistinct(t *testing.T) {
+	for i := 0; i < Colors; i++ {
+		for j := i + 1; j < Colors; j++ {
+			a, b := Color(i).(color.RGBA), Color(j).(color.RGBA)
+			d := math.Abs(float64(a.R)-float64(b.R)) + math.Abs(float64(a.G)-float64(b.G)) + math.Abs(float64(a.B)-float64(b.B))
+			if d < 75 { // Okabe–Ito's orange and vermillion, the closest pair, are 82 apart
+				t.Errorf("palette entries %d %v and %d %v are too close (distance %g)", i, a, j, b, d)
+			}
+		}
+	}
+	var labels []string
+	for i := range Colors {
+		labels = append(labels, fmt.Sprintf("opt%d", i), fmt.Sprintf("opt%d", i)) // each twice
+	}
+	keys := Keys(labels)
+	if len(keys) != Colors {
+		t.Fatalf("Keys gave %d keys for %d distinct labels", len(keys), Colors)
+	}
+	seen := map[color.Color]string{}
+	for l, k := range keys {
+		c := Color(k - 1)
+		if other, ok := seen[c]; ok {
+			t.Errorf("%s and %s share the colour %v", l, other, c)
+		}
+		seen[c] = l
+	}
+	if Keys([]string{"b", "a", "b"})["b"] != 1 {
+		t.Error("Keys must number in order of first appearance")
+	}
+}
+
+// manySeries is a figure of n series with long names, split into the given number of panels.
+func manySeries(n, panels int) Figure {
+	f := Figure{Title: "Eval loss", XLabel: "step", YLabel: "loss"}
+	for i := range n {
+		var x, y []float64
+		for s := range 40 {
+			x = append(x, float64(s))
+			y = append(y, 3-float64(i)*0.1*math.Log1p(float64(s)))
+		}
+		f.Series = append(f.Series, Series{Name: fmt.Sprintf("steepest:1.5 lr=0.001 λ=0.01 series %d", i), X: x, Y: y,
+			Color: i%3 + 1, Dash: i / 3, Panel: fmt.Sprintf("panel %d", i%panels)})
+	}
+	return f
+}
+
+func overlaps(a, b vg.Rectangle) bool {
+	return a.Min.X < b.Max.X && b.Min.X < a.Max.X && a.Min.Y < b.Max.Y && b.Min.Y < a.Max.Y
+}
+
+// The legend is drawn beside the data, never over them: its area holds it, meets no panel's data area, and lies on
+// the page.
+func TestLegendIsOutsideTheData(t *testing.T) {
+	for _, tc := range []struct{ n, panels int }{{1, 1}, {6, 1}, {12, 4}, {30, 6}} {
+		c, err := manySeries(tc.n, tc.panels).compose()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.legend == nil {
+			t.Fatalf("%d series: no legend", tc.n)
+		}
+		// gonum draws a top-left legend from its area's top-left corner; the area must hold all of it.
+		box, size := c.legendArea, c.legend.Rectangle(draw.Canvas{}).Size()
+		if box.Size().X < size.X || box.Size().Y < size.Y {
+			t.Errorf("%d series: legend of size %v spills out of its area %v", tc.n, size, box)
+		}
+		page := vg.Rectangle{Max: vg.Point{X: c.Width, Y: c.Height}}
+		if box.Min.X < 0 || box.Min.Y < 0 || box.Max.X > page.Max.X || box.Max.Y > page.Max.Y {
+			t.Errorf("%d series: legend %v is not on the page %v", tc.n, box, page)
+		}
+		for i, d := range c.dataAreas() {
+			if overlaps(box, d) {
+				t.Errorf("%d series: legend %v overlaps the data area %v of panel %d", tc.n, box, d, i)
+			}
+			if d.Size().X < vg.Inch || d.Size().Y < vg.Inch {
+				t.Errorf("%d series: panel %d's data area %v is too small to read", tc.n, i, d)
+			}
+		}
+	}
+}
+
+// Series with different Panel values are drawn as a grid of panels that do not overlap and share axis ranges.
+func TestPanelsAreSmallMultiples(t *testing.T) {
+	f := manySeries(12, 4)
+	f.Series[0].Y[5] = 100 // one panel's outlier sets every panel's y range
+	c, err := f.compose()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.panels) != 4 {
+		t.Fatalf("%d panels, want 4", len(c.panels))
+	}
+	for i, p := range c.panels {
+		if p.Title.Text != fmt.Sprintf("panel %d", i) {
+			t.Errorf("panel %d is titled %q", i, p.Title.Text)
+		}
+		if p.Y.Max < 100 || p.Y.Max != c.panels[0].Y.Max || p.X.Min != c.panels[0].X.Min {
+			t.Errorf("panel %d's axes (x %g…%g, y %g…%g) differ from panel 0's", i, p.X.Min, p.X.Max, p.Y.Min, p.Y.Max)
+		}
+		for j := i + 1; j < len(c.areas); j++ {
+			if overlaps(c.areas[i], c.areas[j]) {
+				t.Errorf("panels %d and %d overlap", i, j)
+			}
+		}
+	}
+	// A legend entry per name, not per series drawn.
+	f.Series[1].Name = f.Series[0].Name
+	c, err = f.compose()
+	if err != nil {
+		t.Fatal(err)
+	}
+	single, err := manySeries(12, 1).compose()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(single.panels) != 1 {
+		t.Fatalf("series without distinct panels drew %d panels", len(single.panels))
+	}
+	if h, hs := c.legend.Rectangle(draw.Canvas{}).Size().Y, single.legend.Rectangle(draw.Canvas{}).Size().Y; !(h < hs) {
+		t.Errorf("a repeated name got its own legend entry (legend height %v, with 12 names %v)", h, hs)
+	}
+	path := filepath.Join(t.TempDir(), "grid")
+	if err := f.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	img := readPNG(t, path+".png")
+	if w := img.Bounds().Dx(); w < 2*300 {
+		t.Errorf("the grid's PNG is %d pixels wide", w)
+	}
+}
+
+func readPNG(t *testing.T, path string) image.Image {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return img
 }

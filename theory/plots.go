@@ -120,13 +120,13 @@ func (rep *Report) writePlots(dir string) ([]string, error) {
 	}
 	if len(overview) > 0 {
 		if err := save("escape_overview", plots.Figure{Title: "Escape time (steps·lr) against λ, all sweeps",
-			XLabel: "λ", YLabel: "steps·lr", LogX: true, LogY: true, Series: overview, Width: 7, Height: 5, LegendBottom: true}); err != nil {
+			XLabel: "λ", YLabel: "steps·lr", LogX: true, LogY: true, Series: overview, Width: 7, Height: 5}); err != nil {
 			return files, err
 		}
 	}
 	if len(logRegime) > 0 {
 		if err := save("escape_log_regime", plots.Figure{Title: "Logarithmic regime q(L−1) = L: steps against ln(1/λ)",
-			XLabel: "ln(1/λ)", YLabel: "steps", Series: logRegime, LegendLeft: true}); err != nil {
+			XLabel: "ln(1/λ)", YLabel: "steps", Series: logRegime}); err != nil {
 			return files, err
 		}
 	}
@@ -157,7 +157,7 @@ func (rep *Report) writePlots(dir string) ([]string, error) {
 	}
 	if len(drift) > 0 {
 		if err := save("balance_drift", plots.Figure{Title: "Balance law without weight decay: drift of D = |w1|^q − |wj|^q",
-			XLabel: "step", YLabel: "‖D(t) − D(0)‖ / ‖D(0)‖", LogY: true, Series: drift, Width: 7, LegendBottom: true}); err != nil {
+			XLabel: "step", YLabel: "‖D(t) − D(0)‖ / ‖D(0)‖", LogY: true, Series: drift, Width: 7}); err != nil {
 			return files, err
 		}
 	}

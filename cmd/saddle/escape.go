@@ -6,9 +6,11 @@ import (
 	"io"
 	"math"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/saddle-ml/saddle/finetune"
 	"github.com/saddle-ml/saddle/optimizers"
@@ -20,7 +22,7 @@ func newEscapeCmd() *cobra.Command {
 		Short: "Compare how optimizers escape the saddle: a sweep over optimizers, learning rates, init scales and depths",
 		Long: `escape trains one adapter per combination of --optimizers × --lrs × --init-scales × --depths × --inits,
 all from the same base model, adapter seed and batch order, and writes runs.csv, runs.json, each run's
-metrics.jsonl and plots (PNG and SVG) into --out. Rerunning with the same --out skips finished runs.`,
+metrics.jsonl, plots (PNG and SVG) and report.html (all of it in one page) into --out. Rerunning with the same --out skips finished runs.`,
 		Args: cobra.NoArgs,
 		RunE: runEscape,
 	}
@@ -54,6 +56,7 @@ func parseFloats(cmd *cobra.Command, name string) ([]float64, error) {
 }
 
 func runEscape(cmd *cobra.Command, _ []string) error {
+	command := commandLine(cmd) // before a config file sets flags
 	if err := applyConfig(cmd); err != nil {
 		return err
 	}
@@ -128,6 +131,9 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	if err := finetune.RecordSweepCommand(base.Out, command); err != nil {
+		return err
+	}
 	intr := watchInterrupts(cmd)
 	defer intr.stop()
 	logw := cmd.ErrOrStderr()
@@ -147,6 +153,19 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 		return printJSON(cmd.OutOrStdout(), res)
 	}
 	return nil
+}
+
+// commandLine is the command as given: its path and the flags set on the command line, by name, quoted for a shell.
+func commandLine(cmd *cobra.Command) string {
+	parts := []string{cmd.CommandPath()}
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		if f.Value.Type() == "bool" && f.Value.String() == "true" {
+			parts = append(parts, "--"+f.Name)
+			return
+		}
+		parts = append(parts, "--"+f.Name+"="+shellQuote(f.Value.String()))
+	})
+	return strings.Join(parts, " ")
 }
 
 // largestPlan is the plan of the sweep with the largest memory estimate (depth and optimizer vary the adapters').
@@ -176,5 +195,5 @@ func printSweep(w io.Writer, res *finetune.SweepResult) {
 		fmt.Fprintf(w, "fit: %s lr=%g depth %d %s: escape step ∝ λ^%.2f over %d points (theory: %s)\n",
 			f.Optimizer, f.LR, f.Depth, f.Init, f.Slope, f.Points, *f.Predicted)
 	}
-	fmt.Fprintf(w, "written to %s (runs.csv, runs.json, loss/delta_w/escape_vs_lambda .png/.svg)\n", res.Out)
+	fmt.Fprintf(w, "written to %s (report.html, runs.csv, runs.json, loss/delta_w/escape_vs_lambda .png/.svg)\n", res.Out)
 }
