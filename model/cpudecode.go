@@ -41,6 +41,7 @@ type CPUDecoder struct {
 	invFreq  []float32
 	adapters map[string]*LowRank
 	slots    []cpuSlot
+	scratch  []float32
 }
 
 type cpuSlot struct {
@@ -304,14 +305,20 @@ func (d *CPUDecoder) forward(rows []cpuRow) [][]float32 {
 	c := d.cfg
 	n, hidden := len(rows), c.HiddenSize
 	qDim, kvDim := c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim
-	x := make([]float32, n*hidden)
+	// Scratch for this pass, reused across passes: decoding allocates nothing per token.
+	d.scratch = slices.Grow(d.scratch[:0], n*(3*hidden+2*qDim+2*kvDim+2*c.IntermediateSize))
+	buf := d.scratch[:cap(d.scratch)]
+	take := func(size int) []float32 {
+		b := buf[:size:size]
+		buf = buf[size:]
+		return b
+	}
+	x, h, tmp := take(n*hidden), take(n*hidden), take(n*hidden)
+	q, k, v, att := take(n*qDim), take(n*kvDim), take(n*kvDim), take(n*qDim)
+	gate, up := take(n*c.IntermediateSize), take(n*c.IntermediateSize)
 	for i, r := range rows {
 		d.embed.Row(r.token, x[i*hidden:(i+1)*hidden])
 	}
-	h := make([]float32, n*hidden)
-	q, k, v := make([]float32, n*qDim), make([]float32, n*kvDim), make([]float32, n*kvDim)
-	att, tmp := make([]float32, n*qDim), make([]float32, n*hidden)
-	gate, up := make([]float32, n*c.IntermediateSize), make([]float32, n*c.IntermediateSize)
 	for li := range d.layers {
 		l := &d.layers[li]
 		rmsNormRows(h, x, l.inNorm, hidden, c.RMSNormEps)

@@ -113,13 +113,18 @@ const xGroup = 8
 // chunk is how many columns of a half-precision row block are widened to float32 at a time (4 KB, in L1).
 const chunk = 256
 
+// widenPool holds the row blocks half-precision weights are widened into.
+var widenPool = sync.Pool{New: func() any { return new([rowBlock * chunk]float32) }}
+
 // mulRows computes output rows [r0, r1) for every x row.
 func (w *Matrix) mulRows(dst []float32, ldd int, x []float32, m, r0, r1 int) {
 	cols := w.Cols
 	var buf [rowBlock][]float32
 	if w.Kind != F32 {
+		widened := widenPool.Get().(*[rowBlock * chunk]float32)
+		defer widenPool.Put(widened)
 		for j := range buf {
-			buf[j] = make([]float32, min(chunk, cols))
+			buf[j] = widened[j*chunk : j*chunk+min(chunk, cols)]
 		}
 	}
 	var acc [xGroup][rowBlock]float32
