@@ -144,6 +144,9 @@ fi
 echo "== memory bandwidth (STREAM-style, $threads threads)"
 GOMAXPROCS=$threads "$bench" -mode stream -steps 5 >"$work/stream.json"
 cat "$work/stream.json"
+echo "== f32 matmul rate (1024², the Go backend, $threads threads)"
+GOMAXPROCS=$threads "$bench" -mode matmul -steps 10 >"$work/matmul.json"
+cat "$work/matmul.json"
 
 if [ -n "$real" ]; then
   folder=$work/shape-$real
@@ -241,4 +244,4 @@ for round in $(seq 1 "$rounds"); do
 done
 
 echo "== results ($results), $(nproc) cores, load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$py" "$here/scripts/bench/report.py" "$results" "$work/stream.json"
+"$py" "$here/scripts/bench/report.py" "$results" "$work/stream.json" "$work/matmul.json" "$work/peer-probe.jsonl"

@@ -5,6 +5,7 @@
 //	bench -mode train -model DIR [-batch 16 -seq 256 -steps 5 -warmup 1]
 //	bench -mode generate -model DIR [-prompt 8 -new-tokens 128 -steps 3 -decoder auto|cpu|graph -gen-batch 1]
 //	bench -mode stream [-stream-mib 1024 -steps 5]
+//	bench -mode matmul [-steps 5]          (the backend's 1024² f32 matmul rate)
 //	bench -write-synth DIR [-hidden 512 -layers 8 -heads 8 -kv-heads 4 -ffn 1408 -vocab 32000]
 //	bench -write-shape qwen3-0.6b|llama-3.2-1b|llama-3.1-8b DIR
 //
@@ -112,6 +113,8 @@ func main() {
 		err = writeSynthetic(writeSynth, synth)
 	case o.mode == "stream":
 		res, err = benchStream(o)
+	case o.mode == "matmul":
+		res, err = benchMatmul(o)
 	case o.modelDir == "":
 		err = fmt.Errorf("-model is required (or -write-synth, -write-shape)")
 	case o.mode == "train":
@@ -119,7 +122,7 @@ func main() {
 	case o.mode == "generate":
 		res, err = benchGenerate(o)
 	default:
-		err = fmt.Errorf("-mode %q: use train, generate or stream", o.mode)
+		err = fmt.Errorf("-mode %q: use train, generate, stream or matmul", o.mode)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints bench.sh's W1-W3 comparison: RESULTS.jsonl STREAM.json (see scripts/bench.sh). Every figure is the median
+"""Prints bench.sh's W1-W3 comparison: RESULTS.jsonl STREAM.json MATMUL.json [PEER-PROBE.jsonl] (see scripts/bench.sh). Every figure is the median
 over all timed samples of all rounds, with the spread (min–max over those samples) beside it."""
 import json
 import statistics
@@ -7,6 +7,14 @@ import sys
 
 runs = [json.loads(l) for l in open(sys.argv[1])]
 stream = json.load(open(sys.argv[2]))
+matmul = json.load(open(sys.argv[3]))
+probe = []
+if len(sys.argv) > 4:
+    try:
+        probe = [json.loads(l) for l in open(sys.argv[4]) if l.strip()]
+    except OSError:
+        pass
+blas_gemm = max((x["gemm_gflops"] for r in probe for x in r["results"]), default=None)
 
 
 def side_runs(wl, side):
@@ -78,3 +86,8 @@ if w2 and "flops" in w2 and "saddle" in w2:
     print(f'\nW2 matmul FLOPs per step: {w2["flops"]/1e9:.1f} GFLOP (dense 4·N·T, LoRA 6·r·(in+out)·T, attention '
           f'12·B·heads·seq²·headDim·layers); achieved: saddle {w2["flops"]/w2["saddle"]["ms"]/1e6:.1f} GFLOP/s'
           + (f', peer {w2["flops"]/w2["pytorch"]["ms"]/1e6:.1f} GFLOP/s' if "pytorch" in w2 else ""))
+    rate = w2["flops"] / w2["saddle"]["ms"] / 1e6
+    print(f'machine f32 matmul rate (1024²): the Go backend {matmul["gflops"]:.1f} GFLOP/s'
+          + (f', OpenBLAS {blas_gemm:.1f} GFLOP/s (the peer probe\'s best)' if blas_gemm else "")
+          + f'; W2 runs at {100 * rate / matmul["gflops"]:.0f} % of the Go backend\'s rate'
+          + (f', {100 * rate / blas_gemm:.0f} % of OpenBLAS\'s' if blas_gemm else ""))

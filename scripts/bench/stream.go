@@ -2,9 +2,15 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/gomlx/gomlx/core/graph"
+	"github.com/gomlx/gomlx/core/tensors"
+
+	"github.com/saddle-ml/saddle/backend"
 )
 
 // benchStream measures this machine's memory bandwidth the way STREAM does, on GOMAXPROCS goroutines over
@@ -41,4 +47,37 @@ func benchStream(o options) (map[string]any, error) {
 	}
 	return map[string]any{"mode": "stream", "mib": o.streamMiB, "threads": workers,
 		"read_gb_s": readBest, "copy_gb_s": copyBest, "check": sums[0]}, nil
+}
+
+// benchMatmul measures the backend's f32 matmul rate on a 1024×1024 by 1024×1024 product (the best of -steps runs):
+// the machine's f32 matmul rate as saddle can use it, against which W2's achieved rate is read.
+func benchMatmul(o options) (map[string]any, error) {
+	b, cfg, err := backend.New(o.backend)
+	if err != nil {
+		return nil, err
+	}
+	const n = 1024
+	exec, err := graph.NewExec(b, func(x, y *graph.Node) *graph.Node { return graph.Dot(x, y).Product() })
+	if err != nil {
+		return nil, err
+	}
+	defer exec.Finalize()
+	data := make([]float32, n*n)
+	for i := range data {
+		data[i] = float32(i%7) - 3
+	}
+	x, y := tensors.FromFlatDataAndDimensions(data, n, n), tensors.FromFlatDataAndDimensions(data, n, n)
+	best := math.Inf(1)
+	for i := range max(o.steps, 3) + 1 {
+		t0 := time.Now()
+		out, err := exec.Exec(x, y)
+		if err != nil {
+			return nil, err
+		}
+		out[0].MustFinalizeAll()
+		if i > 0 {
+			best = min(best, time.Since(t0).Seconds())
+		}
+	}
+	return map[string]any{"mode": "matmul", "backend": cfg, "n": n, "gflops": 2 * n * n * n / best / 1e9}, nil
 }
