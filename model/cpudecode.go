@@ -26,7 +26,7 @@ type LowRank struct {
 // CPUDecoder decodes on the CPU without a graph: every matmul reads the frozen weight where the Go backend holds it,
 // in its storage dtype (gemv), so a decoded token costs one pass over the weights. It serves several sequences at
 // once (Batch slots, each with its own KV cache and position): StepBatch feeds one token to each of several slots
-// and reads the weights once for all of them. Prompts are fed in groups of up to 8 positions per pass.
+// and reads the weights once for all of them. Prompts are fed up to passRows positions per pass.
 //
 // It borrows the model's weight buffers: Close it before finalizing the model. It needs the Go backend and float32
 // activations (NewCPUDecoder says why when it cannot be used); the graph Decoder serves every other case and is
@@ -241,8 +241,12 @@ func (d *CPUDecoder) Pos() int { return d.slots[0].pos }
 // Close drops the decoder's view of the weights and its caches.
 func (d *CPUDecoder) Close() { *d = CPUDecoder{} }
 
+// passRows is the most positions one pass feeds: a prompt's positions share each read of the weights (gemv serves up
+// to 32 rows per pass over a matrix from the L2 cache).
+const passRows = 64
+
 // Feed appends tokens[i] to slot slots[i]'s sequence (several tokens per slot for a prompt) in passes of up to
-// eight positions over the weights, and returns the logits after each slot's last token.
+// passRows positions, and returns the logits after each slot's last token.
 func (d *CPUDecoder) Feed(slots []int, tokens [][]int) ([][]float32, error) {
 	if len(slots) != len(tokens) {
 		return nil, fmt.Errorf("feed: %d slots and %d token lists", len(slots), len(tokens))
@@ -266,7 +270,7 @@ func (d *CPUDecoder) Feed(slots []int, tokens [][]int) ([][]float32, error) {
 		}
 	}
 	logits := make([][]float32, len(slots))
-	// Each pass takes up to eight rows: the next tokens of the slots in order.
+	// Each pass takes up to passRows rows: the next tokens of the slots in order.
 	next, base := make([]int, len(slots)), make([]int, len(slots))
 	for i, s := range slots {
 		base[i] = d.slots[s].pos
@@ -274,7 +278,7 @@ func (d *CPUDecoder) Feed(slots []int, tokens [][]int) ([][]float32, error) {
 	for {
 		var rows []cpuRow
 		for i, s := range slots {
-			for next[i] < len(tokens[i]) && len(rows) < 8 {
+			for next[i] < len(tokens[i]) && len(rows) < passRows {
 				rows = append(rows, cpuRow{slot: s, pos: base[i] + next[i], token: tokens[i][next[i]],
 					last: next[i] == len(tokens[i])-1, out: i})
 				next[i]++

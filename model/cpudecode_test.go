@@ -172,8 +172,13 @@ func TestCPUDecoderMatchesGraphOnStories(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Finalize()
-	// The prompt takes two passes (8 + 5 positions); 40 decoded tokens follow.
 	compareDecoders(t, m, nil, []int{1, 403, 407, 261, 378, 30, 290, 301, 262, 300, 270, 265, 280}, 40, 1e-4)
+	// A prompt of two passes (64 + 36 positions), more than one group of x rows per matrix in each.
+	long := []int{1}
+	for i := range 99 {
+		long = append(long, 3+(i*37)%500)
+	}
+	compareDecoders(t, m, nil, long, 5, 1e-4)
 	rng := rand.New(rand.NewPCG(3, 4))
 	c := m.Config
 	adapters := map[string]*LowRank{

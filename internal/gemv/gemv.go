@@ -107,8 +107,12 @@ func (w *Matrix) MulT(dst []float32, ldd int, x []float32, m int) {
 	wg.Wait()
 }
 
-// xGroup is how many x rows one pass over W serves: their 8·Cols floats stay in the L2 cache while W streams.
-const xGroup = 8
+// maxXGroup is the most x rows one pass over W serves; xGroupBytes bounds their size so that they stay in the L2
+// cache while W streams past (32 rows of 2048 floats, 8 of 8192).
+const (
+	maxXGroup   = 32
+	xGroupBytes = 256 << 10
+)
 
 // chunk is how many columns of a half-precision row block are widened to float32 at a time (4 KB, in L1).
 const chunk = 256
@@ -127,7 +131,8 @@ func (w *Matrix) mulRows(dst []float32, ldd int, x []float32, m, r0, r1 int) {
 			buf[j] = widened[j*chunk : j*chunk+min(chunk, cols)]
 		}
 	}
-	var acc [xGroup][rowBlock]float32
+	var acc [maxXGroup][rowBlock]float32
+	xGroup := min(maxXGroup, max(2, xGroupBytes/(4*cols)))
 	rEnd := r0 + (r1-r0)/rowBlock*rowBlock
 	if !useSIMD {
 		rEnd = r0
@@ -174,7 +179,7 @@ func (w *Matrix) mulRows(dst []float32, ldd int, x []float32, m, r0, r1 int) {
 }
 
 // group runs the 4-row kernels over g x rows for columns [lo, hi) of rows, adding to acc when add is set.
-func (w *Matrix) group(acc *[xGroup][rowBlock]float32, g int, rows [rowBlock][]float32, xs func(i, lo, hi int) []float32, lo, hi int, add bool) {
+func (w *Matrix) group(acc *[maxXGroup][rowBlock]float32, g int, rows [rowBlock][]float32, xs func(i, lo, hi int) []float32, lo, hi int, add bool) {
 	for i := 0; i < g; i += 2 {
 		var s [2 * rowBlock]float32
 		if i+1 < g {

@@ -45,7 +45,7 @@ func randomMatrix(rng *rand.Rand, kind Kind, rows, cols int) (*Matrix, []float64
 func TestMulTMatchesFloat64(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, kind := range []Kind{F32, BF16, F16} {
-		for _, shape := range [][3]int{{1, 1, 1}, {7, 13, 1}, {64, 64, 2}, {37, 129, 3}, {1031, 300, 1}, {600, 512, 5}} {
+		for _, shape := range [][3]int{{1, 1, 1}, {7, 13, 1}, {64, 64, 2}, {37, 129, 3}, {1031, 300, 1}, {600, 512, 5}, {70, 4096, 20}, {9, 300, 40}} {
 			rows, cols, m := shape[0], shape[1], shape[2]
 			t.Run(fmt.Sprintf("%s_%dx%d_m%d", kind, rows, cols, m), func(t *testing.T) {
 				w, ref := randomMatrix(rng, kind, rows, cols)
