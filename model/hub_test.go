@@ -120,15 +120,9 @@ func TestResolveLocalAndInvalid(t *testing.T) {
 }
 
 func TestResolveOffline(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now: connection refused
-	setHub(t, "http://"+addr)
+	closedHub(t)
 	cache := t.TempDir()
-	_, err = Resolve("me/repo:tinyllamas/m.gguf", cache)
+	_, err := Resolve("me/repo:tinyllamas/m.gguf", cache)
 	wantErr(t, err, "cannot download me/repo:tinyllamas/m.gguf (offline?)",
 		"download it yourself and pass --model /path/to/file")
 	if entries, _ := os.ReadDir(cache); len(entries) != 0 {

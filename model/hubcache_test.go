@@ -5,7 +5,6 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,15 +32,7 @@ func TestHubCacheDir(t *testing.T) {
 }
 
 // closedHub points downloads at a port nothing listens on: any network use fails.
-func closedHub(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	setHub(t, "http://"+addr)
-}
+func closedHub(t *testing.T) { setHub(t, testenv.ClosedURL(t)) }
 
 // fillCache lays files out in cache as huggingface_hub does for owner/repo at commit: blobs named by sha256
 // (weights) or git sha1 (others), relative links from snapshots/<commit>/, refs/main. It returns the snapshot.

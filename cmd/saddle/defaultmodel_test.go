@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,14 +21,8 @@ func noNetwork(t *testing.T) string {
 	for _, v := range []string{"XDG_CACHE_HOME", "HF_HOME", "HF_HUB_CACHE", "SADDLE_CACHE", "HF_HUB_OFFLINE"} {
 		t.Setenv(v, "")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
 	old := model.HubBaseURL
-	model.HubBaseURL = "http://" + addr
+	model.HubBaseURL = testenv.ClosedURL(t)
 	t.Cleanup(func() { model.HubBaseURL = old })
 	return home
 }
