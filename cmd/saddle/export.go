@@ -17,17 +17,18 @@ import (
 )
 
 type exportResult struct {
-	Format    string `json:"format"`
-	Adapter   string `json:"adapter"`
-	BaseModel string `json:"base_model"`
+	Format    string   `json:"format"`
+	Adapter   string   `json:"adapter"`
+	BaseModel string   `json:"base_model"`
+	Out       string   `json:"out"`
+	Files     []string `json:"files"`
+	Modules   int      `json:"modules"`
+	Rank      int      `json:"rank"`
+	Depth     int      `json:"depth"`
+	Scaling   float64  `json:"scaling"`
+
 	// BaseModelID is what a PEFT adapter names as its base (base_model_name_or_path).
-	BaseModelID string   `json:"base_model_id,omitempty"`
-	Out         string   `json:"out"`
-	Files       []string `json:"files"`
-	Modules     int      `json:"modules"`
-	Rank        int      `json:"rank"`
-	Depth       int      `json:"depth"`
-	Scaling     float64  `json:"scaling"`
+	BaseModelID string `json:"base_model_id,omitempty"`
 }
 
 var exportFormats = []string{"peft", "merged", "gguf", "merged-gguf"}

@@ -48,8 +48,9 @@ func newInfoCmd() *cobra.Command {
 					return err
 				}
 			}
-			r := infoResult{Model: src.Name, HubID: src.HubID, Embedded: src.Embedded, Path: path, Format: p.Format, DType: p.DType, Parameters: c.NumParameters(),
-				Context: c.MaxPositions, Vocab: c.VocabSize, Architecture: c.Architecture, Config: c}
+			r := infoResult{Path: path, Format: p.Format, DType: p.DType, Parameters: c.NumParameters(),
+				Context: c.MaxPositions, Vocab: c.VocabSize, Architecture: c.Architecture, Config: c,
+				Model: src.Name, HubID: src.HubID, Embedded: src.Embedded}
 			if flagBool(cmd, "json") {
 				return printJSON(cmd.OutOrStdout(), r)
 			}
