@@ -24,8 +24,9 @@ import (
 
 // Download settings. They are variables so that tests (and the CLI) can adjust them.
 var (
-	// HubBaseURL is where Hugging Face references are fetched: <base>/<owner>/<repo>/resolve/<revision>/<file>.
-	HubBaseURL = "https://huggingface.co"
+	// HubBaseURL is where Hugging Face references are fetched: <base>/<owner>/<repo>/resolve/<revision>/<file>;
+	// $HF_ENDPOINT (huggingface_hub's setting, e.g. a mirror), else https://huggingface.co.
+	HubBaseURL = cmp.Or(os.Getenv("HF_ENDPOINT"), "https://huggingface.co")
 	// DownloadConnectTimeout bounds DNS + TCP connect and the TLS handshake.
 	DownloadConnectTimeout = 10 * time.Second
 	// DownloadStallTimeout aborts a download that receives no bytes for this long (there is no overall limit:
