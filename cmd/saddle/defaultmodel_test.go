@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/saddle-ml/saddle/checkpoints"
 	"github.com/saddle-ml/saddle/internal/testenv"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
@@ -67,14 +68,21 @@ func TestDefaultModelNeedsNoNetwork(t *testing.T) {
 		t.Fatalf("escape without --model: exit %d\n%s", code, errs)
 	}
 
-	// The PEFT export names the base by its Hugging Face id, which saddle knows for the built-in model.
-	code, out, errs = saddle(t, "export", "--checkpoint", run, "--format", "peft", "--out", filepath.Join(t.TempDir(), "peft"), "--json")
-	var r exportResult
-	if code != 0 || json.Unmarshal([]byte(out), &r) != nil {
-		t.Fatalf("export: exit %d\n%s", code, errs)
+	// The PEFT export, of the run or of its checkpoint, names the base by its Hugging Face id, which saddle knows
+	// for the built-in model.
+	ck, err := checkpoints.Resolve(run)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := peftBase(t, r.Out); got != "ggml-org/models" || r.BaseModelID != got || strings.Contains(errs, "--base-model-id") {
-		t.Errorf("base_model_name_or_path %q (result %q), stderr %q", got, r.BaseModelID, errs)
+	for _, from := range []string{run, ck} {
+		code, out, errs = saddle(t, "export", "--checkpoint", from, "--format", "peft", "--out", filepath.Join(t.TempDir(), "peft"), "--json")
+		var r exportResult
+		if code != 0 || json.Unmarshal([]byte(out), &r) != nil {
+			t.Fatalf("export %s: exit %d\n%s", from, code, errs)
+		}
+		if got := peftBase(t, r.Out); got != "ggml-org/models" || r.BaseModelID != got || strings.Contains(errs, "--base-model-id") {
+			t.Errorf("export %s: base_model_name_or_path %q (result %q), stderr %q", from, got, r.BaseModelID, errs)
+		}
 	}
 	if entries, err := os.ReadDir(filepath.Join(home, ".cache", "huggingface")); err == nil {
 		t.Errorf("the Hugging Face cache was written: %v", entries)

@@ -347,7 +347,7 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 	var base checkpoints.BaseIdentity
 	var hashed time.Duration
 	if resuming { // first make sure this is the checkpoint's base model
-		if base, hashed, err = hashBase(cmd, s.path); err != nil {
+		if base, hashed, err = hashBase(cmd, s); err != nil {
 			return err
 		}
 		if err := finetune.CheckBase(resume, base); err != nil {
@@ -374,7 +374,7 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	if !resuming {
-		if base, hashed, err = hashBase(cmd, s.path); err != nil {
+		if base, hashed, err = hashBase(cmd, s); err != nil {
 			return err
 		}
 	}
@@ -465,13 +465,15 @@ func outFolderError(err error) error {
 
 // hashBase computes the base model's identity for checkpoints (cached after the first time), saying so when that
 // means reading more than a GB.
-func hashBase(cmd *cobra.Command, path string) (checkpoints.BaseIdentity, time.Duration, error) {
+func hashBase(cmd *cobra.Command, s *session) (checkpoints.BaseIdentity, time.Duration, error) {
+	path := s.path
 	began := time.Now()
 	if n := checkpoints.HashBaseCost(path); n > 1e9 && !flagBool(cmd, "json") {
 		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: reading %s of weights once for the base model's sha256 (cached for later runs)\n",
 			finetune.FormatBytes(n))
 	}
 	base, err := checkpoints.HashBase(path)
+	base.Model = s.source
 	return base, time.Since(began), err
 }
 
