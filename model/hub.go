@@ -154,7 +154,7 @@ func Resolve(nameOrPath string, cacheDir string) (string, error) {
 // tokenizer files and the safetensors weights, sharded or not), the snapshot folder of one commit.
 func ResolveSource(nameOrPath string, cacheDir string) (Source, error) {
 	if _, err := os.Stat(nameOrPath); err == nil {
-		return Source{Path: nameOrPath, Name: nameOrPath}, nil
+		return Source{Path: nameOrPath, Name: nameOrPath, HubID: hubIDOfCachePath(nameOrPath)}, nil
 	}
 	if e := findEmbedded(nameOrPath); e != nil {
 		path, err := e.materialize()
@@ -189,6 +189,26 @@ type unreachableError struct{ error }
 
 func (e unreachableError) Unwrap() error        { return e.error }
 func (e unreachableError) Is(target error) bool { return target == errHubUnreachable }
+
+// hubIDOfCachePath returns "owner/repo" for a path inside a Hugging Face cache snapshot
+// (.../models--owner--repo/snapshots/<commit>/...), else "".
+func hubIDOfCachePath(path string) string {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return ""
+	}
+	parts := strings.Split(filepath.ToSlash(abs), "/")
+	for i := 0; i+2 < len(parts); i++ {
+		rest, ok := strings.CutPrefix(parts[i], "models--")
+		owner, repo, found := strings.Cut(rest, "--")
+		if ok && found && parts[i+1] == "snapshots" && hubCommit.MatchString(parts[i+2]) {
+			if ref, ok := parseHubRef(owner + "/" + repo); ok && ref.file == "" {
+				return ref.String()
+			}
+		}
+	}
+	return ""
+}
 
 // hubRepo is one repository in the Hugging Face hub cache: dir is <cache>/models--owner--repo, holding
 // blobs/<etag> (the files' contents), snapshots/<commit>/<path> (symbolic links into blobs), refs/main (the commit

@@ -96,6 +96,13 @@ func TestResolveFromPythonFilledCache(t *testing.T) {
 	if p, err := loadAll(src.Path); err != nil || p.Config.NumLayers != 5 {
 		t.Fatalf("loading the snapshot: %v", err)
 	}
+	// Given by its path (as older runs recorded it), a snapshot still says which repository it is.
+	if byPath, err := ResolveSource(snap, cache); err != nil || byPath.HubID != "karpathy/stories260K" || byPath.Path != snap {
+		t.Errorf("snapshot path: %+v, %v", byPath, err)
+	}
+	if local, _ := ResolveSource(t.TempDir(), cache); local.HubID != "" {
+		t.Errorf("a plain folder has hub id %q", local.HubID)
+	}
 
 	gguf, _ := testenv.Stories260K(t)
 	data, _ := os.ReadFile(gguf)
