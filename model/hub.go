@@ -140,12 +140,6 @@ type Source struct {
 	Embedded bool
 }
 
-// Resolve is ResolveSource's path.
-func Resolve(nameOrPath string, cacheDir string) (string, error) {
-	s, err := ResolveSource(nameOrPath, cacheDir)
-	return s.Path, err
-}
-
 // ResolveSource turns a model argument into a local path. An existing file or folder is returned as is. The names
 // of the embedded model (DefaultModel and its Hugging Face reference) give a cache file of the binary's own bytes,
 // without network. Otherwise a Hugging Face reference is looked up in the hub cache cacheDir (HubCacheDir when

@@ -73,6 +73,12 @@ func hubTestServer(t *testing.T, files map[string][]byte) (*atomic.Int32, *atomi
 // hubPaths returns the resolve paths the latest hubTestServer was asked for.
 var hubPaths func() []string
 
+// resolvePath is ResolveSource's path.
+func resolvePath(nameOrPath, cacheDir string) (string, error) {
+	s, err := ResolveSource(nameOrPath, cacheDir)
+	return s.Path, err
+}
+
 // setHub points downloads at base with a quiet log, restoring the package settings afterwards.
 func setHub(t *testing.T, base string) *bytes.Buffer {
 	t.Helper()
@@ -112,17 +118,17 @@ func TestParseHubRef(t *testing.T) {
 func TestResolveLocalAndInvalid(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "m.gguf")
 	os.WriteFile(p, []byte("x"), 0o644)
-	if got, err := Resolve(p, t.TempDir()); err != nil || got != p {
+	if got, err := resolvePath(p, t.TempDir()); err != nil || got != p {
 		t.Errorf("local file: %q, %v", got, err)
 	}
-	_, err := Resolve(filepath.Join(t.TempDir(), "absent.gguf"), t.TempDir())
+	_, err := resolvePath(filepath.Join(t.TempDir(), "absent.gguf"), t.TempDir())
 	wantErr(t, err, "absent.gguf", "no such file")
 }
 
 func TestResolveOffline(t *testing.T) {
 	closedHub(t)
 	cache := t.TempDir()
-	_, err := Resolve("me/repo:tinyllamas/m.gguf", cache)
+	_, err := resolvePath("me/repo:tinyllamas/m.gguf", cache)
 	wantErr(t, err, "cannot download me/repo:tinyllamas/m.gguf (offline?)",
 		"download it yourself and pass --model /path/to/file")
 	if entries, _ := os.ReadDir(cache); len(entries) != 0 {
@@ -152,7 +158,7 @@ func TestResolvePinnedFile(t *testing.T) {
 	t.Run("verified", func(t *testing.T) {
 		count, _ := hubTestServer(t, map[string][]byte{urlPath: real})
 		cache := t.TempDir()
-		got, err := Resolve(ref, cache)
+		got, err := resolvePath(ref, cache)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -173,13 +179,13 @@ func TestResolvePinnedFile(t *testing.T) {
 		if _, err := loadAll(got); err != nil {
 			t.Error(err)
 		}
-		if _, err := Resolve(ref, cache); err != nil || count.Load() != 1 {
+		if _, err := resolvePath(ref, cache); err != nil || count.Load() != 1 {
 			t.Errorf("second resolve: %v, %d requests (want 1: cached)", err, count.Load())
 		}
 		// A cached file that is not the pinned one is refused, not used.
 		os.Remove(filepath.Join(repo, "blobs", blobName))
 		os.WriteFile(filepath.Join(repo, "blobs", blobName), []byte("other"), 0o644)
-		_, err = Resolve(ref, cache)
+		_, err = resolvePath(ref, cache)
 		wantErr(t, err, ref, "is not the known file", blobName)
 	})
 	t.Run("sha mismatch", func(t *testing.T) {
@@ -187,7 +193,7 @@ func TestResolvePinnedFile(t *testing.T) {
 		bad[len(bad)-1] ^= 1
 		hubTestServer(t, map[string][]byte{urlPath: bad})
 		cache := t.TempDir()
-		_, err := Resolve(ref, cache)
+		_, err := resolvePath(ref, cache)
 		wantErr(t, err, ref, "sha256", blobName)
 		for _, dir := range []string{"blobs", "snapshots", "refs"} {
 			if entries, _ := os.ReadDir(filepath.Join(cache, "models--me--tiny", dir)); len(entries) != 0 {
@@ -202,7 +208,7 @@ func TestResolveUnknownFilePrintsSHA(t *testing.T) {
 	count, auth := hubTestServer(t, map[string][]byte{"/me/repo/resolve/main/dir/m 1.gguf": data})
 	log := DownloadLog.(*bytes.Buffer)
 	t.Setenv("HF_TOKEN", "tok123")
-	got, err := Resolve("me/repo:dir/m 1.gguf", t.TempDir())
+	got, err := resolvePath("me/repo:dir/m 1.gguf", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +226,7 @@ func TestResolveUnknownFilePrintsSHA(t *testing.T) {
 
 func TestResolveHTTPError(t *testing.T) {
 	hubTestServer(t, nil)
-	_, err := Resolve("me/repo:absent.gguf", t.TempDir())
+	_, err := resolvePath("me/repo:absent.gguf", t.TempDir())
 	wantErr(t, err, "me/repo:absent.gguf", "404", "--model")
 }
 
@@ -240,7 +246,7 @@ func TestResolveStall(t *testing.T) {
 	setHub(t, srv.URL)
 	DownloadStallTimeout = 200 * time.Millisecond
 	start := time.Now()
-	_, err := Resolve("me/repo:m.gguf", t.TempDir())
+	_, err := resolvePath("me/repo:m.gguf", t.TempDir())
 	wantErr(t, err, "me/repo:m.gguf", "no data for 200ms")
 	if time.Since(start) > 5*time.Second {
 		t.Errorf("stall detected after %s", time.Since(start))
@@ -259,7 +265,7 @@ func TestResolveHFFolder(t *testing.T) {
 	}
 	count, _ := hubTestServer(t, files)
 	cache := t.TempDir()
-	dir, err := Resolve("karpathy/stories260K", cache)
+	dir, err := resolvePath("karpathy/stories260K", cache)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +277,7 @@ func TestResolveHFFolder(t *testing.T) {
 		t.Errorf("loaded %d layers, %d tensors", p.Config.NumLayers, len(p.Weights))
 	}
 	n := count.Load()
-	if _, err := Resolve("karpathy/stories260K", cache); err != nil || count.Load() != n {
+	if _, err := resolvePath("karpathy/stories260K", cache); err != nil || count.Load() != n {
 		t.Errorf("second resolve: %v, %d new requests", err, count.Load()-n)
 	}
 }
@@ -287,7 +293,7 @@ func TestResolveHFFolderSharded(t *testing.T) {
 		files["/o/r/resolve/main/"+e.Name()] = b
 	}
 	hubTestServer(t, files)
-	dir, err := Resolve("o/r", t.TempDir())
+	dir, err := resolvePath("o/r", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

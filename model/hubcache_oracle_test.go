@@ -36,7 +36,7 @@ func TestHubCacheReadByHuggingFaceJS(t *testing.T) {
 	hubTestServer(t, served)
 	cache := t.TempDir()
 	for _, ref := range []string{"o/r", "o/r:m.gguf"} { // pretend files: only the cache is looked at
-		if _, err := Resolve(ref, cache); err != nil {
+		if _, err := resolvePath(ref, cache); err != nil {
 			t.Fatal(err)
 		}
 	}

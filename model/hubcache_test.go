@@ -107,7 +107,7 @@ func TestResolveFromPythonFilledCache(t *testing.T) {
 	gguf, _ := testenv.Stories260K(t)
 	data, _ := os.ReadFile(gguf)
 	file := fillCache(t, cache, "someone", "ggufs", commit, map[string][]byte{"q/m.gguf": data})
-	if got, err := Resolve("someone/ggufs:q/m.gguf", cache); err != nil || got != filepath.Join(file, "q", "m.gguf") {
+	if got, err := resolvePath("someone/ggufs:q/m.gguf", cache); err != nil || got != filepath.Join(file, "q", "m.gguf") {
 		t.Errorf("file from the cache: %q, %v", got, err)
 	}
 }
@@ -122,12 +122,12 @@ func TestResolveHubOffline(t *testing.T) {
 	t.Setenv("HF_HUB_OFFLINE", "1")
 	cache := t.TempDir()
 
-	_, err := Resolve("o/r:m.gguf", cache)
+	_, err := resolvePath("o/r:m.gguf", cache)
 	wantErr(t, err, "o/r:m.gguf", "HF_HUB_OFFLINE", filepath.Join(cache, "models--o--r", "snapshots"), "--model")
-	_, err = Resolve("o/r", cache)
+	_, err = resolvePath("o/r", cache)
 	wantErr(t, err, "o/r:config.json", "HF_HUB_OFFLINE")
 	fillCache(t, cache, "o", "r", testCommit, map[string][]byte{"config.json": files["config.json"]})
-	_, err = Resolve("o/r", cache)
+	_, err = resolvePath("o/r", cache)
 	wantErr(t, err, "o/r:model.safetensors", "HF_HUB_OFFLINE", filepath.Join("snapshots", testCommit, "model.safetensors"))
 	if count.Load() != 0 {
 		t.Errorf("%d requests with HF_HUB_OFFLINE=1", count.Load())
@@ -135,7 +135,7 @@ func TestResolveHubOffline(t *testing.T) {
 
 	// Online, the missing files come from the cached commit, not from whatever main is now.
 	t.Setenv("HF_HUB_OFFLINE", "")
-	dir, err := Resolve("o/r", cache)
+	dir, err := resolvePath("o/r", cache)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func TestResolveHubOffline(t *testing.T) {
 	}
 	n := count.Load()
 	t.Setenv("HF_HUB_OFFLINE", "1")
-	if _, err := Resolve("o/r", cache); err != nil || count.Load() != n {
+	if _, err := resolvePath("o/r", cache); err != nil || count.Load() != n {
 		t.Errorf("offline after the download: %v, %d requests", err, count.Load()-n)
 	}
 }
@@ -165,7 +165,7 @@ func TestResolveReusesBlobs(t *testing.T) {
 	cache := t.TempDir()
 	fillCache(t, cache, "o", "r", "1111111111111111111111111111111111111111", map[string][]byte{"old.gguf": data})
 	os.Remove(filepath.Join(cache, "models--o--r", "refs", "main")) // main has moved on
-	got, err := Resolve("o/r:new.gguf", cache)
+	got, err := resolvePath("o/r:new.gguf", cache)
 	if err != nil {
 		t.Fatal(err)
 	}
