@@ -133,8 +133,8 @@ type Source struct {
 	Path string
 	// Name is what a run records to find the model again: the argument as given.
 	Name string
-	// HubID is the Hugging Face repository ("owner/repo") of a model named by a hub reference, and of the embedded
-	// model (its upstream repository); "" for a local path.
+	// HubID is the Hugging Face repository ("owner/repo") of a model named by a hub reference or given by a path in
+	// a hub cache snapshot, and of the embedded model (its upstream repository); "" for other local paths.
 	HubID string
 	// Embedded is set for the model built into the binary.
 	Embedded bool
