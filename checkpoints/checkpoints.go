@@ -11,6 +11,7 @@
 package checkpoints
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +38,9 @@ const (
 type BaseIdentity struct {
 	Path   string `json:"path"`
 	SHA256 string `json:"sha256"` // over the weight files (and config.json for HF folders), in name order
+	// Model is --model as given, which resolves again (a Hugging Face name, the built-in model) where Path, a
+	// cache file, may not; the checkpoint's adapter.json names it as the base. Empty in older checkpoints.
+	Model string `json:"model,omitempty"`
 }
 
 // State is everything needed to continue a run exactly where it stopped.
@@ -64,7 +68,7 @@ func Save(runDir string, st *State, keep int) (string, error) {
 		return "", err
 	}
 	defer os.RemoveAll(tmp) // a no-op after the rename
-	if err := lora.Save(tmp, st.Adapter, st.Base.Path); err != nil {
+	if err := lora.Save(tmp, st.Adapter, cmp.Or(st.Base.Model, st.Base.Path)); err != nil {
 		return "", err
 	}
 	slots := map[string]safetensors.Tensor{}

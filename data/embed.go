@@ -1,4 +1,5 @@
-// Package data embeds saddle's demo fine-tuning set (see README.md here) so the binary needs no data files.
+// Package data embeds saddle's demo fine-tuning set and its default model (see README.md here) so the binary needs
+// no data files.
 package data
 
 import "embed"
@@ -14,3 +15,9 @@ const (
 	DemoEval  = "pip-stories/eval.jsonl"
 	DemoQA    = "pip-stories/qa.jsonl"
 )
+
+// Stories260K is the GGUF file of the default model, Andrej Karpathy's TinyStories 260K (MIT; see
+// models/stories260K/README.md).
+//
+//go:embed models/stories260K/stories260K.gguf
+var Stories260K []byte

@@ -2,6 +2,7 @@ package model
 
 import (
 	"bytes"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,7 +12,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,26 +22,61 @@ import (
 	"github.com/saddle-ml/saddle/internal/testenv"
 )
 
-// hubTestServer serves files[path] for GET <path> (path unescaped), counting requests and keeping the last
-// Authorization header; other paths are 404.
+// testCommit is the commit the test hub names.
+const testCommit = "0123456789abcdef0123456789abcdef01234567"
+
+// hubTestServer serves files as the Hugging Face hub does: files["/owner/repo/resolve/main/path"] (path unescaped)
+// for GET /owner/repo/resolve/main/path and /owner/repo/resolve/<testCommit>/path, naming testCommit in
+// X-Repo-Commit. .gguf and .safetensors files are LFS files: a redirect to /lfs/... carrying their sha256 in
+// X-Linked-Etag; others come directly with a sha1 ETag. It counts resolve requests (and keeps their paths and the
+// last Authorization header); other paths are 404.
 func hubTestServer(t *testing.T, files map[string][]byte) (*atomic.Int32, *atomic.Value) {
 	t.Helper()
 	var count atomic.Int32
 	var auth atomic.Value
 	auth.Store("")
+	var mu sync.Mutex
+	var paths []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if lfs, ok := strings.CutPrefix(r.URL.Path, "/lfs"); ok {
+			w.Write(files[lfs])
+			return
+		}
 		count.Add(1)
 		auth.Store(r.Header.Get("Authorization"))
-		data, ok := files[r.URL.Path]
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		key := strings.Replace(r.URL.Path, "/resolve/"+testCommit+"/", "/resolve/main/", 1)
+		w.Header().Set("X-Repo-Commit", testCommit)
+		data, ok := files[key]
 		if !ok {
 			http.NotFound(w, r)
 			return
 		}
+		if ext := filepath.Ext(key); ext == ".gguf" || ext == ".safetensors" {
+			sum := sha256.Sum256(data)
+			w.Header().Set("X-Linked-Etag", `"`+hex.EncodeToString(sum[:])+`"`)
+			http.Redirect(w, r, "/lfs"+escapePath(key), http.StatusFound)
+			return
+		}
+		sum := sha1.Sum(data)
+		w.Header().Set("ETag", `"`+hex.EncodeToString(sum[:])+`"`)
 		w.Write(data)
 	}))
 	t.Cleanup(srv.Close)
 	setHub(t, srv.URL)
+	hubPaths = func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(paths) }
 	return &count, &auth
+}
+
+// hubPaths returns the resolve paths the latest hubTestServer was asked for.
+var hubPaths func() []string
+
+// resolvePath is ResolveSource's path.
+func resolvePath(nameOrPath, cacheDir string) (string, error) {
+	s, err := ResolveSource(nameOrPath, cacheDir)
+	return s.Path, err
 }
 
 // setHub points downloads at base with a quiet log, restoring the package settings afterwards.
@@ -80,28 +118,29 @@ func TestParseHubRef(t *testing.T) {
 func TestResolveLocalAndInvalid(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "m.gguf")
 	os.WriteFile(p, []byte("x"), 0o644)
-	if got, err := Resolve(p, t.TempDir()); err != nil || got != p {
+	if got, err := resolvePath(p, t.TempDir()); err != nil || got != p {
 		t.Errorf("local file: %q, %v", got, err)
 	}
-	_, err := Resolve(filepath.Join(t.TempDir(), "absent.gguf"), t.TempDir())
+	_, err := resolvePath(filepath.Join(t.TempDir(), "absent.gguf"), t.TempDir())
 	wantErr(t, err, "absent.gguf", "no such file")
 }
 
 func TestResolveOffline(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close() // nothing listens there now: connection refused
-	setHub(t, "http://"+addr)
+	closedHub(t)
 	cache := t.TempDir()
-	_, err = Resolve("ggml-org/models:tinyllamas/stories260K.gguf", cache)
-	wantErr(t, err, "cannot download ggml-org/models:tinyllamas/stories260K.gguf (offline?)",
+	_, err := resolvePath("me/repo:tinyllamas/m.gguf", cache)
+	wantErr(t, err, "cannot download me/repo:tinyllamas/m.gguf (offline?)",
 		"download it yourself and pass --model /path/to/file")
 	if entries, _ := os.ReadDir(cache); len(entries) != 0 {
 		t.Errorf("cache not empty: %v", entries)
 	}
+}
+
+// pinTestFile makes ref a pinned file with data's hash for the test.
+func pinTestFile(t *testing.T, ref string, data []byte) {
+	sum := sha256.Sum256(data)
+	pinnedFiles[ref] = pinnedFile{hex.EncodeToString(sum[:]), int64(len(data))}
+	t.Cleanup(func() { delete(pinnedFiles, ref) })
 }
 
 func TestResolvePinnedFile(t *testing.T) {
@@ -110,18 +149,29 @@ func TestResolvePinnedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const ref = "ggml-org/models:tinyllamas/stories260K.gguf"
-	const urlPath = "/ggml-org/models/resolve/main/tinyllamas/stories260K.gguf"
+	const ref = "me/tiny:tinyllamas/stories.gguf"
+	const urlPath = "/me/tiny/resolve/main/tinyllamas/stories.gguf"
+	pinTestFile(t, ref, real)
+	sum := sha256.Sum256(real)
+	blobName := hex.EncodeToString(sum[:])
 
 	t.Run("verified", func(t *testing.T) {
 		count, _ := hubTestServer(t, map[string][]byte{urlPath: real})
 		cache := t.TempDir()
-		got, err := Resolve(ref, cache)
+		got, err := resolvePath(ref, cache)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := filepath.Join(cache, "huggingface", "ggml-org", "models", "tinyllamas", "stories260K.gguf"); got != want {
+		repo := filepath.Join(cache, "models--me--tiny")
+		if want := filepath.Join(repo, "snapshots", testCommit, "tinyllamas", "stories.gguf"); got != want {
 			t.Errorf("path %q, want %q", got, want)
+		}
+		// huggingface_hub's layout: a relative link into blobs/<sha256>, and refs/main naming the commit.
+		if target, err := os.Readlink(got); err != nil || target != filepath.Join("..", "..", "..", "blobs", blobName) {
+			t.Errorf("snapshot link -> %q, %v", target, err)
+		}
+		if ref, err := os.ReadFile(filepath.Join(repo, "refs", "main")); err != nil || string(ref) != testCommit {
+			t.Errorf("refs/main = %q, %v", ref, err)
 		}
 		if data, _ := os.ReadFile(got); !bytes.Equal(data, real) {
 			t.Error("downloaded bytes differ")
@@ -129,20 +179,26 @@ func TestResolvePinnedFile(t *testing.T) {
 		if _, err := loadAll(got); err != nil {
 			t.Error(err)
 		}
-		if _, err := Resolve(ref, cache); err != nil || count.Load() != 1 {
+		if _, err := resolvePath(ref, cache); err != nil || count.Load() != 1 {
 			t.Errorf("second resolve: %v, %d requests (want 1: cached)", err, count.Load())
 		}
+		// A cached file that is not the pinned one is refused, not used.
+		os.Remove(filepath.Join(repo, "blobs", blobName))
+		os.WriteFile(filepath.Join(repo, "blobs", blobName), []byte("other"), 0o644)
+		_, err = resolvePath(ref, cache)
+		wantErr(t, err, ref, "is not the known file", blobName)
 	})
 	t.Run("sha mismatch", func(t *testing.T) {
 		bad := bytes.Clone(real)
 		bad[len(bad)-1] ^= 1
 		hubTestServer(t, map[string][]byte{urlPath: bad})
 		cache := t.TempDir()
-		_, err := Resolve(ref, cache)
-		wantErr(t, err, ref, "sha256", "270cba1bd5109f42d03350f60406024560464db173c0e387d91f0426d3bd256d")
-		dir := filepath.Join(cache, "huggingface", "ggml-org", "models", "tinyllamas")
-		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
-			t.Errorf("left files behind: %v", entries)
+		_, err := resolvePath(ref, cache)
+		wantErr(t, err, ref, "sha256", blobName)
+		for _, dir := range []string{"blobs", "snapshots", "refs"} {
+			if entries, _ := os.ReadDir(filepath.Join(cache, "models--me--tiny", dir)); len(entries) != 0 {
+				t.Errorf("left files behind in %s: %v", dir, entries)
+			}
 		}
 	})
 }
@@ -152,7 +208,7 @@ func TestResolveUnknownFilePrintsSHA(t *testing.T) {
 	count, auth := hubTestServer(t, map[string][]byte{"/me/repo/resolve/main/dir/m 1.gguf": data})
 	log := DownloadLog.(*bytes.Buffer)
 	t.Setenv("HF_TOKEN", "tok123")
-	got, err := Resolve("me/repo:dir/m 1.gguf", t.TempDir())
+	got, err := resolvePath("me/repo:dir/m 1.gguf", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,13 +226,15 @@ func TestResolveUnknownFilePrintsSHA(t *testing.T) {
 
 func TestResolveHTTPError(t *testing.T) {
 	hubTestServer(t, nil)
-	_, err := Resolve("me/repo:absent.gguf", t.TempDir())
+	_, err := resolvePath("me/repo:absent.gguf", t.TempDir())
 	wantErr(t, err, "me/repo:absent.gguf", "404", "--model")
 }
 
 func TestResolveStall(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "1000")
+		w.Header().Set("X-Repo-Commit", testCommit)
+		w.Header().Set("ETag", `"`+strings.Repeat("ab", 20)+`"`)
 		w.Write(make([]byte, 10))
 		w.(http.Flusher).Flush()
 		select { // hang until the client gives up
@@ -188,7 +246,7 @@ func TestResolveStall(t *testing.T) {
 	setHub(t, srv.URL)
 	DownloadStallTimeout = 200 * time.Millisecond
 	start := time.Now()
-	_, err := Resolve("me/repo:m.gguf", t.TempDir())
+	_, err := resolvePath("me/repo:m.gguf", t.TempDir())
 	wantErr(t, err, "me/repo:m.gguf", "no data for 200ms")
 	if time.Since(start) > 5*time.Second {
 		t.Errorf("stall detected after %s", time.Since(start))
@@ -207,7 +265,7 @@ func TestResolveHFFolder(t *testing.T) {
 	}
 	count, _ := hubTestServer(t, files)
 	cache := t.TempDir()
-	dir, err := Resolve("karpathy/stories260K", cache)
+	dir, err := resolvePath("karpathy/stories260K", cache)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,7 +277,7 @@ func TestResolveHFFolder(t *testing.T) {
 		t.Errorf("loaded %d layers, %d tensors", p.Config.NumLayers, len(p.Weights))
 	}
 	n := count.Load()
-	if _, err := Resolve("karpathy/stories260K", cache); err != nil || count.Load() != n {
+	if _, err := resolvePath("karpathy/stories260K", cache); err != nil || count.Load() != n {
 		t.Errorf("second resolve: %v, %d new requests", err, count.Load()-n)
 	}
 }
@@ -235,7 +293,7 @@ func TestResolveHFFolderSharded(t *testing.T) {
 		files["/o/r/resolve/main/"+e.Name()] = b
 	}
 	hubTestServer(t, files)
-	dir, err := Resolve("o/r", t.TempDir())
+	dir, err := resolvePath("o/r", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

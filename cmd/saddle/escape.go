@@ -77,7 +77,7 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
-	base, err := trainConfig(cmd, s.path)
+	base, err := trainConfig(cmd, s.source)
 	if err != nil {
 		return err
 	}

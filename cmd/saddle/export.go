@@ -26,6 +26,9 @@ type exportResult struct {
 	Rank      int      `json:"rank"`
 	Depth     int      `json:"depth"`
 	Scaling   float64  `json:"scaling"`
+
+	// BaseModelID is what a PEFT adapter names as its base (base_model_name_or_path).
+	BaseModelID string `json:"base_model_id,omitempty"`
 }
 
 var exportFormats = []string{"peft", "merged", "gguf", "merged-gguf"}
@@ -59,6 +62,7 @@ run folder, its checkpoint or the base model, not even with --overwrite.`,
 	f.String("out", "", "output folder (or .gguf file for gguf and merged-gguf) (required)")
 	f.String("model", "", "base model (default: the model the adapter was trained on, from its adapter.json or config.json)")
 	f.String("dtype", "", "tensor type: F32, F16 or BF16 (default: F32 for adapters, the base's types for merged models)")
+	f.String("base-model-id", "", "peft: adapter_config.json's base_model_name_or_path (default: the base's Hugging Face id when known, else its path)")
 	f.Bool("overwrite", false, "replace an existing --out (the whole folder, or the file), once the new export is complete")
 	return cmd
 }
@@ -75,6 +79,8 @@ func runExport(cmd *cobra.Command, _ []string) error {
 		return usagef("--format %q: want one of %s", format, strings.Join(exportFormats, ", "))
 	case dtype != "" && dtype != "F32" && dtype != "F16" && dtype != "BF16":
 		return usagef("--dtype %q: want F32, F16 or BF16", dtype)
+	case cmd.Flags().Changed("base-model-id") && format != "peft":
+		return usagef("--base-model-id is for --format peft (adapter_config.json's base_model_name_or_path)")
 	}
 	overwrite := flagBool(cmd, "overwrite")
 	asFile := (format == "gguf" || format == "merged-gguf") && strings.HasSuffix(strings.ToLower(out), ".gguf")
@@ -91,10 +97,11 @@ func runExport(cmd *cobra.Command, _ []string) error {
 			return usagef("%s does not say which base model it was trained on; pass --model", dir)
 		}
 	}
-	basePath, err := model.Resolve(base, "")
+	src, err := model.ResolveSource(base, "")
 	if err != nil {
 		return fmt.Errorf("base model %s: %w (pass --model to point at it)", base, err)
 	}
+	basePath := src.Path
 	if err := checkExportNotOver(out, checkpoint, dir, basePath); err != nil {
 		return err
 	}
@@ -115,8 +122,11 @@ func runExport(cmd *cobra.Command, _ []string) error {
 	var write func(tmp string) error
 	switch format {
 	case "peft":
+		if r.BaseModelID, err = baseModelID(cmd, src); err != nil {
+			return err
+		}
 		write = func(tmp string) error {
-			return lora.WritePEFT(tmp, set, lora.PEFTOptions{BaseModel: base, DType: dtype, NumLayers: p.Config.NumLayers})
+			return lora.WritePEFT(tmp, set, lora.PEFTOptions{BaseModel: r.BaseModelID, DType: dtype, NumLayers: p.Config.NumLayers})
 		}
 	case "merged":
 		write = func(tmp string) error { return lora.WriteMergedHF(tmp, p, set, lora.MergeOptions{DType: dtype}) }

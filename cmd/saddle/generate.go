@@ -71,10 +71,11 @@ func runGenerate(cmd *cobra.Command, _ []string) error {
 	if err := s.Validate(); err != nil {
 		return usageError{err}
 	}
-	path, err := resolveModel(cmd)
+	src, err := resolveModel(cmd)
 	if err != nil {
 		return err
 	}
+	path := src.Path
 	tok, err := loadTokenizer(path)
 	if err != nil {
 		return err

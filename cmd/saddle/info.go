@@ -9,6 +9,9 @@ import (
 )
 
 type infoResult struct {
+	Model        string       `json:"model"`              // --model as given
+	HubID        string       `json:"hub_id,omitempty"`   // its Hugging Face repository, when known
+	Embedded     bool         `json:"embedded,omitempty"` // the model built into saddle
 	Path         string       `json:"path"`
 	Format       string       `json:"format"`
 	DType        string       `json:"dtype"`
@@ -25,10 +28,11 @@ func newInfoCmd() *cobra.Command {
 		Short: "Print a model's architecture, parameter count, dtype, context and vocabulary",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			path, err := resolveModel(cmd)
+			src, err := resolveModel(cmd)
 			if err != nil {
 				return err
 			}
+			path := src.Path
 			p, err := model.Load(path)
 			if err != nil {
 				return err
@@ -45,11 +49,18 @@ func newInfoCmd() *cobra.Command {
 				}
 			}
 			r := infoResult{Path: path, Format: p.Format, DType: p.DType, Parameters: c.NumParameters(),
-				Context: c.MaxPositions, Vocab: c.VocabSize, Architecture: c.Architecture, Config: c}
+				Context: c.MaxPositions, Vocab: c.VocabSize, Architecture: c.Architecture, Config: c,
+				Model: src.Name, HubID: src.HubID, Embedded: src.Embedded}
 			if flagBool(cmd, "json") {
 				return printJSON(cmd.OutOrStdout(), r)
 			}
 			out := cmd.OutOrStdout()
+			switch {
+			case r.Embedded:
+				fmt.Fprintf(out, "model:         %s (built into saddle; from Hugging Face %s)\n", r.Model, r.HubID)
+			case r.HubID != "":
+				fmt.Fprintf(out, "model:         %s (Hugging Face cache)\n", r.Model)
+			}
 			fmt.Fprintf(out, "path:          %s (%s)\n", r.Path, r.Format)
 			fmt.Fprintf(out, "architecture:  %s\n", r.Architecture)
 			fmt.Fprintf(out, "parameters:    %d\n", r.Parameters)

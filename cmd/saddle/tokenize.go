@@ -27,10 +27,11 @@ func newTokenizeCmd() *cobra.Command {
 				}
 				tok, err = tokenizer.FromFile(file)
 			} else {
-				var path string
-				if path, err = resolveModel(cmd); err != nil {
-					return err
+				src, rerr := resolveModel(cmd)
+				if rerr != nil {
+					return rerr
 				}
+				path := src.Path
 				if tok, err = loadTokenizer(path); err == nil {
 					// the ids printed are for this model: they must fit its vocabulary (Load reads headers only;
 					// weights it cannot read are for the commands that use them to report)

@@ -84,14 +84,14 @@ func addMemoryCheckFlag(cmd *cobra.Command) {
 }
 
 // trainConfig reads the flags (after the config file) into a run configuration; finetune.NewPlan checks it.
-func trainConfig(cmd *cobra.Command, modelPath string) (finetune.Config, error) {
+func trainConfig(cmd *cobra.Command, modelName string) (finetune.Config, error) {
 	f := cmd.Flags()
 	getF := func(n string) float64 { v, _ := f.GetFloat64(n); return v }
 	getI := func(n string) int { v, _ := f.GetInt(n); return v }
 	getB := func(n string) bool { v, _ := f.GetBool(n); return v }
 	seed, _ := f.GetUint64("seed")
 	c := finetune.Config{
-		Model: modelPath, Data: flagString(cmd, "data"), EvalData: flagString(cmd, "eval-data"),
+		Model: modelName, Data: flagString(cmd, "data"), EvalData: flagString(cmd, "eval-data"),
 		EvalSplit: getF("eval-split"), Optimizer: flagString(cmd, "optimizer"), LR: getF("lr"),
 		Schedule: flagString(cmd, "schedule"), Warmup: getI("warmup"), MinLRRatio: getF("min-lr-ratio"),
 		ClipNorm: getF("clip-norm"), GradAccum: getI("grad-accum"), Steps: getI("steps"),
@@ -147,7 +147,8 @@ func newTrainCmd() *cobra.Command {
 // session is a model with its tokenizer, shared by train and escape. loadSession reads the model's configuration
 // and weight headers; build puts the weights on the backend.
 type session struct {
-	path    string
+	path    string // the model's local file or folder
+	source  string // --model as given: what the run records (config.json "model") to find the model again
 	config  model.Config
 	storage finetune.WeightStorage // the weights' dtypes on disk, for the memory estimate
 	pre     *model.Pretrained      // until build
@@ -176,10 +177,11 @@ func loadSession(cmd *cobra.Command) (*session, error) {
 	if err := applyConfig(cmd); err != nil {
 		return nil, err
 	}
-	path, err := resolveModel(cmd)
+	src, err := resolveModel(cmd)
 	if err != nil {
 		return nil, err
 	}
+	path := src.Path
 	tok, err := loadTokenizer(path)
 	if err != nil {
 		return nil, err
@@ -195,7 +197,7 @@ func loadSession(cmd *cobra.Command) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &session{path: path, config: p.Config, storage: weightStorage(p), pre: p, tok: tok, vocab: tok.VocabSize(),
+	return &session{path: path, source: src.Name, config: p.Config, storage: weightStorage(p), pre: p, tok: tok, vocab: tok.VocabSize(),
 		backend: b, name: name}, nil
 }
 
@@ -345,14 +347,14 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 	var base checkpoints.BaseIdentity
 	var hashed time.Duration
 	if resuming { // first make sure this is the checkpoint's base model
-		if base, hashed, err = hashBase(cmd, s.path); err != nil {
+		if base, hashed, err = hashBase(cmd, s); err != nil {
 			return err
 		}
 		if err := finetune.CheckBase(resume, base); err != nil {
 			return fmt.Errorf("%w; pass that model with --model", err)
 		}
-		cfg.Model = s.path
-	} else if cfg, err = trainConfig(cmd, s.path); err != nil {
+		cfg.Model = s.source
+	} else if cfg, err = trainConfig(cmd, s.source); err != nil {
 		return err
 	}
 	cfg.Backend = s.name
@@ -372,7 +374,7 @@ func runTrain(cmd *cobra.Command, _ []string) error {
 		return err
 	}
 	if !resuming {
-		if base, hashed, err = hashBase(cmd, s.path); err != nil {
+		if base, hashed, err = hashBase(cmd, s); err != nil {
 			return err
 		}
 	}
@@ -463,13 +465,15 @@ func outFolderError(err error) error {
 
 // hashBase computes the base model's identity for checkpoints (cached after the first time), saying so when that
 // means reading more than a GB.
-func hashBase(cmd *cobra.Command, path string) (checkpoints.BaseIdentity, time.Duration, error) {
+func hashBase(cmd *cobra.Command, s *session) (checkpoints.BaseIdentity, time.Duration, error) {
+	path := s.path
 	began := time.Now()
 	if n := checkpoints.HashBaseCost(path); n > 1e9 && !flagBool(cmd, "json") {
 		fmt.Fprintf(cmd.ErrOrStderr(), "saddle train: reading %s of weights once for the base model's sha256 (cached for later runs)\n",
 			finetune.FormatBytes(n))
 	}
 	base, err := checkpoints.HashBase(path)
+	base.Model = s.source
 	return base, time.Since(began), err
 }
 

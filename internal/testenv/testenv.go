@@ -6,6 +6,7 @@ package testenv
 
 import (
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/metrics"
@@ -153,4 +154,16 @@ func OverBudget(budget uint64, fn func()) (uint64, bool) {
 	}
 	alloc = min(alloc, HeapAllocated(fn))
 	return alloc, alloc > budget
+}
+
+// ClosedURL is an http:// URL of a local port nothing listens on: a connection to it is refused at once.
+func ClosedURL(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return "http://" + addr
 }
