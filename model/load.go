@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -195,7 +196,14 @@ func storageDTypes(srcs map[string]*tensorSource) (map[string]string, string) {
 		perDType[src.dtype] += n
 	}
 	dominant := ""
-	for _, dt := range []string{dtype.F32, dtype.BF16, dtype.F16, dtype.Q8_0} {
+	// Ties go to the first of F32, BF16, F16, then the quantizations by name.
+	order := []string{dtype.F32, dtype.BF16, dtype.F16}
+	for _, dt := range slices.Sorted(maps.Keys(perDType)) {
+		if dtype.Quantized(dt) {
+			order = append(order, dt)
+		}
+	}
+	for _, dt := range order {
 		if perDType[dt] > perDType[dominant] {
 			dominant = dt
 		}

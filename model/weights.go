@@ -137,7 +137,8 @@ func computeDType(compute string) dtypes.DType {
 }
 
 // storageDType is the dtype a weight is held in on the backend: matrices (the embedding and every projection) stay
-// in their file's dtype when the compute type is f32 (Q8_0 becomes f16, which holds its values to 2⁻¹¹), or take
+// in their file's dtype when the compute type is f32 (a quantized type such as Q8_0 or Q4_K becomes f16, which holds
+// its values to 2⁻¹¹), or take
 // the half-precision compute type; vectors (norms, biases) are tiny and held in the activations' dtype.
 func storageDType(fileDType string, rank int, activation, compute dtypes.DType) dtypes.DType {
 	switch {
@@ -146,10 +147,10 @@ func storageDType(fileDType string, rank int, activation, compute dtypes.DType) 
 	case compute != dtypes.Float32:
 		return compute
 	}
-	switch fileDType {
-	case dtype.BF16:
+	switch {
+	case fileDType == dtype.BF16:
 		return dtypes.BFloat16
-	case dtype.F16, dtype.Q8_0:
+	case fileDType == dtype.F16 || dtype.Quantized(fileDType):
 		return dtypes.Float16
 	}
 	return dtypes.Float32

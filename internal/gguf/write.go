@@ -53,7 +53,7 @@ func Write(path string, metadata []KV, tensors []Tensor) error {
 		dt := storedDType(t.DType)
 		typ, ok := TensorTypeByName(dt)
 		if !ok || !dtype.Known(dt) {
-			return fmt.Errorf("%s: tensor %q: cannot write dtype %q (F32, F16, BF16, Q8_0)", path, t.Name, t.DType)
+			return fmt.Errorf("%s: tensor %q: cannot write dtype %q (%s)", path, t.Name, t.DType, dtype.Supported)
 		}
 		n, err := dtype.Elements(t.Shape)
 		if err != nil {
