@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/saddle-ml/saddle/internal/dtype"
 	"github.com/saddle-ml/saddle/internal/fileio"
 	"github.com/saddle-ml/saddle/internal/gguf"
 	"github.com/saddle-ml/saddle/internal/safetensors"
@@ -20,18 +23,29 @@ import (
 
 // MergeOptions tune the merged exports.
 type MergeOptions struct {
-	// DType stores the weights: "" keeps each tensor's storage type from the base (Q8_0 becomes F32 in
-	// safetensors, and stays Q8_0 in a merged GGUF); "F32", "F16" or "BF16" stores every tensor of a merged HF
-	// folder, and the adapted tensors of a merged GGUF, that way.
+	// DType stores the weights: "" keeps each tensor's storage type from the base where it can (a quantized
+	// tensor becomes F32 in safetensors; see WriteMergedGGUF for a merged GGUF); "F32", "F16" or "BF16" stores
+	// every tensor of a merged HF folder, and the adapted tensors of a merged GGUF, that way. A merged GGUF's
+	// adapted tensors can also be quantized: "Q8_0", "Q4_K" or "Q6_K" (MergedGGUFTypes).
 	DType string
+	// Notes, when not nil, receives one line saying how the adapted tensors of a merged GGUF were stored.
+	Notes io.Writer
 }
 
-func (o MergeOptions) check() error {
-	switch o.DType {
-	case "", "F32", "F16", "BF16":
+// MergedGGUFTypes are the quantizations a merged GGUF's adapted tensors can be written in.
+var MergedGGUFTypes = []string{dtype.Q8_0, dtype.Q4_K, dtype.Q6_K}
+
+func (o MergeOptions) check(ggufOut bool) error {
+	switch {
+	case o.DType == "" || o.DType == "F32" || o.DType == "F16" || o.DType == "BF16":
 		return nil
+	case ggufOut && slices.Contains(MergedGGUFTypes, o.DType):
+		return nil
+	case slices.Contains(MergedGGUFTypes, o.DType):
+		return fmt.Errorf("merged weights dtype %s is for merged GGUF files only (safetensors holds F32, F16, BF16)", o.DType)
 	}
-	return fmt.Errorf("merged weights dtype %q is not supported (F32, F16, BF16, or empty for the base's)", o.DType)
+	return fmt.Errorf("merged weights dtype %q is not supported (F32, F16, BF16, %s for a merged GGUF, or empty for the base's)",
+		o.DType, strings.Join(MergedGGUFTypes, ", "))
 }
 
 // MergeWeights returns the base weights with every adapted W replaced by W + s·B⋯A, computed in float64 and
@@ -77,7 +91,7 @@ var hfTokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "spec
 // (tokenizer.HFFilesFromGGUF). The files are written one by one (each atomically); for an all-or-nothing folder,
 // write into fileio.WriteDir's temporary folder, as saddle export does.
 func WriteMergedHF(dir string, p *model.Pretrained, set *Set, opts MergeOptions) error {
-	if err := opts.check(); err != nil {
+	if err := opts.check(false); err != nil {
 		return err
 	}
 	weights, err := MergeWeights(p, set)
@@ -291,11 +305,14 @@ func (o *orderedJSON) marshal() ([]byte, error) {
 }
 
 // WriteMergedGGUF writes a GGUF base with the adapter folded in to path: every metadata key and tensor of the
-// base in its order and storage type, with each adapted W replaced by W + s·B⋯A (llama.cpp's Q/K row order
-// restored for the llama architecture). A Q8_0 tensor that is adapted is quantized again unless opts.DType
-// asks for another type.
+// base in its order, with each adapted W replaced by W + s·B⋯A (llama.cpp's Q/K row order restored for the
+// llama architecture). Tensors the adapter does not touch are copied byte for byte from the base file. Adapted
+// tensors are decoded, merged and encoded one at a time, in opts.DType when set; otherwise a float tensor (F32,
+// F16, BF16) keeps its type and a quantized one is written as F16: quantizing it again would drop every part of
+// ΔW smaller than half a quantization step, while F16 keeps ΔW to about 2⁻¹¹ of the weight. opts.Notes gets one
+// line saying how many tensors were written in which type.
 func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptions) error {
-	if err := opts.check(); err != nil {
+	if err := opts.check(true); err != nil {
 		return err
 	}
 	if p.Format != "gguf" {
@@ -320,35 +337,86 @@ func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptio
 		return err
 	}
 	defer fh.Close()
-	var out []gguf.Tensor
-	used := 0
+	out := make([]gguf.Tensor, 0, len(f.Tensors))
+	stored := map[string]int{} // adapted tensors per stored type
+	requantized := 0           // adapted tensors whose base is quantized, written in a float type
 	for i := range f.Tensors {
 		info := &f.Tensors[i]
 		shape := make([]int, len(info.Dims))
 		for i, d := range info.Dims {
 			shape[len(shape)-1-i] = int(d)
 		}
-		data, err := f.ReadTensor(fh, info)
-		if err != nil {
-			return err
-		}
-		t := gguf.Tensor{Name: info.Name, Shape: shape, Data: data, DType: info.Type.String()}
+		t := gguf.Tensor{Name: info.Name, Shape: shape, DType: info.Type.String()}
 		hf, _ := model.HFNameFromGGUF(info.Name)
-		if a := byModule[hf]; a != nil {
-			if t.Data, err = mergeGGUFWeight(p, set, a, hf, shape, data); err != nil {
-				return fmt.Errorf("%s: tensor %q: %w", p.Path, info.Name, err)
+		a := byModule[hf]
+		if a == nil {
+			if info.Size < 0 {
+				return fmt.Errorf("%s: tensor %q: type %s cannot be copied (its size is not known here)", p.Path, info.Name, info.Type)
 			}
-			if opts.DType != "" {
-				t.DType = opts.DType
+			t.Raw = io.NewSectionReader(fh, f.DataOffset+int64(info.Offset), info.Size)
+			out = append(out, t)
+			continue
+		}
+		switch {
+		case opts.DType != "":
+			t.DType = opts.DType
+		case dtype.Quantized(t.DType):
+			t.DType = dtype.F16
+		}
+		if dtype.Quantized(info.Type.String()) && !dtype.Quantized(t.DType) {
+			requantized++
+		}
+		stored[t.DType]++
+		dt := t.DType
+		t.Load = func() ([]float32, error) {
+			data, err := f.ReadTensor(fh, info)
+			if err != nil {
+				return nil, err
 			}
-			used++
+			merged, err := mergeGGUFWeight(p, set, a, hf, shape, data)
+			if err != nil {
+				return nil, fmt.Errorf("%s: tensor %q: %w", p.Path, info.Name, err)
+			}
+			if dt == dtype.F16 {
+				for i, v := range merged {
+					if math.Abs(float64(v)) > 65504 {
+						return nil, fmt.Errorf("%s: tensor %q: merged value %g (index %d) overflows F16; use --dtype f32 or bf16",
+							p.Path, info.Name, v, i)
+					}
+				}
+			}
+			return merged, nil
 		}
 		out = append(out, t)
 	}
-	if used != len(set.Adapters) {
-		return fmt.Errorf("%s: only %d of the adapter's %d modules have a tensor in the file", p.Path, used, len(set.Adapters))
+	if sum(stored) != len(set.Adapters) {
+		return fmt.Errorf("%s: only %d of the adapter's %d modules have a tensor in the file", p.Path, sum(stored), len(set.Adapters))
 	}
-	return gguf.Write(path, f.KVs, out)
+	if err := gguf.Write(path, f.KVs, out); err != nil {
+		return err
+	}
+	if opts.Notes != nil {
+		var parts []string
+		for _, dt := range slices.Sorted(maps.Keys(stored)) {
+			parts = append(parts, fmt.Sprintf("%d %s", stored[dt], dt))
+		}
+		line := fmt.Sprintf("merged-gguf: adapted tensors written as %s; %d other tensors copied byte for byte",
+			strings.Join(parts, ", "), len(out)-sum(stored))
+		if requantized > 0 {
+			line += fmt.Sprintf(" (%d are quantized in the base: written in a float type so that ΔW smaller than a "+
+				"quantization step survives; --dtype q8_0, q4_k or q6_k quantizes them)", requantized)
+		}
+		fmt.Fprintln(opts.Notes, line)
+	}
+	return nil
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 // mergeGGUFWeight adds ΔW (HF row order) to a GGUF weight, going through HF order for llama's permuted Q/K.
