@@ -307,10 +307,11 @@ func (o *orderedJSON) marshal() ([]byte, error) {
 // WriteMergedGGUF writes a GGUF base with the adapter folded in to path: every metadata key and tensor of the
 // base in its order, with each adapted W replaced by W + s·B⋯A (llama.cpp's Q/K row order restored for the
 // llama architecture). Tensors the adapter does not touch are copied byte for byte from the base file. Adapted
-// tensors are decoded, merged and encoded one at a time, in opts.DType when set; otherwise a float tensor (F32,
-// F16, BF16) keeps its type and a quantized one is written as F16: quantizing it again would drop every part of
-// ΔW smaller than half a quantization step, while F16 keeps ΔW to about 2⁻¹¹ of the weight. opts.Notes gets one
-// line saying how many tensors were written in which type.
+// tensors are decoded, merged and encoded one at a time, in opts.DType when set (a quantization only for tensors
+// whose rows are whole blocks of it); otherwise a float tensor (F32, F16, BF16) keeps its type and a quantized
+// one is written as F16: quantizing it again would drop every part of ΔW smaller than half a quantization step,
+// while F16 keeps ΔW to about 2⁻¹¹ of the weight. opts.Notes gets one line saying how many tensors were written
+// in which type.
 func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptions) error {
 	if err := opts.check(true); err != nil {
 		return err
@@ -340,6 +341,7 @@ func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptio
 	out := make([]gguf.Tensor, 0, len(f.Tensors))
 	stored := map[string]int{} // adapted tensors per stored type
 	requantized := 0           // adapted tensors whose base is quantized, written in a float type
+	unblocked := 0             // adapted tensors whose rows are not whole blocks of opts.DType
 	for i := range f.Tensors {
 		info := &f.Tensors[i]
 		shape := make([]int, len(info.Dims))
@@ -357,11 +359,17 @@ func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptio
 			out = append(out, t)
 			continue
 		}
-		switch {
-		case opts.DType != "":
-			t.DType = opts.DType
-		case dtype.Quantized(t.DType):
+		// A float tensor keeps its type and a quantized one becomes F16, unless opts.DType asks otherwise and
+		// the tensor's rows are whole blocks of it (llama.cpp's quantize tool falls back the same way).
+		if dtype.Quantized(t.DType) {
 			t.DType = dtype.F16
+		}
+		switch {
+		case opts.DType == "":
+		case dtype.Quantized(opts.DType) && shape[len(shape)-1]%dtype.BlockSize(opts.DType) != 0:
+			unblocked++
+		default:
+			t.DType = opts.DType
 		}
 		if dtype.Quantized(info.Type.String()) && !dtype.Quantized(t.DType) {
 			requantized++
@@ -402,7 +410,11 @@ func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptio
 		}
 		line := fmt.Sprintf("merged-gguf: adapted tensors written as %s; %d other tensors copied byte for byte",
 			strings.Join(parts, ", "), len(out)-sum(stored))
-		if requantized > 0 {
+		if unblocked > 0 {
+			line += fmt.Sprintf(" (%d have rows that are not whole %s blocks of %d and keep a float type)", unblocked,
+				opts.DType, dtype.BlockSize(opts.DType))
+		}
+		if requantized > 0 && opts.DType == "" {
 			line += fmt.Sprintf(" (%d are quantized in the base: written in a float type so that ΔW smaller than a "+
 				"quantization step survives; --dtype q8_0, q4_k or q6_k quantizes them)", requantized)
 		}
