@@ -49,7 +49,8 @@ func (o MergeOptions) check(ggufOut bool) error {
 }
 
 // MergeWeights returns the base weights with every adapted W replaced by W + s·B⋯A, computed in float64 and
-// rounded once to float32. Every weight is read into memory as float32.
+// rounded once to float32. Every weight is read into memory as float32 (small models and tests; the merged
+// exports read and merge one tensor at a time).
 func MergeWeights(p *model.Pretrained, set *Set) (map[string]*model.Tensor, error) {
 	if err := set.CheckFits(p.Config); err != nil {
 		return nil, fmt.Errorf("adapter on %s: %w", p.Path, err)
@@ -94,22 +95,45 @@ func WriteMergedHF(dir string, p *model.Pretrained, set *Set, opts MergeOptions)
 	if err := opts.check(false); err != nil {
 		return err
 	}
-	weights, err := MergeWeights(p, set)
-	if err != nil {
-		return err
+	if err := set.CheckFits(p.Config); err != nil {
+		return fmt.Errorf("adapter on %s: %w", p.Path, err)
 	}
-	named := make(map[string]safetensors.Tensor, len(weights))
+	byName := map[string]*Adapter{}
+	for _, a := range set.Adapters {
+		name := a.Module + ".weight"
+		if shape := p.Shape(name); len(shape) != 2 || shape[0] != a.Out || shape[1] != a.In {
+			return fmt.Errorf("%s: tensor %q is missing or not [%d, %d]", p.Path, name, a.Out, a.In)
+		}
+		byName[name] = a
+	}
+	// Each tensor is read (and merged) as it is written: one tensor's floats at a time.
+	named := make(map[string]safetensors.Tensor, len(p.Names()))
 	perDType := map[string]int{}
-	for name, w := range weights {
+	for _, name := range p.Names() {
+		shape := p.Shape(name)
 		dt := opts.DType
 		if dt == "" {
 			dt = p.DTypes[name]
 			if !safetensors.CanWrite(dt) {
-				dt = "F32" // Q8_0 and anything safetensors cannot hold: F32 keeps the values exactly
+				dt = "F32" // quantized types and anything safetensors cannot hold: F32 keeps the values exactly
 			}
 		}
-		named[name] = safetensors.Tensor{Shape: w.Shape, Data: w.Data, DType: dt}
-		perDType[dt] += len(w.Data)
+		a := byName[name]
+		named[name] = safetensors.Tensor{Shape: shape, DType: dt, Load: func() ([]float32, error) {
+			w, err := p.Tensor(name)
+			switch {
+			case err != nil:
+				return nil, err
+			case a == nil:
+				return w.Data, nil
+			}
+			return addDelta(w.Data, set.DeltaW(a)), nil
+		}}
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		perDType[dt] += n
 	}
 	torchDType := map[string]string{"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[dominant(perDType)]
 
