@@ -65,7 +65,10 @@ fi
 # llama.cpp itself (node-llama-cpp's prebuilt CPU build, ~85 MB; the GPU builds are optional packages and left
 # out), the oracle of the quantized-GGUF test (model/llamacpp_test.go), in its own folder.
 LLAMA_DIR="$CACHE/llamacpp"
-if [[ -f "$LLAMA_DIR/node_modules/node-llama-cpp/package.json" ]] &&
+NODE_MAJOR="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if ((NODE_MAJOR < 20)); then
+  echo "fetch-tokenizers: node-llama-cpp needs node >= 20 (found $(node --version 2>/dev/null || echo none)); not installed" >&2
+elif [[ -f "$LLAMA_DIR/node_modules/node-llama-cpp/package.json" ]] &&
    grep -q "\"version\": \"$NODE_LLAMA_CPP_VERSION\"" "$LLAMA_DIR/node_modules/node-llama-cpp/package.json"; then
   echo "fetch-tokenizers: node-llama-cpp@$NODE_LLAMA_CPP_VERSION already installed"
 else
