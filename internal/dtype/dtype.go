@@ -129,27 +129,48 @@ func Decode(name string, b []byte, dst []float32) ([]float32, error) {
 // ReadAt reads n elements stored as name at offset off of r and decodes them, reading a bounded chunk at a time
 // so that only the float32 result is allocated in full. Errors name the byte range, not the file.
 func ReadAt(r io.ReaderAt, off int64, name string, n int64) ([]float32, error) {
-	size, err := Size(name, n)
+	if _, err := Size(name, n); err != nil {
+		return nil, err
+	}
+	out := make([]float32, 0, n)
+	err := ReadChunks(r, off, name, n, func(values []float32) error {
+		out = append(out, values...)
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	out := make([]float32, n)
+	return out, nil
+}
+
+// ReadChunks reads n elements stored as name at offset off of r and hands them to fn in order, decoded, about
+// 64 Ki values at a time (fn must not keep the slice), so that a tensor can be converted without holding it all
+// as float32. Errors name the byte range, not the file; fn's errors are returned as they are.
+func ReadChunks(r io.ReaderAt, off int64, name string, n int64, fn func(values []float32) error) error {
+	size, err := Size(name, n)
+	if err != nil {
+		return err
+	}
 	// Chunks of about 256 KiB hold whole blocks.
 	l := layouts[name]
 	chunk := (1 << 18) / l.blockBytes * l.blockBytes
 	buf := make([]byte, min(chunk, size))
-	dst := out
+	values := make([]float32, int64(len(buf))/l.blockBytes*l.blockSize)
 	for done := int64(0); done < size; {
 		b := buf[:min(int64(len(buf)), size-done)]
 		if _, err := r.ReadAt(b, off+done); err != nil {
-			return nil, fmt.Errorf("reading %d bytes at offset %d: %w", len(b), off+done, err)
+			return fmt.Errorf("reading %d bytes at offset %d: %w", len(b), off+done, err)
 		}
-		if dst, err = Decode(name, b, dst); err != nil {
-			return nil, err
+		v := values[:int64(len(b))/l.blockBytes*l.blockSize]
+		if _, err := Decode(name, b, v); err != nil {
+			return err
+		}
+		if err := fn(v); err != nil {
+			return err
 		}
 		done += int64(len(b))
 	}
-	return out, nil
+	return nil
 }
 
 // Encode writes data stored as name to w (a float type, or a quantization for a whole number of blocks). Q8_0
