@@ -66,8 +66,8 @@ func computeBytes(compute string) int64 {
 // file's dtype, narrowed to a 2-byte compute type; a quantized dtype counts as the 2-byte float type it is
 // expanded to where the backend cannot use it.
 func heldBytes(storage, compute string) int64 {
-	switch strings.ToUpper(storage) {
-	case dtype.BF16, dtype.F16, dtype.Q8_0:
+	switch up := strings.ToUpper(storage); {
+	case up == dtype.BF16 || up == dtype.F16 || dtype.Quantized(up):
 		return 2
 	}
 	return min(f32Bytes, computeBytes(compute))

@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/saddle-ml/saddle/internal/dtype"
 	"github.com/saddle-ml/saddle/internal/fileio"
 	"github.com/saddle-ml/saddle/internal/gguf"
 	"github.com/saddle-ml/saddle/internal/safetensors"
@@ -20,22 +23,34 @@ import (
 
 // MergeOptions tune the merged exports.
 type MergeOptions struct {
-	// DType stores the weights: "" keeps each tensor's storage type from the base (Q8_0 becomes F32 in
-	// safetensors, and stays Q8_0 in a merged GGUF); "F32", "F16" or "BF16" stores every tensor of a merged HF
-	// folder, and the adapted tensors of a merged GGUF, that way.
+	// DType stores the weights: "" keeps each tensor's storage type from the base where it can (a quantized
+	// tensor becomes F32 in safetensors; see WriteMergedGGUF for a merged GGUF); "F32", "F16" or "BF16" stores
+	// every tensor of a merged HF folder, and the adapted tensors of a merged GGUF, that way. A merged GGUF's
+	// adapted tensors can also be quantized: "Q8_0", "Q4_K" or "Q6_K" (MergedGGUFTypes).
 	DType string
+	// Notes, when not nil, receives one line saying how the adapted tensors of a merged GGUF were stored.
+	Notes io.Writer
 }
 
-func (o MergeOptions) check() error {
-	switch o.DType {
-	case "", "F32", "F16", "BF16":
+// MergedGGUFTypes are the quantizations a merged GGUF's adapted tensors can be written in.
+var MergedGGUFTypes = []string{dtype.Q8_0, dtype.Q4_K, dtype.Q6_K}
+
+func (o MergeOptions) check(ggufOut bool) error {
+	switch {
+	case o.DType == "" || o.DType == "F32" || o.DType == "F16" || o.DType == "BF16":
 		return nil
+	case ggufOut && slices.Contains(MergedGGUFTypes, o.DType):
+		return nil
+	case slices.Contains(MergedGGUFTypes, o.DType):
+		return fmt.Errorf("merged weights dtype %s is for merged GGUF files only (safetensors holds F32, F16, BF16)", o.DType)
 	}
-	return fmt.Errorf("merged weights dtype %q is not supported (F32, F16, BF16, or empty for the base's)", o.DType)
+	return fmt.Errorf("merged weights dtype %q is not supported (F32, F16, BF16, %s for a merged GGUF, or empty for the base's)",
+		o.DType, strings.Join(MergedGGUFTypes, ", "))
 }
 
 // MergeWeights returns the base weights with every adapted W replaced by W + s·B⋯A, computed in float64 and
-// rounded once to float32. Every weight is read into memory as float32.
+// rounded once to float32. Every weight is read into memory as float32 (small models and tests; the merged
+// exports read and merge one tensor at a time).
 func MergeWeights(p *model.Pretrained, set *Set) (map[string]*model.Tensor, error) {
 	if err := set.CheckFits(p.Config); err != nil {
 		return nil, fmt.Errorf("adapter on %s: %w", p.Path, err)
@@ -77,25 +92,48 @@ var hfTokenizerFiles = []string{"tokenizer.json", "tokenizer_config.json", "spec
 // (tokenizer.HFFilesFromGGUF). The files are written one by one (each atomically); for an all-or-nothing folder,
 // write into fileio.WriteDir's temporary folder, as saddle export does.
 func WriteMergedHF(dir string, p *model.Pretrained, set *Set, opts MergeOptions) error {
-	if err := opts.check(); err != nil {
+	if err := opts.check(false); err != nil {
 		return err
 	}
-	weights, err := MergeWeights(p, set)
-	if err != nil {
-		return err
+	if err := set.CheckFits(p.Config); err != nil {
+		return fmt.Errorf("adapter on %s: %w", p.Path, err)
 	}
-	named := make(map[string]safetensors.Tensor, len(weights))
+	byName := map[string]*Adapter{}
+	for _, a := range set.Adapters {
+		name := a.Module + ".weight"
+		if shape := p.Shape(name); len(shape) != 2 || shape[0] != a.Out || shape[1] != a.In {
+			return fmt.Errorf("%s: tensor %q is missing or not [%d, %d]", p.Path, name, a.Out, a.In)
+		}
+		byName[name] = a
+	}
+	// Each tensor is read (and merged) as it is written: one tensor's floats at a time.
+	named := make(map[string]safetensors.Tensor, len(p.Names()))
 	perDType := map[string]int{}
-	for name, w := range weights {
+	for _, name := range p.Names() {
+		shape := p.Shape(name)
 		dt := opts.DType
 		if dt == "" {
 			dt = p.DTypes[name]
 			if !safetensors.CanWrite(dt) {
-				dt = "F32" // Q8_0 and anything safetensors cannot hold: F32 keeps the values exactly
+				dt = "F32" // quantized types and anything safetensors cannot hold: F32 keeps the values exactly
 			}
 		}
-		named[name] = safetensors.Tensor{Shape: w.Shape, Data: w.Data, DType: dt}
-		perDType[dt] += len(w.Data)
+		a := byName[name]
+		named[name] = safetensors.Tensor{Shape: shape, DType: dt, Load: func() ([]float32, error) {
+			w, err := p.Tensor(name)
+			switch {
+			case err != nil:
+				return nil, err
+			case a == nil:
+				return w.Data, nil
+			}
+			return addDelta(w.Data, set.DeltaW(a)), nil
+		}}
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		perDType[dt] += n
 	}
 	torchDType := map[string]string{"F32": "float32", "F16": "float16", "BF16": "bfloat16"}[dominant(perDType)]
 
@@ -291,11 +329,15 @@ func (o *orderedJSON) marshal() ([]byte, error) {
 }
 
 // WriteMergedGGUF writes a GGUF base with the adapter folded in to path: every metadata key and tensor of the
-// base in its order and storage type, with each adapted W replaced by W + s·B⋯A (llama.cpp's Q/K row order
-// restored for the llama architecture). A Q8_0 tensor that is adapted is quantized again unless opts.DType
-// asks for another type.
+// base in its order, with each adapted W replaced by W + s·B⋯A (llama.cpp's Q/K row order restored for the
+// llama architecture). Tensors the adapter does not touch are copied byte for byte from the base file. Adapted
+// tensors are decoded, merged and encoded one at a time, in opts.DType when set (a quantization only for tensors
+// whose rows are whole blocks of it); otherwise a float tensor (F32, F16, BF16) keeps its type and a quantized
+// one is written as F16: quantizing it again would drop every part of ΔW smaller than half a quantization step,
+// while F16 keeps ΔW to about 2⁻¹¹ of the weight. opts.Notes gets one line saying how many tensors were written
+// in which type.
 func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptions) error {
-	if err := opts.check(); err != nil {
+	if err := opts.check(true); err != nil {
 		return err
 	}
 	if p.Format != "gguf" {
@@ -320,35 +362,97 @@ func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptio
 		return err
 	}
 	defer fh.Close()
-	var out []gguf.Tensor
-	used := 0
+	out := make([]gguf.Tensor, 0, len(f.Tensors))
+	stored := map[string]int{} // adapted tensors per stored type
+	requantized := 0           // adapted tensors whose base is quantized, written in a float type
+	unblocked := 0             // adapted tensors whose rows are not whole blocks of opts.DType
 	for i := range f.Tensors {
 		info := &f.Tensors[i]
 		shape := make([]int, len(info.Dims))
 		for i, d := range info.Dims {
 			shape[len(shape)-1-i] = int(d)
 		}
-		data, err := f.ReadTensor(fh, info)
-		if err != nil {
-			return err
-		}
-		t := gguf.Tensor{Name: info.Name, Shape: shape, Data: data, DType: info.Type.String()}
+		t := gguf.Tensor{Name: info.Name, Shape: shape, DType: info.Type.String()}
 		hf, _ := model.HFNameFromGGUF(info.Name)
-		if a := byModule[hf]; a != nil {
-			if t.Data, err = mergeGGUFWeight(p, set, a, hf, shape, data); err != nil {
-				return fmt.Errorf("%s: tensor %q: %w", p.Path, info.Name, err)
+		a := byModule[hf]
+		if a == nil {
+			if info.Size < 0 {
+				return fmt.Errorf("%s: tensor %q: type %s cannot be copied (its size is not known here)", p.Path, info.Name, info.Type)
 			}
-			if opts.DType != "" {
-				t.DType = opts.DType
+			t.Raw = io.NewSectionReader(fh, f.DataOffset+int64(info.Offset), info.Size)
+			out = append(out, t)
+			continue
+		}
+		// A float tensor keeps its type and a quantized one becomes F16, unless opts.DType asks otherwise and
+		// the tensor's rows are whole blocks of it (llama.cpp's quantize tool falls back the same way).
+		if dtype.Quantized(t.DType) {
+			t.DType = dtype.F16
+		}
+		switch {
+		case opts.DType == "":
+		case dtype.Quantized(opts.DType) && shape[len(shape)-1]%dtype.BlockSize(opts.DType) != 0:
+			unblocked++
+		default:
+			t.DType = opts.DType
+		}
+		if dtype.Quantized(info.Type.String()) && !dtype.Quantized(t.DType) {
+			requantized++
+		}
+		stored[t.DType]++
+		dt := t.DType
+		t.Load = func() ([]float32, error) {
+			data, err := f.ReadTensor(fh, info)
+			if err != nil {
+				return nil, err
 			}
-			used++
+			merged, err := mergeGGUFWeight(p, set, a, hf, shape, data)
+			if err != nil {
+				return nil, fmt.Errorf("%s: tensor %q: %w", p.Path, info.Name, err)
+			}
+			if dt == dtype.F16 {
+				for i, v := range merged {
+					if math.Abs(float64(v)) > 65504 {
+						return nil, fmt.Errorf("%s: tensor %q: merged value %g (index %d) overflows F16; use --dtype f32 or bf16",
+							p.Path, info.Name, v, i)
+					}
+				}
+			}
+			return merged, nil
 		}
 		out = append(out, t)
 	}
-	if used != len(set.Adapters) {
-		return fmt.Errorf("%s: only %d of the adapter's %d modules have a tensor in the file", p.Path, used, len(set.Adapters))
+	if sum(stored) != len(set.Adapters) {
+		return fmt.Errorf("%s: only %d of the adapter's %d modules have a tensor in the file", p.Path, sum(stored), len(set.Adapters))
 	}
-	return gguf.Write(path, f.KVs, out)
+	if err := gguf.Write(path, f.KVs, out); err != nil {
+		return err
+	}
+	if opts.Notes != nil {
+		var parts []string
+		for _, dt := range slices.Sorted(maps.Keys(stored)) {
+			parts = append(parts, fmt.Sprintf("%d %s", stored[dt], dt))
+		}
+		line := fmt.Sprintf("merged-gguf: adapted tensors written as %s; %d other tensors copied byte for byte",
+			strings.Join(parts, ", "), len(out)-sum(stored))
+		if unblocked > 0 {
+			line += fmt.Sprintf(" (%d have rows that are not whole %s blocks of %d and keep a float type)", unblocked,
+				opts.DType, dtype.BlockSize(opts.DType))
+		}
+		if requantized > 0 && opts.DType == "" {
+			line += fmt.Sprintf(" (%d are quantized in the base: written in a float type so that ΔW smaller than a "+
+				"quantization step survives; --dtype q8_0, q4_k or q6_k quantizes them)", requantized)
+		}
+		fmt.Fprintln(opts.Notes, line)
+	}
+	return nil
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }
 
 // mergeGGUFWeight adds ΔW (HF row order) to a GGUF weight, going through HF order for llama's permuted Q/K.

@@ -42,7 +42,7 @@ type Pretrained struct {
 	Weights map[string]*Tensor
 	Path    string            // the file or folder it came from
 	Format  string            // "gguf" or "hf"
-	DType   string            // storage dtype of most weights on disk (by element count): "F32", "F16", "BF16", "Q8_0"
+	DType   string            // storage dtype of most weights on disk (by element count): "F32", "F16", "BF16", "Q8_0", "Q4_K", ...
 	DTypes  map[string]string // storage dtype of each weight on disk, by HF name
 
 	sources map[string]*tensorSource // weights still in their files

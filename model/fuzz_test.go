@@ -50,9 +50,9 @@ func fuzzSafetensors(weights map[string]*Tensor, dtype string) []byte {
 }
 
 // allocBudget is how many bytes loading an input of n bytes may allocate: the float32 weights are at most about
-// 4× the stored bytes (Q8_0 stores 32 values in 34 bytes), Q/K un-permuting copies them once more, and the
+// 12.2× the stored bytes (Q2_K stores 256 values in 84 bytes), Q/K un-permuting copies them once more, and the
 // header structures are a small multiple of their encoded size. The constant covers read buffers and maps.
-func allocBudget(n int) uint64 { return 16*uint64(n) + 4<<20 }
+func allocBudget(n int) uint64 { return 32*uint64(n) + 4<<20 }
 
 // loadAll opens a model and reads every weight (Load alone reads headers only).
 func loadAll(path string) (*Pretrained, error) {
@@ -99,6 +99,8 @@ func FuzzLoadGGUF(f *testing.F) {
 	q8 := fuzzConfig("llama")
 	q8.HiddenSize, q8.IntermediateSize, q8.NumHeads, q8.NumKVHeads, q8.HeadDim = 32, 32, 2, 2, 16
 	f.Add(fuzzGGUF(f, q8, dtype.Q8_0))
+	f.Add(fuzzGGUF(f, q8, dtype.Q4_0))
+	f.Add(fuzzGGUF(f, q8, dtype.Q5_1))
 	f.Add([]byte("GGUF"))
 	f.Add(append([]byte("GGUF\x03\x00\x00\x00"), make([]byte, 16)...))
 	dir := f.TempDir()

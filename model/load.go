@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -195,7 +196,14 @@ func storageDTypes(srcs map[string]*tensorSource) (map[string]string, string) {
 		perDType[src.dtype] += n
 	}
 	dominant := ""
-	for _, dt := range []string{dtype.F32, dtype.BF16, dtype.F16, dtype.Q8_0} {
+	// Ties go to the first of F32, BF16, F16, then the quantizations by name.
+	order := []string{dtype.F32, dtype.BF16, dtype.F16}
+	for _, dt := range slices.Sorted(maps.Keys(perDType)) {
+		if dtype.Quantized(dt) {
+			order = append(order, dt)
+		}
+	}
+	for _, dt := range order {
 		if perDType[dt] > perDType[dominant] {
 			dominant = dt
 		}
@@ -214,14 +222,15 @@ func readTensor(f *os.File, src *tensorSource) (*Tensor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
 	}
-	if err := checkFinite(src, out); err != nil {
+	if err := checkFinite(src, out, 0); err != nil {
 		return nil, err
 	}
 	return &Tensor{Shape: slices.Clone(src.shape), Data: out}, nil
 }
 
 // checkFinite refuses NaN and infinite values: one poisons every activation downstream; it means a corrupt file.
-func checkFinite(src *tensorSource, values []float32) error {
+// values start at index base of the tensor (a chunk of it; the count is then the chunk's).
+func checkFinite(src *tensorSource, values []float32, base int) error {
 	bad, first := 0, -1
 	for i, v := range values {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
@@ -232,7 +241,7 @@ func checkFinite(src *tensorSource, values []float32) error {
 		}
 	}
 	if bad > 0 {
-		return fmt.Errorf("%s: tensor %q: %d values are NaN or infinite (the first at index %d)", src.file, src.name, bad, first)
+		return fmt.Errorf("%s: tensor %q: %d values are NaN or infinite (the first at index %d)", src.file, src.name, bad, base+first)
 	}
 	return nil
 }

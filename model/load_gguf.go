@@ -276,7 +276,7 @@ func ggufRopeScaling(m ggufMeta, arch string) (*RopeScaling, error) {
 func ggufSource(path string, f *gguf.File, info *gguf.TensorInfo) (*tensorSource, error) {
 	dt := info.Type.String()
 	if !dtype.Known(dt) {
-		return nil, fmt.Errorf("%s: tensor %q: dtype %s is not supported (supported: F32, F16, BF16, Q8_0)", path, info.Name, dt)
+		return nil, fmt.Errorf("%s: tensor %q: dtype %s is not supported (supported: %s)", path, info.Name, dt, dtype.Supported)
 	}
 	if len(info.Dims) == 0 {
 		return nil, fmt.Errorf("%s: tensor %q has no dimensions", path, info.Name)

@@ -254,8 +254,8 @@ func TestLoadGGUFErrors(t *testing.T) {
 		{name: "unknown tensor", tens: func(ts []gguf.Tensor) []gguf.Tensor {
 			return append(ts, gguf.Tensor{Name: "blk.0.attn_qkv.weight", Shape: []int{4}, Data: make([]float32, 4)})
 		}, want: []string{"blk.0.attn_qkv.weight", "not a known"}},
-		{name: "unsupported dtype", patch: func(t *testing.T, path string) { patchTensorInfo(t, path, q, u32(2), nil) }, // Q4_0
-			want: []string{q, "Q4_0", "not supported"}},
+		{name: "unsupported dtype", patch: func(t *testing.T, path string) { patchTensorInfo(t, path, q, u32(16), nil) }, // IQ2_XXS
+			want: []string{q, "IQ2_XXS", "not supported"}},
 		{name: "offset out of range", patch: func(t *testing.T, path string) { patchTensorInfo(t, path, q, nil, u64(1<<40)) },
 			want: []string{q, "outside"}},
 		{name: "offset near end", patch: func(t *testing.T, path string) {

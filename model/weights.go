@@ -137,7 +137,8 @@ func computeDType(compute string) dtypes.DType {
 }
 
 // storageDType is the dtype a weight is held in on the backend: matrices (the embedding and every projection) stay
-// in their file's dtype when the compute type is f32 (Q8_0 becomes f16, which holds its values to 2⁻¹¹), or take
+// in their file's dtype when the compute type is f32 (a quantized type such as Q8_0 or Q4_K becomes f16, which holds
+// its values to 2⁻¹¹), or take
 // the half-precision compute type; vectors (norms, biases) are tiny and held in the activations' dtype.
 func storageDType(fileDType string, rank int, activation, compute dtypes.DType) dtypes.DType {
 	switch {
@@ -146,10 +147,10 @@ func storageDType(fileDType string, rank int, activation, compute dtypes.DType) 
 	case compute != dtypes.Float32:
 		return compute
 	}
-	switch fileDType {
-	case dtype.BF16:
+	switch {
+	case fileDType == dtype.BF16:
 		return dtypes.BFloat16
-	case dtype.F16, dtype.Q8_0:
+	case fileDType == dtype.F16 || dtype.Quantized(fileDType):
 		return dtypes.Float16
 	}
 	return dtypes.Float32
@@ -171,6 +172,9 @@ func fileDTypeName(dt dtypes.DType) string {
 // tensor at a time.
 func (p *Pretrained) weightTensor(b compute.Backend, name string, dt dtypes.DType) (*tensors.Tensor, error) {
 	src := p.sources[name]
+	if src != nil && p.Weights[name] == nil && dt == dtypes.Float16 && dtype.Quantized(src.dtype) {
+		return newBackendTensor(b, dt, src.shape, func(buf []byte) error { return p.dequantizeInto(buf, name, src) })
+	}
 	if src == nil || p.Weights[name] != nil || dt == dtypes.Float64 || fileDTypeName(dt) != src.dtype {
 		t, err := p.Tensor(name)
 		if err != nil {
@@ -198,6 +202,46 @@ func (p *Pretrained) weightTensor(b compute.Backend, name string, dt dtypes.DTyp
 		}
 		return nil
 	})
+}
+
+// dequantizeInto decodes a quantized weight into buf as f16, a chunk at a time (never the whole tensor as float32),
+// refusing NaN and infinite values and values beyond f16's range, and restores HF row order.
+func (p *Pretrained) dequantizeInto(buf []byte, name string, src *tensorSource) error {
+	f, err := os.Open(src.file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	n, err := dtype.Elements(src.shape)
+	if err != nil {
+		return fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
+	}
+	w := &sliceWriter{buf: buf}
+	done := 0
+	err = dtype.ReadChunks(f, src.offset, src.dtype, n, func(values []float32) error {
+		if err := checkFinite(src, values, done); err != nil {
+			return err
+		}
+		done += len(values)
+		if err := dtype.Encode(w, dtype.F16, values); err != nil {
+			return fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		if !strings.Contains(err.Error(), src.file) {
+			err = fmt.Errorf("%s: tensor %q: %w", src.file, src.name, err)
+		}
+		return err
+	}
+	if bad, first := nonFinite(buf, dtypes.Float16); bad > 0 {
+		return fmt.Errorf("%s: tensor %q: %d values overflow f16 (the first at index %d): use --dtype bf16", src.file,
+			src.name, bad, first)
+	}
+	if heads, ok := p.permute[name]; ok {
+		permuteRowBytes(buf, src.shape[0], heads, true)
+	}
+	return nil
 }
 
 // describe names a weight for errors: its file and name there, or the model path.

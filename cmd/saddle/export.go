@@ -44,7 +44,10 @@ adapter folder) in a format other tools read:
                products are folded to the rank-r pair B·M⋯, A, keeping the scale
   merged       a plain Hugging Face folder (config.json, model.safetensors, tokenizer) with W + s·B⋯A
   gguf         a llama.cpp LoRA adapter GGUF (llama-cli --lora FILE); an rsLoRA scale is baked into alpha
-  merged-gguf  the GGUF base model with the adapter merged in (GGUF bases only)
+  merged-gguf  the GGUF base model with the adapter merged in (GGUF bases only): tensors the adapter does not
+               touch are copied byte for byte; adapted ones keep a float base's type, and a quantized base's
+               (Q4_K, Q8_0, ...) become F16 unless --dtype says otherwise (Q8_0, Q4_K, Q6_K re-quantize them,
+               dropping the parts of ΔW smaller than half a quantization step)
 
 For gguf and merged-gguf, --out may name the .gguf file; a folder gets adapter.gguf or model.gguf.
 
@@ -61,7 +64,8 @@ run folder, its checkpoint or the base model, not even with --overwrite.`,
 	f.String("format", "peft", "peft, merged, gguf or merged-gguf")
 	f.String("out", "", "output folder (or .gguf file for gguf and merged-gguf) (required)")
 	f.String("model", "", "base model (default: the model the adapter was trained on, from its adapter.json or config.json)")
-	f.String("dtype", "", "tensor type: F32, F16 or BF16 (default: F32 for adapters, the base's types for merged models)")
+	f.String("dtype", "", "tensor type: F32, F16 or BF16, or for merged-gguf also Q8_0, Q4_K or Q6_K (default: F32 for "+
+		"adapters, the base's types for merged models, F16 for merged-gguf tensors whose base is quantized)")
 	f.String("base-model-id", "", "peft: adapter_config.json's base_model_name_or_path (default: the base's Hugging Face id when known, else its path)")
 	f.Bool("overwrite", false, "replace an existing --out (the whole folder, or the file), once the new export is complete")
 	return cmd
@@ -77,8 +81,11 @@ func runExport(cmd *cobra.Command, _ []string) error {
 		return usagef("--out is required")
 	case !slices.Contains(exportFormats, format):
 		return usagef("--format %q: want one of %s", format, strings.Join(exportFormats, ", "))
+	case format == "merged-gguf" && slices.Contains(lora.MergedGGUFTypes, dtype):
+	case slices.Contains(lora.MergedGGUFTypes, dtype):
+		return usagef("--dtype %s: quantized types are for --format merged-gguf only; want F32, F16 or BF16", dtype)
 	case dtype != "" && dtype != "F32" && dtype != "F16" && dtype != "BF16":
-		return usagef("--dtype %q: want F32, F16 or BF16", dtype)
+		return usagef("--dtype %q: want F32, F16 or BF16 (or Q8_0, Q4_K, Q6_K with --format merged-gguf)", dtype)
 	case cmd.Flags().Changed("base-model-id") && format != "peft":
 		return usagef("--base-model-id is for --format peft (adapter_config.json's base_model_name_or_path)")
 	}
@@ -142,7 +149,7 @@ func runExport(cmd *cobra.Command, _ []string) error {
 			if !asFile {
 				tmp = filepath.Join(tmp, "model.gguf")
 			}
-			return lora.WriteMergedGGUF(tmp, p, set, lora.MergeOptions{DType: dtype})
+			return lora.WriteMergedGGUF(tmp, p, set, lora.MergeOptions{DType: dtype, Notes: cmd.ErrOrStderr()})
 		}
 	}
 	fill := func(tmp string) error {

@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -9,17 +12,18 @@ import (
 )
 
 type infoResult struct {
-	Model        string       `json:"model"`              // --model as given
-	HubID        string       `json:"hub_id,omitempty"`   // its Hugging Face repository, when known
-	Embedded     bool         `json:"embedded,omitempty"` // the model built into saddle
-	Path         string       `json:"path"`
-	Format       string       `json:"format"`
-	DType        string       `json:"dtype"`
-	Parameters   int          `json:"parameters"`
-	Context      int          `json:"context"`
-	Vocab        int          `json:"vocab"`
-	Architecture string       `json:"architecture"`
-	Config       model.Config `json:"config"`
+	Model        string         `json:"model"`              // --model as given
+	HubID        string         `json:"hub_id,omitempty"`   // its Hugging Face repository, when known
+	Embedded     bool           `json:"embedded,omitempty"` // the model built into saddle
+	Path         string         `json:"path"`
+	Format       string         `json:"format"`
+	DType        string         `json:"dtype"`
+	Types        map[string]int `json:"tensor_types"` // tensors per storage type (F32, Q4_K, ...)
+	Parameters   int            `json:"parameters"`
+	Context      int            `json:"context"`
+	Vocab        int            `json:"vocab"`
+	Architecture string         `json:"architecture"`
+	Config       model.Config   `json:"config"`
 }
 
 func newInfoCmd() *cobra.Command {
@@ -48,7 +52,11 @@ func newInfoCmd() *cobra.Command {
 					return err
 				}
 			}
-			r := infoResult{Path: path, Format: p.Format, DType: p.DType, Parameters: c.NumParameters(),
+			types := map[string]int{}
+			for _, dt := range p.DTypes {
+				types[dt]++
+			}
+			r := infoResult{Path: path, Format: p.Format, DType: p.DType, Types: types, Parameters: c.NumParameters(),
 				Context: c.MaxPositions, Vocab: c.VocabSize, Architecture: c.Architecture, Config: c,
 				Model: src.Name, HubID: src.HubID, Embedded: src.Embedded}
 			if flagBool(cmd, "json") {
@@ -65,6 +73,11 @@ func newInfoCmd() *cobra.Command {
 			fmt.Fprintf(out, "architecture:  %s\n", r.Architecture)
 			fmt.Fprintf(out, "parameters:    %d\n", r.Parameters)
 			fmt.Fprintf(out, "dtype:         %s\n", r.DType)
+			var parts []string
+			for _, dt := range slices.Sorted(maps.Keys(types)) {
+				parts = append(parts, fmt.Sprintf("%s %d", dt, types[dt]))
+			}
+			fmt.Fprintf(out, "tensor types:  %s\n", strings.Join(parts, ", "))
 			fmt.Fprintf(out, "context:       %d\n", r.Context)
 			fmt.Fprintf(out, "vocab:         %d\n", r.Vocab)
 			fmt.Fprintf(out, "layers:        %d (hidden %d, ffn %d)\n", c.NumLayers, c.HiddenSize, c.IntermediateSize)

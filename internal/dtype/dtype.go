@@ -1,5 +1,6 @@
-// Package dtype holds the storage codecs of tensor data, by name: "F32", "F16", "BF16" and "Q8_0" (ggml's block of
-// an f16 scale and 32 int8 values). The safetensors and GGUF packages both use it, so each codec exists once.
+// Package dtype holds the storage codecs of tensor data, by name: "F32", "F16", "BF16" and ggml's block
+// quantizations "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1" and the K-quants "Q2_K" to "Q6_K" (quant.go). The
+// safetensors and GGUF packages both use it, so each codec exists once.
 // All data are little-endian; in memory, values are float32.
 package dtype
 
@@ -35,7 +36,16 @@ const MaxElements = 1 << 40
 // layout is a storage type's block: blockSize elements take blockBytes bytes.
 type layout struct{ blockSize, blockBytes int64 }
 
-var layouts = map[string]layout{F32: {1, 4}, F16: {1, 2}, BF16: {1, 2}, Q8_0: {Q8BlockSize, Q8BlockBytes}}
+var layouts = map[string]layout{F32: {1, 4}, F16: {1, 2}, BF16: {1, 2}}
+
+func init() {
+	for name, q := range quants {
+		layouts[name] = q.layout
+	}
+}
+
+// Supported lists the names this package codes, for error messages.
+const Supported = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K"
 
 // Known reports whether name is a storage type this package decodes and encodes.
 func Known(name string) bool {
@@ -43,7 +53,8 @@ func Known(name string) bool {
 	return ok
 }
 
-// BlockSize is the number of elements that are stored together (32 for Q8_0, else 1); 0 for an unknown name.
+// BlockSize is the number of elements that are stored together (32 for Q8_0, 256 for the K-quants, 1 for the
+// float types); 0 for an unknown name.
 func BlockSize(name string) int { return int(layouts[name].blockSize) }
 
 // Elements multiplies the dimensions of a shape, refusing an empty shape, dimensions that are not positive, and
@@ -70,7 +81,7 @@ func Elements(shape []int) (int64, error) {
 func Size(name string, n int64) (int64, error) {
 	l, ok := layouts[name]
 	if !ok {
-		return 0, fmt.Errorf("unsupported dtype %s (supported: F32, F16, BF16, Q8_0)", name)
+		return 0, fmt.Errorf("unsupported dtype %s (supported: %s)", name, Supported)
 	}
 	if n < 0 || n > MaxElements {
 		return 0, fmt.Errorf("%d elements is out of range", n)
@@ -86,7 +97,7 @@ func Size(name string, n int64) (int64, error) {
 func Decode(name string, b []byte, dst []float32) ([]float32, error) {
 	l, ok := layouts[name]
 	if !ok {
-		return nil, fmt.Errorf("unsupported dtype %s (supported: F32, F16, BF16, Q8_0)", name)
+		return nil, fmt.Errorf("unsupported dtype %s (supported: %s)", name, Supported)
 	}
 	blocks := int64(len(b)) / l.blockBytes
 	if int64(len(b))%l.blockBytes != 0 || int64(len(dst)) < blocks*l.blockSize {
@@ -106,13 +117,10 @@ func Decode(name string, b []byte, dst []float32) ([]float32, error) {
 		for i := range blocks {
 			dst[i] = bfloat16.FromBits(le.Uint16(b[2*i:])).Float32()
 		}
-	case Q8_0:
+	default:
+		q := quants[name]
 		for k := range blocks {
-			blk := b[k*Q8BlockBytes:]
-			d := float16.FromBits(le.Uint16(blk)).Float32()
-			for j := range int64(Q8BlockSize) {
-				dst[k*Q8BlockSize+j] = d * float32(int8(blk[2+j]))
-			}
+			q.decode(b[k*l.blockBytes:(k+1)*l.blockBytes], dst[k*l.blockSize:(k+1)*l.blockSize])
 		}
 	}
 	return dst[blocks*l.blockSize:], nil
@@ -121,40 +129,63 @@ func Decode(name string, b []byte, dst []float32) ([]float32, error) {
 // ReadAt reads n elements stored as name at offset off of r and decodes them, reading a bounded chunk at a time
 // so that only the float32 result is allocated in full. Errors name the byte range, not the file.
 func ReadAt(r io.ReaderAt, off int64, name string, n int64) ([]float32, error) {
-	size, err := Size(name, n)
-	if err != nil {
+	if _, err := Size(name, n); err != nil {
 		return nil, err
 	}
-	out := make([]float32, n)
-	// Chunks hold whole blocks: 4·34·2048 bytes is a multiple of 2, 4 and 34.
-	const chunk = 4 * Q8BlockBytes * 2048
-	buf := make([]byte, min(chunk, size))
-	dst := out
-	for done := int64(0); done < size; {
-		b := buf[:min(int64(len(buf)), size-done)]
-		if _, err := r.ReadAt(b, off+done); err != nil {
-			return nil, fmt.Errorf("reading %d bytes at offset %d: %w", len(b), off+done, err)
-		}
-		if dst, err = Decode(name, b, dst); err != nil {
-			return nil, err
-		}
-		done += int64(len(b))
+	out := make([]float32, 0, n)
+	err := ReadChunks(r, off, name, n, func(values []float32) error {
+		out = append(out, values...)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
 
-// Encode writes data stored as name to w (F32, F16, BF16, or Q8_0 for a whole number of blocks). Q8_0 follows
-// ggml's quantize_row_q8_0_ref. w's errors are returned.
+// ReadChunks reads n elements stored as name at offset off of r and hands them to fn in order, decoded, about
+// 64 Ki values at a time (fn must not keep the slice), so that a tensor can be converted without holding it all
+// as float32. Errors name the byte range, not the file; fn's errors are returned as they are.
+func ReadChunks(r io.ReaderAt, off int64, name string, n int64, fn func(values []float32) error) error {
+	size, err := Size(name, n)
+	if err != nil {
+		return err
+	}
+	// Chunks of about 256 KiB hold whole blocks.
+	l := layouts[name]
+	chunk := (1 << 18) / l.blockBytes * l.blockBytes
+	buf := make([]byte, min(chunk, size))
+	values := make([]float32, int64(len(buf))/l.blockBytes*l.blockSize)
+	for done := int64(0); done < size; {
+		b := buf[:min(int64(len(buf)), size-done)]
+		if _, err := r.ReadAt(b, off+done); err != nil {
+			return fmt.Errorf("reading %d bytes at offset %d: %w", len(b), off+done, err)
+		}
+		v := values[:int64(len(b))/l.blockBytes*l.blockSize]
+		if _, err := Decode(name, b, v); err != nil {
+			return err
+		}
+		if err := fn(v); err != nil {
+			return err
+		}
+		done += int64(len(b))
+	}
+	return nil
+}
+
+// Encode writes data stored as name to w (a float type, or a quantization for a whole number of blocks). Q8_0
+// follows ggml's quantize_row_q8_0_ref; the other quantizations are simpler than ggml's (see quant.go). w's
+// errors are returned.
 func Encode(w io.Writer, name string, data []float32) error {
 	l, ok := layouts[name]
 	if !ok {
-		return fmt.Errorf("unsupported dtype %s (supported: F32, F16, BF16, Q8_0)", name)
+		return fmt.Errorf("unsupported dtype %s (supported: %s)", name, Supported)
 	}
 	if int64(len(data))%l.blockSize != 0 {
 		return fmt.Errorf("%s needs a multiple of %d elements, got %d", name, l.blockSize, len(data))
 	}
-	const chunkBlocks = 2048
-	buf := make([]byte, 0, chunkBlocks*l.blockBytes)
+	chunkBlocks := max(1, 2048*32/int(l.blockSize))
+	buf := make([]byte, 0, int64(chunkBlocks)*l.blockBytes)
 	le := binary.LittleEndian
 	for start := 0; start < len(data); {
 		end := min(len(data), start+chunkBlocks*int(l.blockSize))
@@ -172,10 +203,13 @@ func Encode(w io.Writer, name string, data []float32) error {
 			for _, v := range data[start:end] {
 				b = le.AppendUint16(b, bfloat16.FromFloat32(v).Bits())
 			}
-		case Q8_0:
-			for blk := start; blk < end; blk += Q8BlockSize {
-				b = b[:len(b)+Q8BlockBytes]
-				quantizeQ8_0(data[blk:blk+Q8BlockSize], b[len(b)-Q8BlockBytes:])
+		default:
+			q, bs, bb := quants[name], int(l.blockSize), int(l.blockBytes)
+			for blk := start; blk < end; blk += bs {
+				b = b[:len(b)+bb]
+				out := b[len(b)-bb:]
+				clear(out)
+				q.encode(data[blk:blk+bs], out)
 			}
 		}
 		if _, err := w.Write(b); err != nil {
@@ -184,22 +218,4 @@ func Encode(w io.Writer, name string, data []float32) error {
 		start = end
 	}
 	return nil
-}
-
-// quantizeQ8_0 stores one block of Q8BlockSize values into out (Q8BlockBytes bytes) as ggml's
-// quantize_row_q8_0_ref does: d = max|x|/127, q = round(x/d) (half away from zero), d stored as f16.
-func quantizeQ8_0(x []float32, out []byte) {
-	var amax float32
-	for _, v := range x {
-		amax = max(amax, float32(math.Abs(float64(v))))
-	}
-	d := amax / 127
-	var id float32
-	if d != 0 {
-		id = 1 / d
-	}
-	binary.LittleEndian.PutUint16(out, float16.FromFloat32(d).Bits())
-	for j, v := range x {
-		out[2+j] = byte(int8(math.Round(float64(v * id))))
-	}
 }

@@ -164,8 +164,8 @@ func TestCodecErrors(t *testing.T) {
 	if err := Encode(&bytes.Buffer{}, Q8_0, make([]float32, 31)); err == nil {
 		t.Error("Q8_0 of 31 values encoded")
 	}
-	if err := Encode(&bytes.Buffer{}, "Q4_0", nil); err == nil {
-		t.Error("Q4_0 encoded")
+	if err := Encode(&bytes.Buffer{}, "IQ2_XXS", nil); err == nil {
+		t.Error("IQ2_XXS encoded")
 	}
 	if _, err := Decode(F32, make([]byte, 6), make([]float32, 2)); err == nil {
 		t.Error("decoded half an F32")

@@ -640,7 +640,7 @@ func Floats(v any) ([]float64, bool) {
 func (f *File) ReadTensor(r io.ReaderAt, t *TensorInfo) ([]float32, error) {
 	l := tensorTypes[t.Type]
 	if !dtype.Known(l.name) || t.Size < 0 {
-		return nil, fmt.Errorf("%s: tensor %q: type %s cannot be read as float32 (F32, F16, BF16, Q8_0)", f.Path, t.Name, t.Type)
+		return nil, fmt.Errorf("%s: tensor %q: type %s cannot be read as float32 (%s)", f.Path, t.Name, t.Type, dtype.Supported)
 	}
 	n := t.Size / l.blockBytes * l.blockSize
 	data, err := dtype.ReadAt(r, f.DataOffset+int64(t.Offset), l.name, n)

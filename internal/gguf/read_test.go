@@ -213,13 +213,13 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestUnknownTensorTypeIsNamedNotSized(t *testing.T) {
-	w := newBuilder(3, 2, 0).tensor("q4", 2, 0, 64).tensor("x", 77, 64, 8).pad(96)
+	w := newBuilder(3, 2, 0).tensor("iq2", 16, 0, 64).tensor("x", 77, 64, 8).pad(96)
 	f, err := parse(w.b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Tensors[0].Size != -1 || TensorType(2).String() != "Q4_0" || TensorType(77).String() != "type 77" {
-		t.Errorf("%+v %s %s", f.Tensors[0], TensorType(2), TensorType(77))
+	if f.Tensors[0].Size != -1 || TensorType(16).String() != "IQ2_XXS" || TensorType(77).String() != "type 77" {
+		t.Errorf("%+v %s %s", f.Tensors[0], TensorType(16), TensorType(77))
 	}
 }
 
@@ -291,7 +291,7 @@ func TestParseRefusesOverlappingTensors(t *testing.T) {
 	_, err := parse(w.b)
 	wantErr(t, err, "t.gguf", `tensor "b"`, `tensor "a"`, "overlaps")
 	// Touching ranges, and tensors of unknown size, are fine.
-	w = newBuilder(3, 3, 0).tensor("a", TypeF32, 0, 8).tensor("b", TypeF32, 32, 8).tensor("q4", 2, 0, 32).pad(64)
+	w = newBuilder(3, 3, 0).tensor("a", TypeF32, 0, 8).tensor("b", TypeF32, 32, 8).tensor("iq2", 16, 0, 32).pad(64)
 	if _, err := parse(w.b); err != nil {
 		t.Fatal(err)
 	}

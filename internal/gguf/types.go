@@ -16,6 +16,8 @@ const (
 	TypeF32  TensorType = 0
 	TypeF16  TensorType = 1
 	TypeQ8_0 TensorType = 8
+	TypeQ4_K TensorType = 12
+	TypeQ6_K TensorType = 14
 	TypeBF16 TensorType = 30
 )
 
@@ -25,16 +27,21 @@ type typeInfo struct {
 	blockSize, blockBytes int64 // 0 when this package does not know the layout
 }
 
-// tensorTypes is the one table of ggml types: the sizes are given for the plain types and Q8_0 (the ones the
-// parser checks against the file); the other names only make error messages readable.
+// tensorTypes is the one table of ggml types: the sizes are given for the types internal/dtype decodes (the
+// parser checks them against the file) and the integer ones; the other names only make error messages readable.
 var tensorTypes = map[TensorType]typeInfo{
-	TypeF32: {dtype.F32, 1, 4}, TypeF16: {dtype.F16, 1, 2}, 2: {"Q4_0", 0, 0}, 3: {"Q4_1", 0, 0}, 6: {"Q5_0", 0, 0},
-	7: {"Q5_1", 0, 0}, TypeQ8_0: {dtype.Q8_0, dtype.Q8BlockSize, dtype.Q8BlockBytes}, 9: {"Q8_1", 0, 0},
-	10: {"Q2_K", 0, 0}, 11: {"Q3_K", 0, 0}, 12: {"Q4_K", 0, 0}, 13: {"Q5_K", 0, 0}, 14: {"Q6_K", 0, 0},
-	15: {"Q8_K", 0, 0}, 16: {"IQ2_XXS", 0, 0}, 17: {"IQ2_XS", 0, 0}, 18: {"IQ3_XXS", 0, 0}, 19: {"IQ1_S", 0, 0},
+	TypeF32: {dtype.F32, 1, 4}, TypeF16: {dtype.F16, 1, 2}, 2: quantInfo(dtype.Q4_0), 3: quantInfo(dtype.Q4_1),
+	6: quantInfo(dtype.Q5_0), 7: quantInfo(dtype.Q5_1), TypeQ8_0: quantInfo(dtype.Q8_0), 9: {"Q8_1", 0, 0},
+	10: quantInfo(dtype.Q2_K), 11: quantInfo(dtype.Q3_K), TypeQ4_K: quantInfo(dtype.Q4_K), 13: quantInfo(dtype.Q5_K),
+	TypeQ6_K: quantInfo(dtype.Q6_K), 15: {"Q8_K", 0, 0}, 16: {"IQ2_XXS", 0, 0}, 17: {"IQ2_XS", 0, 0}, 18: {"IQ3_XXS", 0, 0}, 19: {"IQ1_S", 0, 0},
 	20: {"IQ4_NL", 0, 0}, 21: {"IQ3_S", 0, 0}, 22: {"IQ2_S", 0, 0}, 23: {"IQ4_XS", 0, 0}, 24: {"I8", 1, 1},
 	25: {"I16", 1, 2}, 26: {"I32", 1, 4}, 27: {"I64", 1, 8}, 28: {"F64", 1, 8}, 29: {"IQ1_M", 0, 0},
 	TypeBF16: {dtype.BF16, 1, 2}, 34: {"TQ1_0", 0, 0}, 35: {"TQ2_0", 0, 0}, 39: {"MXFP4", 0, 0},
+}
+
+// quantInfo takes a block quantization's layout from internal/dtype.
+func quantInfo(name string) typeInfo {
+	return typeInfo{name, int64(dtype.BlockSize(name)), int64(dtype.BlockBytes(name))}
 }
 
 // String names a ggml type ("Q8_0"), or "type N" for one this package does not know.

@@ -9,12 +9,20 @@ import (
 	"github.com/saddle-ml/saddle/internal/fileio"
 )
 
-// Tensor is one tensor for Write.
+// Tensor is one tensor for Write. Its data come from Data, from Load, or from Raw.
 type Tensor struct {
 	Name  string
 	Shape []int     // outermost first (HF order, [out, in]); written innermost first as GGUF requires
 	Data  []float32 // row-major, len = product of Shape
-	DType string    // storage: "F32" (when empty), "F16", "BF16" or "Q8_0" (rows must be whole blocks of 32)
+	// DType is the storage type: "F32" (when empty), "F16", "BF16" or a quantization of internal/dtype such as
+	// "Q8_0" or "Q4_K" (rows must then be whole blocks).
+	DType string
+	// Load, when Data is nil, makes the data as the tensor is written, so that a writer holds one tensor's floats
+	// at a time.
+	Load func() ([]float32, error)
+	// Raw, when set, holds the tensor's bytes already stored as DType (of any ggml type whose size is known);
+	// they are copied as they are.
+	Raw *io.SectionReader
 }
 
 // Write writes a GGUF v3 file: metadata in the given order, then the tensors, each aligned to general.alignment
@@ -52,14 +60,27 @@ func Write(path string, metadata []KV, tensors []Tensor) error {
 		names[t.Name] = true
 		dt := storedDType(t.DType)
 		typ, ok := TensorTypeByName(dt)
+		if t.Raw != nil {
+			var elems uint64
+			if n, err := dtype.Elements(t.Shape); err == nil {
+				elems = uint64(n)
+			}
+			nb, known := typ.Size(elems)
+			if !ok || !known || nb != t.Raw.Size() {
+				return fmt.Errorf("%s: tensor %q: %d bytes of %s do not hold shape %v", path, t.Name, t.Raw.Size(), dt, t.Shape)
+			}
+			types[i], offsets[i], sizes[i] = typ, dataSize, uint64(nb)
+			dataSize = alignUp(dataSize+uint64(nb), alignment)
+			continue
+		}
 		if !ok || !dtype.Known(dt) {
-			return fmt.Errorf("%s: tensor %q: cannot write dtype %q (F32, F16, BF16, Q8_0)", path, t.Name, t.DType)
+			return fmt.Errorf("%s: tensor %q: cannot write dtype %q (%s)", path, t.Name, t.DType, dtype.Supported)
 		}
 		n, err := dtype.Elements(t.Shape)
 		if err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", path, t.Name, err)
 		}
-		if int64(len(t.Data)) != n {
+		if t.Load == nil && int64(len(t.Data)) != n {
 			return fmt.Errorf("%s: tensor %q: %d values for shape %v", path, t.Name, len(t.Data), t.Shape)
 		}
 		if block := dtype.BlockSize(dt); t.Shape[len(t.Shape)-1]%block != 0 {
@@ -101,7 +122,25 @@ func Write(path string, metadata []KV, tensors []Tensor) error {
 				return fmt.Errorf("%s: tensor %q: at data offset %d, laid out at %d", path, t.Name, uint64(w.n)-uint64(dataStart), offsets[i])
 			}
 			start := w.n
-			dtype.Encode(w, storedDType(t.DType), t.Data) // its errors are w's, kept in w.err
+			switch data := t.Data; {
+			case t.Raw != nil:
+				if _, err := io.Copy(w, t.Raw); err != nil && w.err == nil {
+					return fmt.Errorf("%s: tensor %q: copying its data: %w", path, t.Name, err)
+				}
+			case data == nil && t.Load != nil:
+				var err error
+				if data, err = t.Load(); err != nil {
+					return err
+				}
+				if n, _ := dtype.Elements(t.Shape); int64(len(data)) != n { // Elements was checked in the layout
+					return fmt.Errorf("%s: tensor %q: %d values for shape %v", path, t.Name, len(data), t.Shape)
+				}
+				fallthrough
+			default:
+				if err := dtype.Encode(w, storedDType(t.DType), data); err != nil && w.err == nil {
+					return fmt.Errorf("%s: tensor %q: %w", path, t.Name, err)
+				}
+			}
 			if w.err == nil && uint64(w.n-start) != sizes[i] {
 				return fmt.Errorf("%s: tensor %q: wrote %d bytes, laid out %d", path, t.Name, w.n-start, sizes[i])
 			}

@@ -125,7 +125,7 @@ func TestWriteErrors(t *testing.T) {
 		{"duplicate tensor", nil, []Tensor{ok, ok}, "twice"},
 		{"data length", nil, []Tensor{{Name: "t", Shape: []int{3}, Data: []float32{1}}}, "values"},
 		{"q8 row", nil, []Tensor{{Name: "t", Shape: []int{2, 16}, Data: make([]float32, 32), DType: "Q8_0"}}, "blocks"},
-		{"dtype", nil, []Tensor{{Name: "t", Shape: []int{2}, Data: []float32{1, 2}, DType: "Q4_0"}}, "Q4_0"},
+		{"dtype", nil, []Tensor{{Name: "t", Shape: []int{2}, Data: []float32{1, 2}, DType: "IQ2_XXS"}}, "IQ2_XXS"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -183,19 +183,25 @@ func TestWriteThenReadTensor(t *testing.T) {
 			t.Errorf("%s: read %v, wrote %v", want.Name, got, want.Data)
 		}
 	}
-	unknown := TensorInfo{Name: "q4", Type: 2, Size: -1}
+	unknown := TensorInfo{Name: "iq2", Type: 16, Size: -1}
 	if _, err := f.ReadTensor(fh, &unknown); err == nil {
-		t.Error("read a Q4_0 tensor")
+		t.Error("read an IQ2_XXS tensor")
 	}
 }
 
 // TestTensorTypeTable checks the table against internal/dtype's sizes and its name lookup.
 func TestTensorTypeTable(t *testing.T) {
-	for _, typ := range []TensorType{TypeF32, TypeF16, TypeBF16, TypeQ8_0} {
-		size, ok := typ.Size(64)
-		want, err := dtype.Size(typ.String(), 64)
+	// ggml's numbers for the types dtype codes (ggml.h's enum ggml_type).
+	numbers := map[string]TensorType{"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8,
+		"Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "BF16": 30}
+	for name, typ := range numbers {
+		if typ.String() != name || !dtype.Known(name) {
+			t.Errorf("type %d is %s, want %s (dtype knows it: %v)", typ, typ, name, dtype.Known(name))
+		}
+		size, ok := typ.Size(512)
+		want, err := dtype.Size(typ.String(), 512)
 		if !ok || err != nil || size != want {
-			t.Errorf("%s: %d bytes for 64 elements, dtype says %d (%v)", typ, size, want, err)
+			t.Errorf("%s: %d bytes for 512 elements, dtype says %d (%v)", typ, size, want, err)
 		}
 		if back, ok := TensorTypeByName(typ.String()); !ok || back != typ {
 			t.Errorf("TensorTypeByName(%s) = %d", typ, back)

@@ -26,6 +26,9 @@ type Tensor struct {
 	Shape []int
 	Data  []float32
 	DType string
+	// Load, when Data is nil, makes the data as Write writes the tensor, so that a writer holds one tensor's
+	// floats at a time.
+	Load func() ([]float32, error)
 }
 
 // Entry is one tensor of a file's header, checked against the file: Size bytes from the absolute offset Offset
@@ -254,7 +257,7 @@ func Write(path string, tensors map[string]Tensor, metadata map[string]string) e
 		if err != nil {
 			return fmt.Errorf("%s: tensor %q: %w", path, n, err)
 		}
-		if count != int64(len(t.Data)) {
+		if t.Load == nil && count != int64(len(t.Data)) {
 			return fmt.Errorf("%s: tensor %q: %d values for shape %v", path, n, len(t.Data), t.Shape)
 		}
 		size, err := dtype.Size(dt, count)
@@ -280,7 +283,17 @@ func Write(path string, tensors map[string]Tensor, metadata map[string]string) e
 		w.Write(h)
 		for _, n := range names {
 			t := tensors[n]
-			if err := dtype.Encode(w, storedDType(t.DType), t.Data); err != nil {
+			data := t.Data
+			if data == nil && t.Load != nil {
+				var err error
+				if data, err = t.Load(); err != nil {
+					return err
+				}
+				if count, _ := elements(t.Shape); count != int64(len(data)) { // elements was checked above
+					return fmt.Errorf("%s: tensor %q: %d values for shape %v", path, n, len(data), t.Shape)
+				}
+			}
+			if err := dtype.Encode(w, storedDType(t.DType), data); err != nil {
 				return fmt.Errorf("%s: tensor %q: %w", path, n, err)
 			}
 		}
