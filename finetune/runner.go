@@ -19,34 +19,34 @@ import (
 
 // Summary is what a run reports at the end (and `saddle train --json` prints).
 type Summary struct {
-	EscapeStep       *int         `json:"escape_step"`
-	EscapeNormStep   *int         `json:"escape_norm_step"`
+	EscapeStep     *int `json:"escape_step"`
+	EscapeNormStep *int `json:"escape_norm_step"`
 	// EscapeAt and EscapeNormAt are the crossings interpolated between observations (fractional steps); the
 	// criteria say what was measured, and how often. Steps < Budget when the run stopped at its escape.
-	EscapeAt            *float64 `json:"escape_at"`
-	EscapeNormAt        *float64 `json:"escape_norm_at"`
-	EscapeCriterion     string   `json:"escape_criterion"`
-	EscapeNormCriterion string   `json:"escape_norm_criterion"`
-	Budget              int      `json:"budget"`
-	StoppedAtEscape     bool     `json:"stopped_at_escape,omitempty"`
-	InitialEvalLoss     *float64 `json:"initial_eval_loss"`
-	FinalEvalLoss    *float64     `json:"final_eval_loss"`
-	InitialTrainLoss float64      `json:"initial_train_loss"`
-	FinalTrainLoss   float64      `json:"final_train_loss"`
-	Steps            int          `json:"steps"`
-	TokensPerSecond  float64      `json:"tokens_per_second"`
-	WallSeconds      float64      `json:"wall_seconds"`
-	Optimizer        string       `json:"optimizer"`
-	Q                float64      `json:"q"`
-	LR               float64      `json:"lr"`
-	Init             string       `json:"init"`
-	InitScale        float64      `json:"init_scale"`
-	Depth            int          `json:"depth"`
-	Rank             int          `json:"rank"`
-	AdapterParams    int          `json:"adapter_params"`
-	Final            AdapterStats `json:"final_adapter"`
-	Out              string       `json:"out"`
-	Times            *Times       `json:"times,omitempty"` // where this invocation's time went
+	EscapeAt            *float64     `json:"escape_at"`
+	EscapeNormAt        *float64     `json:"escape_norm_at"`
+	EscapeCriterion     string       `json:"escape_criterion"`
+	EscapeNormCriterion string       `json:"escape_norm_criterion"`
+	Budget              int          `json:"budget"`
+	StoppedAtEscape     bool         `json:"stopped_at_escape,omitempty"`
+	InitialEvalLoss     *float64     `json:"initial_eval_loss"`
+	FinalEvalLoss       *float64     `json:"final_eval_loss"`
+	InitialTrainLoss    float64      `json:"initial_train_loss"`
+	FinalTrainLoss      float64      `json:"final_train_loss"`
+	Steps               int          `json:"steps"`
+	TokensPerSecond     float64      `json:"tokens_per_second"`
+	WallSeconds         float64      `json:"wall_seconds"`
+	Optimizer           string       `json:"optimizer"`
+	Q                   float64      `json:"q"`
+	LR                  float64      `json:"lr"`
+	Init                string       `json:"init"`
+	InitScale           float64      `json:"init_scale"`
+	Depth               int          `json:"depth"`
+	Rank                int          `json:"rank"`
+	AdapterParams       int          `json:"adapter_params"`
+	Final               AdapterStats `json:"final_adapter"`
+	Out                 string       `json:"out"`
+	Times               *Times       `json:"times,omitempty"` // where this invocation's time went
 	// Memory is the estimate made before loading (Job.Memory); PeakRSS the process's peak resident memory in bytes
 	// at the end (Linux; 0 where unknown).
 	Memory  *MemoryEstimate `json:"memory_estimate,omitempty"`
