@@ -144,6 +144,9 @@ func startRun(job Job, progress io.Writer) (*run, error) {
 	began := time.Now()
 	plan := job.Plan
 	cfg := plan.Config
+	if err := checkProbe(cfg, job.Eval); err != nil {
+		return nil, err
+	}
 	set, err := plan.Adapters.Attach()
 	if err != nil {
 		return nil, err
@@ -161,9 +164,6 @@ func startRun(job Job, progress io.Writer) (*run, error) {
 	}
 	if err := writeJSONAtomic(filepath.Join(cfg.Out, "config.json"), cfg); err != nil {
 		return nil, err
-	}
-	if n := cfg.EscapeProbe; n > 0 && n > len(job.Eval) {
-		return nil, setting.Errorf("escape_probe", "%d: the probe scores the first %d eval batches after every step, but there are %d eval batches; give eval data or a smaller probe", n, n, len(job.Eval))
 	}
 	r := &run{job: job, cfg: cfg, stepper: stepper, baseNorms: baseNorms, log: orDiscard(progress), watch: stopwatch{began: began},
 		st: runnerState{
@@ -408,6 +408,14 @@ func (r *run) probe() (*float64, error) {
 		return nil, err
 	}
 	return &l, nil
+}
+
+// checkProbe refuses a probe larger than the eval set (known only once the data is read).
+func checkProbe(cfg Config, eval []Batch) error {
+	if n := cfg.EscapeProbe; n > len(eval) {
+		return setting.Errorf("escape_probe", "%d: the probe scores the first %d eval batches after every step, but there are %d eval batches; give eval data or a smaller probe", n, n, len(eval))
+	}
+	return nil
 }
 
 // escapeCriterion says what the loss escape is judged on, and how often.

@@ -156,12 +156,13 @@ func mapped[T any](xs []T, f func(T) string) []string {
 // configs expands the grid into named run configurations, each writing into out/runs/<name>.
 func (g Grid) configs(out string) []Config {
 	var cfgs []Config
-	for _, opt := range g.Optimizers {
-		for _, lr := range g.lrsOf(opt) {
-			for _, scale := range g.InitScales {
-				for _, depth := range g.Depths {
-					for _, init := range g.Inits {
-						for _, seed := range g.seeds() {
+	// Seeds outermost: a sweep stopped early has whole grids for its first seeds.
+	for _, seed := range g.seeds() {
+		for _, opt := range g.Optimizers {
+			for _, lr := range g.lrsOf(opt) {
+				for _, scale := range g.InitScales {
+					for _, depth := range g.Depths {
+						for _, init := range g.Inits {
 							c := g.Base
 							c.Optimizer, c.LR = opt.Name, lr
 							c.Opt = opt.Apply(g.Base.Opt)
@@ -202,6 +203,11 @@ func (g Grid) Plans(out string, m model.Config) ([]*Plan, error) {
 // Sweep runs every plan (skipping those whose summary.json exists) with job's model and data, parallel at most
 // `parallel` at a time, and writes runs.csv, runs.json and plots into out. Interrupting keeps finished runs.
 func Sweep(ctx context.Context, job Job, plans []*Plan, out string, parallel int, log func(string)) (*SweepResult, error) {
+	for _, p := range plans {
+		if err := checkProbe(p.Config, job.Eval); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
 	}
