@@ -241,18 +241,26 @@ func largestPlan(plans []*finetune.Plan, s *session) *finetune.Plan {
 
 func printSweep(w io.Writer, res *finetune.SweepResult) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "optimizer\tlr\tλ\tdepth\tinit\tescape step\tescape norm step\teval loss start → end\twall s\tcompile/train/eval s")
+	fmt.Fprintln(tw, "optimizer\tlr\tλ\tdepth\tinit\tseed\tescape step (at)\tescape norm step (at)\teval loss start → end\twall s\tcompile/train/eval s")
 	for _, r := range res.Runs {
 		split := "-"
 		if t := r.Times; t != nil {
 			split = fmt.Sprintf("%.1f/%.1f/%.1f", t.Compile, t.Train, t.Eval)
 		}
-		fmt.Fprintf(tw, "%s\t%g\t%g\t%d\t%s\t%s\t%s\t%s → %s\t%.1f\t%s\n", r.Optimizer, r.LR, r.InitScale, r.Depth, r.Init,
-			stepText(r.EscapeStep), stepText(r.EscapeNormStep), lossText(r.InitialEvalLoss), lossText(r.FinalEvalLoss), r.WallSeconds, split)
+		fmt.Fprintf(tw, "%s\t%g\t%g\t%d\t%s\t%d\t%s\t%s\t%s → %s\t%.1f\t%s\n", r.Optimizer, r.LR, r.InitScale, r.Depth, r.Init, r.Seed,
+			atText(r.EscapeStep, r.EscapeAt), atText(r.EscapeNormStep, r.EscapeNormAt), lossText(r.InitialEvalLoss), lossText(r.FinalEvalLoss), r.WallSeconds, split)
 	}
 	tw.Flush()
 	printFits(w, res.Fits)
 	fmt.Fprintf(w, "written to %s (runs.csv, runs.json, fits.csv, fits.json, loss/delta_w/escape_vs_lambda .png/.svg)\n", res.Out)
+}
+
+// atText is an escape step with its interpolated crossing: "12 (11.4)", or "never".
+func atText(step *int, at *float64) string {
+	if step == nil || at == nil {
+		return stepText(step)
+	}
+	return fmt.Sprintf("%d (%.1f)", *step, *at)
 }
 
 // printFits prints each fit of escape steps against λ beside the theory's prediction.
