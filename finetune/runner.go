@@ -58,7 +58,7 @@ type MetricsRow struct {
 	Step            int            `json:"step"`
 	Loss            *float64       `json:"loss,omitempty"` // absent at step 0
 	EvalLoss        *float64       `json:"eval_loss,omitempty"`
-	ProbeLoss       *float64       `json:"probe_loss,omitempty"` // with escape_probe: the loss escape's reference`
+	ProbeLoss       *float64       `json:"probe_loss,omitempty"` // with escape_probe: the loss escape's reference
 	LR              float64        `json:"lr"`
 	GradNorm        float64        `json:"grad_norm"`
 	TokensPerSecond float64        `json:"tokens_per_second"`
@@ -108,18 +108,16 @@ func Run(ctx context.Context, job Job, progress io.Writer) (*Summary, error) {
 		return nil, err
 	}
 	defer r.metrics.close()
-	for step := r.stepper.Step() + 1; step <= r.cfg.Steps; step++ {
+	// A resumed run may have escaped already: the check comes before each step.
+	for step := r.stepper.Step() + 1; step <= r.cfg.Steps && !r.escapeStop(); step++ {
 		if ctx.Err() != nil {
 			return &r.st.Summary, r.interrupt(step - 1)
 		}
 		if err := r.trainStep(step); err != nil {
 			return &r.st.Summary, err
 		}
-		if r.escapeStop() {
-			r.st.Summary.StoppedAtEscape = true
-			break
-		}
 	}
+	r.st.Summary.StoppedAtEscape = r.escapeStop() && r.stepper.Step() < r.cfg.Steps
 	return r.finish()
 }
 
