@@ -506,7 +506,7 @@ func printSummary(w io.Writer, s *finetune.Summary) {
 	fmt.Fprintf(w, "eval loss %s → %s, train loss %.4f → %.4f over %d steps\n",
 		lossText(s.InitialEvalLoss), lossText(s.FinalEvalLoss), s.InitialTrainLoss, s.FinalTrainLoss, s.Steps)
 	fmt.Fprintf(w, "escape step %s, escape norm step %s, final mean ‖ΔW‖/‖W‖ %.3g\n",
-		stepText(s.EscapeStep), stepText(s.EscapeNormStep), s.Final.RelDW)
+		atText(s.EscapeStep, s.EscapeAt), atText(s.EscapeNormStep, s.EscapeNormAt), s.Final.RelDW)
 	fmt.Fprintf(w, "%.0f tokens/s, %.1f s; written to %s\n", s.TokensPerSecond, s.WallSeconds, s.Out)
 	if t := s.Times; t != nil {
 		fmt.Fprintf(w, "time: load %.1f s, hash %.1f s, setup %.1f s, compile %.1f s, train %.1f s, eval %.1f s, save %.1f s; %.1f s in all\n",
