@@ -55,6 +55,11 @@ type Config struct {
 	GradCheckpoint bool `json:"grad_checkpoint,omitempty"`
 	// EvalBatches bounds each evaluation to the first N eval batches (0: all of them).
 	EvalBatches int `json:"eval_batches,omitempty"`
+	// EscapeProbe N > 0 scores the first N eval batches after every step and judges the loss escape on them (to the
+	// step, interpolated) instead of on the eval loss every EvalEvery steps. StopAtEscape ends the run at the step at
+	// which every escape criterion in use has fired: Steps is then a budget.
+	EscapeProbe  int  `json:"escape_probe,omitempty"`
+	StopAtEscape bool `json:"stop_at_escape,omitempty"`
 }
 
 // Plan is a run's settings checked once, with what they build: the optimizer, the learning-rate schedule and the
@@ -128,6 +133,8 @@ func (c *Config) checkRun(m model.Config) error {
 		return setting.Errorf("keep", "%d must be >= 0", c.Keep)
 	case c.SkipNonfinite < 0:
 		return setting.Errorf("skip_nonfinite", "%d must be >= 0", c.SkipNonfinite)
+	case c.EscapeProbe < 0:
+		return setting.Errorf("escape_probe", "%d must be >= 0 (0: judge the loss escape on the eval loss)", c.EscapeProbe)
 	case c.EvalBatches < 0:
 		return setting.Errorf("eval_batches", "%d must be >= 0 (0: every eval batch)", c.EvalBatches)
 	case c.DivergeFactor < 0 || (c.DivergeFactor > 0 && c.DivergeFactor <= 1):

@@ -213,6 +213,13 @@ func (b *Batcher) fillRow(out *Batch, r int, ref rowRef) {
 	}
 }
 
+// WithSeed serves the same rows in the order another seed draws (a sweep's seeds share one tokenization).
+func (b *Batcher) WithSeed(seed uint64) *Batcher {
+	opts := b.opts
+	opts.Seed = seed
+	return &Batcher{opts: opts, seqs: b.seqs, loss: b.loss, rows: b.rows, stats: b.stats, perms: map[int][]int32{}}
+}
+
 func (b *Batcher) perm(epoch int) []int32 {
 	b.mu.Lock()
 	defer b.mu.Unlock()

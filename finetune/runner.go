@@ -12,32 +12,41 @@ import (
 	"time"
 
 	"github.com/saddle-ml/saddle/checkpoints"
+	"github.com/saddle-ml/saddle/internal/setting"
 	"github.com/saddle-ml/saddle/lora"
 	"github.com/saddle-ml/saddle/model"
 )
 
 // Summary is what a run reports at the end (and `saddle train --json` prints).
 type Summary struct {
-	EscapeStep       *int         `json:"escape_step"`
-	EscapeNormStep   *int         `json:"escape_norm_step"`
-	InitialEvalLoss  *float64     `json:"initial_eval_loss"`
-	FinalEvalLoss    *float64     `json:"final_eval_loss"`
-	InitialTrainLoss float64      `json:"initial_train_loss"`
-	FinalTrainLoss   float64      `json:"final_train_loss"`
-	Steps            int          `json:"steps"`
-	TokensPerSecond  float64      `json:"tokens_per_second"`
-	WallSeconds      float64      `json:"wall_seconds"`
-	Optimizer        string       `json:"optimizer"`
-	Q                float64      `json:"q"`
-	LR               float64      `json:"lr"`
-	Init             string       `json:"init"`
-	InitScale        float64      `json:"init_scale"`
-	Depth            int          `json:"depth"`
-	Rank             int          `json:"rank"`
-	AdapterParams    int          `json:"adapter_params"`
-	Final            AdapterStats `json:"final_adapter"`
-	Out              string       `json:"out"`
-	Times            *Times       `json:"times,omitempty"` // where this invocation's time went
+	EscapeStep     *int `json:"escape_step"`
+	EscapeNormStep *int `json:"escape_norm_step"`
+	// EscapeAt and EscapeNormAt are the crossings interpolated between observations (fractional steps); the
+	// criteria say what was measured, and how often. Steps < Budget when the run stopped at its escape.
+	EscapeAt            *float64     `json:"escape_at"`
+	EscapeNormAt        *float64     `json:"escape_norm_at"`
+	EscapeCriterion     string       `json:"escape_criterion"`
+	EscapeNormCriterion string       `json:"escape_norm_criterion"`
+	Budget              int          `json:"budget"`
+	StoppedAtEscape     bool         `json:"stopped_at_escape,omitempty"`
+	InitialEvalLoss     *float64     `json:"initial_eval_loss"`
+	FinalEvalLoss       *float64     `json:"final_eval_loss"`
+	InitialTrainLoss    float64      `json:"initial_train_loss"`
+	FinalTrainLoss      float64      `json:"final_train_loss"`
+	Steps               int          `json:"steps"`
+	TokensPerSecond     float64      `json:"tokens_per_second"`
+	WallSeconds         float64      `json:"wall_seconds"`
+	Optimizer           string       `json:"optimizer"`
+	Q                   float64      `json:"q"`
+	LR                  float64      `json:"lr"`
+	Init                string       `json:"init"`
+	InitScale           float64      `json:"init_scale"`
+	Depth               int          `json:"depth"`
+	Rank                int          `json:"rank"`
+	AdapterParams       int          `json:"adapter_params"`
+	Final               AdapterStats `json:"final_adapter"`
+	Out                 string       `json:"out"`
+	Times               *Times       `json:"times,omitempty"` // where this invocation's time went
 	// Memory is the estimate made before loading (Job.Memory); PeakRSS the process's peak resident memory in bytes
 	// at the end (Linux; 0 where unknown).
 	Memory  *MemoryEstimate `json:"memory_estimate,omitempty"`
@@ -49,6 +58,7 @@ type MetricsRow struct {
 	Step            int            `json:"step"`
 	Loss            *float64       `json:"loss,omitempty"` // absent at step 0
 	EvalLoss        *float64       `json:"eval_loss,omitempty"`
+	ProbeLoss       *float64       `json:"probe_loss,omitempty"` // with escape_probe: the loss escape's reference
 	LR              float64        `json:"lr"`
 	GradNorm        float64        `json:"grad_norm"`
 	TokensPerSecond float64        `json:"tokens_per_second"`
@@ -98,7 +108,8 @@ func Run(ctx context.Context, job Job, progress io.Writer) (*Summary, error) {
 		return nil, err
 	}
 	defer r.metrics.close()
-	for step := r.stepper.Step() + 1; step <= r.cfg.Steps; step++ {
+	// A resumed run may have escaped already: the check comes before each step.
+	for step := r.stepper.Step() + 1; step <= r.cfg.Steps && !r.escapeStop(); step++ {
 		if ctx.Err() != nil {
 			return &r.st.Summary, r.interrupt(step - 1)
 		}
@@ -106,6 +117,7 @@ func Run(ctx context.Context, job Job, progress io.Writer) (*Summary, error) {
 			return &r.st.Summary, err
 		}
 	}
+	r.st.Summary.StoppedAtEscape = r.escapeStop() && r.stepper.Step() < r.cfg.Steps
 	return r.finish()
 }
 
@@ -130,6 +142,9 @@ func startRun(job Job, progress io.Writer) (*run, error) {
 	began := time.Now()
 	plan := job.Plan
 	cfg := plan.Config
+	if err := checkProbe(cfg, job.Eval); err != nil {
+		return nil, err
+	}
 	set, err := plan.Adapters.Attach()
 	if err != nil {
 		return nil, err
@@ -152,7 +167,8 @@ func startRun(job Job, progress io.Writer) (*run, error) {
 		st: runnerState{
 			Escape: EscapeTracker{Delta: cfg.EscapeDelta, NormThreshold: cfg.EscapeNorm},
 			Summary: Summary{Optimizer: plan.Opt.Name(), Q: plan.Opt.Q(), Init: cfg.Adapter.Init, InitScale: cfg.Adapter.Scale,
-				Depth: cfg.Adapter.Depth, Rank: cfg.Adapter.Rank, AdapterParams: set.NumParams()},
+				Depth: cfg.Adapter.Depth, Rank: cfg.Adapter.Rank, AdapterParams: set.NumParams(), Budget: cfg.Steps,
+				EscapeCriterion: escapeCriterion(cfg, job.Eval != nil), EscapeNormCriterion: escapeNormCriterion(cfg)},
 		}}
 	keepRows := -1
 	if job.Resume != nil {
@@ -190,11 +206,22 @@ func (r *run) recordStart() error {
 	if err != nil {
 		return err
 	}
+	probe, err := r.probe()
+	if err != nil {
+		return err
+	}
 	if evalLoss != nil {
 		r.st.Summary.InitialEvalLoss = ptr(*evalLoss)
-		r.st.Escape.ObserveLoss(0, *evalLoss)
+		if probe == nil {
+			r.st.Escape.ObserveLoss(0, *evalLoss)
+		}
 	}
-	return r.metrics.write(MetricsRow{Step: 0, EvalLoss: evalLoss, All: Aggregate(r.stats), PerAdapter: r.stats})
+	if probe != nil {
+		r.st.Escape.ObserveLoss(0, *probe)
+	}
+	all := Aggregate(r.stats)
+	r.st.Escape.StartNorm(all.RelDW)
+	return r.metrics.write(MetricsRow{Step: 0, EvalLoss: evalLoss, ProbeLoss: probe, All: all, PerAdapter: r.stats})
 }
 
 // trainStep runs optimizer step `step` and records it, unless the guard skips it or stops the run.
@@ -239,18 +266,27 @@ func (r *run) trainStep(step int) error {
 	sum.FinalTrainLoss = res.Loss
 	row := MetricsRow{Step: step, Loss: ptr(res.Loss), LR: lr, GradNorm: res.GradNorm,
 		TokensPerSecond: float64(tokens) / time.Since(began).Seconds()}
-	if r.evalDue(step) {
-		if row.EvalLoss, err = r.evaluate(); err != nil {
-			return err
-		}
-		if row.EvalLoss != nil {
-			escape.ObserveLoss(step, *row.EvalLoss)
-			sum.FinalEvalLoss = ptr(*row.EvalLoss)
-		}
+	if row.ProbeLoss, err = r.probe(); err != nil {
+		return err
+	}
+	if row.ProbeLoss != nil {
+		escape.ObserveLoss(step, *row.ProbeLoss)
 	}
 	r.stats = stats
 	row.All, row.PerAdapter = Aggregate(r.stats), r.stats
 	escape.ObserveNorm(step, row.All.RelDW)
+	// A run that stops at its escape is evaluated at its last step, as every run is.
+	if r.evalDue(step) || r.escapeStop() {
+		if row.EvalLoss, err = r.evaluate(); err != nil {
+			return err
+		}
+		if row.EvalLoss != nil {
+			if row.ProbeLoss == nil {
+				escape.ObserveLoss(step, *row.EvalLoss)
+			}
+			sum.FinalEvalLoss = ptr(*row.EvalLoss)
+		}
+	}
 	if err := r.metrics.write(row); err != nil {
 		return err
 	}
@@ -317,6 +353,7 @@ func (r *run) finish() (*Summary, error) {
 	sum.WallSeconds = r.st.Wall
 	sum.TokensPerSecond = float64(r.st.Tokens) / math.Max(sum.WallSeconds, 1e-9)
 	sum.EscapeStep, sum.EscapeNormStep = r.st.Escape.LossStep, r.st.Escape.NormStep
+	sum.EscapeAt, sum.EscapeNormAt = r.st.Escape.LossAt, r.st.Escape.NormAt
 	sum.Final = Aggregate(r.stats)
 	if err := r.save(); err != nil {
 		return sum, fmt.Errorf("saving the final checkpoint: %w", err)
@@ -352,6 +389,53 @@ func EvalSet(cfg Config, eval []Batch) []Batch {
 		return eval[:n]
 	}
 	return eval
+}
+
+// escapeStop: with StopAtEscape, the run ends once every escape criterion in use has fired.
+func (r *run) escapeStop() bool { return r.cfg.StopAtEscape && r.st.Escape.Escaped() }
+
+// probe returns the loss on the first EscapeProbe eval batches (the same ones every step), or nil without a probe.
+func (r *run) probe() (*float64, error) {
+	if r.cfg.EscapeProbe <= 0 {
+		return nil, nil
+	}
+	began := time.Now()
+	l, err := r.stepper.Eval(r.job.Eval[:r.cfg.EscapeProbe])
+	r.watch.evaluation(seconds(began))
+	if err != nil {
+		return nil, err
+	}
+	return &l, nil
+}
+
+// checkProbe refuses a probe larger than the eval set (known only once the data is read).
+func checkProbe(cfg Config, eval []Batch) error {
+	if n := cfg.EscapeProbe; n > len(eval) {
+		return setting.Errorf("escape_probe", "%d: the probe scores the first %d eval batches after every step, but there are %d eval batches; give eval data or a smaller probe", n, n, len(eval))
+	}
+	return nil
+}
+
+// escapeCriterion says what the loss escape is judged on, and how often.
+func escapeCriterion(c Config, eval bool) string {
+	level := fmt.Sprintf("≤ (1−%g)·initial", c.EscapeDelta)
+	switch {
+	case c.EscapeProbe > 0:
+		return fmt.Sprintf("probe loss (first %d eval batches) after every step %s, crossing interpolated", c.EscapeProbe, level)
+	case !eval:
+		return fmt.Sprintf("training loss of each step's batch %s, crossing interpolated", level)
+	case c.EvalEvery > 0:
+		return fmt.Sprintf("eval loss every %d steps %s, crossing interpolated", c.EvalEvery, level)
+	}
+	return fmt.Sprintf("eval loss at the start and end %s", level)
+}
+
+// escapeNormCriterion says what the norm escape is judged on.
+func escapeNormCriterion(c Config) string {
+	if c.EscapeNorm <= 0 {
+		return "off (escape_norm 0)"
+	}
+	return fmt.Sprintf("mean ‖ΔW‖/‖W‖ after every step > %g, crossing interpolated", c.EscapeNorm)
 }
 
 // evaluate returns the eval loss, or nil without eval data.

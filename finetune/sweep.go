@@ -13,11 +13,9 @@ import (
 	"sync"
 
 	"github.com/saddle-ml/saddle/internal/fileio"
-	"github.com/saddle-ml/saddle/internal/fit"
 	"github.com/saddle-ml/saddle/internal/setting"
 	"github.com/saddle-ml/saddle/model"
 	"github.com/saddle-ml/saddle/optimizers"
-	"github.com/saddle-ml/saddle/theory"
 )
 
 // Grid is the swept factors; every other setting comes from Base.
@@ -28,6 +26,28 @@ type Grid struct {
 	InitScales []float64
 	Depths     []int
 	Inits      []string
+	// Seeds, when given, repeat every combination once per seed (adapter init and batch order; the eval set stays
+	// the same) and name runs with it; nil runs Base.Seed alone.
+	Seeds []uint64
+	// OptimizerLRs gives an optimizer (by its label) its own learning rates instead of LRs: sign descent and plain
+	// gradient descent escape at learning rates orders of magnitude apart.
+	OptimizerLRs map[string][]float64
+}
+
+// lrsOf is the learning rates swept for opt.
+func (g Grid) lrsOf(opt optimizers.Spec) []float64 {
+	if lrs, ok := g.OptimizerLRs[opt.Label()]; ok {
+		return lrs
+	}
+	return g.LRs
+}
+
+// seeds is the seeds swept (Base.Seed alone without Seeds).
+func (g Grid) seeds() []uint64 {
+	if g.Seeds == nil {
+		return []uint64{g.Base.Seed}
+	}
+	return g.Seeds
 }
 
 // SweepRun is one row of runs.csv / runs.json.
@@ -39,8 +59,15 @@ type SweepRun struct {
 	InitScale       float64  `json:"init_scale"`
 	Depth           int      `json:"depth"`
 	Init            string   `json:"init"`
+	Seed            uint64   `json:"seed"`
+	Steps           int      `json:"steps"`  // steps run
+	Budget          int      `json:"budget"` // steps allowed; a criterion that never fired is a lower bound at Steps
 	EscapeStep      *int     `json:"escape_step"`
 	EscapeNormStep  *int     `json:"escape_norm_step"`
+	EscapeAt        *float64 `json:"escape_at"`      // interpolated crossings
+	EscapeNormAt    *float64 `json:"escape_norm_at"` //
+	EscapeCriterion string   `json:"escape_criterion"`
+	NormCriterion   string   `json:"escape_norm_criterion"`
 	InitialEvalLoss *float64 `json:"initial_eval_loss"`
 	FinalEvalLoss   *float64 `json:"final_eval_loss"`
 	FinalTrainLoss  float64  `json:"final_train_loss"`
@@ -62,9 +89,10 @@ type SlopeFit struct {
 
 // SweepResult is what a sweep reports.
 type SweepResult struct {
-	Runs   []SweepRun `json:"runs"`
-	Slopes []SlopeFit `json:"slopes"`
-	Out    string     `json:"out"`
+	Runs   []SweepRun  `json:"runs"`
+	Slopes []SlopeFit  `json:"slopes"` // the power fits of the loss escape (fits.json has every fit)
+	Fits   []EscapeFit `json:"-"`      // written to fits.csv and fits.json
+	Out    string      `json:"out"`
 }
 
 // check refuses empty and repeated entries (two equal runs would write into one folder) and λ that the escape fit
@@ -77,11 +105,23 @@ func (g Grid) check() error {
 	}{
 		{"optimizers", mapped(g.Optimizers, func(o optimizers.Spec) string { return o.Label() })},
 		{"lrs", mapped(g.LRs, func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) })},
+		{"seeds", mapped(g.seeds(), func(v uint64) string { return strconv.FormatUint(v, 10) })},
 		{"init_scales", mapped(g.InitScales, func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) })},
 		{"depths", mapped(g.Depths, strconv.Itoa)},
 		{"inits", g.Inits},
 	}
+	for _, o := range g.Optimizers {
+		if lrs, ok := g.OptimizerLRs[o.Label()]; ok {
+			lists = append(lists, struct {
+				name string
+				keys []string
+			}{"lrs", mapped(lrs, func(v float64) string { return o.Label() + "=" + strconv.FormatFloat(v, 'g', -1, 64) })})
+		}
+	}
 	for _, l := range lists {
+		if len(l.keys) == 0 && l.name == "lrs" && len(g.OptimizerLRs) > 0 {
+			continue // every optimizer has its own
+		}
 		if len(l.keys) == 0 {
 			return setting.Errorf(l.name, "is empty: give at least one value")
 		}
@@ -112,18 +152,25 @@ func mapped[T any](xs []T, f func(T) string) []string {
 // configs expands the grid into named run configurations, each writing into out/runs/<name>.
 func (g Grid) configs(out string) []Config {
 	var cfgs []Config
-	for _, opt := range g.Optimizers {
-		for _, lr := range g.LRs {
-			for _, scale := range g.InitScales {
-				for _, depth := range g.Depths {
-					for _, init := range g.Inits {
-						c := g.Base
-						c.Optimizer, c.LR = opt.Name, lr
-						c.Opt = opt.Apply(g.Base.Opt)
-						c.Adapter.Init, c.Adapter.Scale, c.Adapter.Depth = init, scale, depth
-						name := fmt.Sprintf("%s_lr%g_lambda%g_L%d_%s", strings.ReplaceAll(opt.Label(), ":", "-q"), lr, scale, depth, init)
-						c.Out = filepath.Join(out, "runs", name)
-						cfgs = append(cfgs, c)
+	// Seeds outermost: a sweep stopped early has whole grids for its first seeds.
+	for _, seed := range g.seeds() {
+		for _, opt := range g.Optimizers {
+			for _, lr := range g.lrsOf(opt) {
+				for _, scale := range g.InitScales {
+					for _, depth := range g.Depths {
+						for _, init := range g.Inits {
+							c := g.Base
+							c.Optimizer, c.LR = opt.Name, lr
+							c.Opt = opt.Apply(g.Base.Opt)
+							c.Adapter.Init, c.Adapter.Scale, c.Adapter.Depth = init, scale, depth
+							c.Seed, c.Adapter.Seed = seed, seed
+							name := fmt.Sprintf("%s_lr%g_lambda%g_L%d_%s", strings.ReplaceAll(opt.Label(), ":", "-q"), lr, scale, depth, init)
+							if g.Seeds != nil {
+								name += fmt.Sprintf("_seed%d", seed)
+							}
+							c.Out = filepath.Join(out, "runs", name)
+							cfgs = append(cfgs, c)
+						}
 					}
 				}
 			}
@@ -152,6 +199,11 @@ func (g Grid) Plans(out string, m model.Config) ([]*Plan, error) {
 // Sweep runs every plan (skipping those whose summary.json exists) with job's model and data, parallel at most
 // `parallel` at a time, and writes runs.csv, runs.json and plots into out. Interrupting keeps finished runs.
 func Sweep(ctx context.Context, job Job, plans []*Plan, out string, parallel int, log func(string)) (*SweepResult, error) {
+	for _, p := range plans {
+		if err := checkProbe(p.Config, job.Eval); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
 	}
@@ -180,6 +232,9 @@ func Sweep(ctx context.Context, job Job, plans []*Plan, out string, parallel int
 			defer func() { <-sem }()
 			j := job
 			j.Plan = p
+			if b, ok := job.Train.(*Batcher); ok && b.opts.Seed != p.Config.Seed {
+				j.Train = b.WithSeed(p.Config.Seed)
+			}
 			log(fmt.Sprintf("[%d/%d] %s", i+1, len(plans), name))
 			s, err := runOwned(ctx, j)
 			mu.Lock()
@@ -200,7 +255,9 @@ func Sweep(ctx context.Context, job Job, plans []*Plan, out string, parallel int
 			done = append(done, r)
 		}
 	}
-	res := &SweepResult{Runs: done, Slopes: fitSlopes(done), Out: out}
+	res := &SweepResult{Runs: done, Out: out}
+	res.Fits = FitEscapes(done)
+	res.Slopes = slopesOf(res.Fits)
 	if err := writeSweep(out, res); err != nil {
 		return res, err
 	}
@@ -239,49 +296,11 @@ func readSummary(dir string) (*Summary, error) {
 
 func rowOf(name string, c Config, s *Summary) SweepRun {
 	return SweepRun{Name: name, Optimizer: optimizers.Spec{Name: s.Optimizer, Q: s.Q}.Label(), Q: s.Q, LR: c.LR, InitScale: c.Adapter.Scale,
-		Depth: c.Adapter.Depth, Init: c.Adapter.Init, EscapeStep: s.EscapeStep, EscapeNormStep: s.EscapeNormStep,
+		Depth: c.Adapter.Depth, Init: c.Adapter.Init, Seed: c.Seed, Steps: s.Steps, Budget: s.Budget,
+		EscapeStep: s.EscapeStep, EscapeNormStep: s.EscapeNormStep, EscapeAt: s.EscapeAt, EscapeNormAt: s.EscapeNormAt,
+		EscapeCriterion: s.EscapeCriterion, NormCriterion: s.EscapeNormCriterion,
 		InitialEvalLoss: s.InitialEvalLoss, FinalEvalLoss: s.FinalEvalLoss, FinalTrainLoss: s.FinalTrainLoss,
 		WallSeconds: s.WallSeconds, Times: s.Times}
-}
-
-// fitSlopes fits log(escape step) against log(λ) per series with at least two escaped runs.
-func fitSlopes(runs []SweepRun) []SlopeFit {
-	type key struct {
-		opt   string
-		q, lr float64
-		depth int
-		init  string
-	}
-	groups := map[key][]SweepRun{}
-	var keys []key
-	for _, r := range runs {
-		k := key{r.Optimizer, r.Q, r.LR, r.Depth, r.Init}
-		if _, ok := groups[k]; !ok {
-			keys = append(keys, k)
-		}
-		groups[k] = append(groups[k], r)
-	}
-	var fits []SlopeFit
-	for _, k := range keys {
-		var xs, ys []float64
-		for _, r := range groups[k] {
-			if r.EscapeStep != nil && *r.EscapeStep > 0 && r.InitScale > 0 {
-				xs = append(xs, math.Log(r.InitScale))
-				ys = append(ys, math.Log(float64(*r.EscapeStep)))
-			}
-		}
-		if len(xs) < 2 {
-			continue
-		}
-		slope := fit.Line(xs, ys).Slope
-		if math.IsNaN(slope) {
-			continue
-		}
-		f := SlopeFit{Optimizer: k.opt, LR: k.lr, Depth: k.depth, Init: k.init, Points: len(xs), Slope: slope}
-		f.Predicted = ptr(theory.Predict(k.q, k.depth).String())
-		fits = append(fits, f)
-	}
-	return fits
 }
 
 func writeSweep(out string, res *SweepResult) error {
@@ -290,15 +309,22 @@ func writeSweep(out string, res *SweepResult) error {
 	}
 	var b strings.Builder
 	w := csv.NewWriter(&b)
-	_ = w.Write([]string{"name", "optimizer", "q", "lr", "init_scale", "depth", "init", "escape_step", "escape_norm_step",
-		"initial_eval_loss", "final_eval_loss", "final_train_loss", "wall_seconds"})
+	_ = w.Write([]string{"name", "optimizer", "q", "lr", "init_scale", "depth", "init", "seed", "steps", "budget",
+		"escape_step", "escape_norm_step", "escape_at", "escape_norm_at", "escape_lower_bound", "escape_norm_lower_bound",
+		"initial_eval_loss", "final_eval_loss", "final_train_loss", "wall_seconds", "escape_criterion", "escape_norm_criterion"})
 	for _, r := range res.Runs {
 		_ = w.Write([]string{r.Name, r.Optimizer, fmtF(r.Q), fmtF(r.LR), fmtF(r.InitScale), strconv.Itoa(r.Depth), r.Init,
-			fmtStep(r.EscapeStep), fmtStep(r.EscapeNormStep), fmtLoss(r.InitialEvalLoss), fmtLoss(r.FinalEvalLoss),
-			fmtF(r.FinalTrainLoss), fmtF(r.WallSeconds)})
+			strconv.FormatUint(r.Seed, 10), strconv.Itoa(r.Steps), strconv.Itoa(r.Budget),
+			fmtStep(r.EscapeStep), fmtStep(r.EscapeNormStep), fmtLoss(r.EscapeAt), fmtLoss(r.EscapeNormAt),
+			lowerBound(r, CriterionLoss), lowerBound(r, CriterionNorm),
+			fmtLoss(r.InitialEvalLoss), fmtLoss(r.FinalEvalLoss), fmtF(r.FinalTrainLoss), fmtF(r.WallSeconds),
+			r.EscapeCriterion, r.NormCriterion})
 	}
 	w.Flush()
 	if err := fileio.WriteFile(filepath.Join(out, "runs.csv"), []byte(b.String())); err != nil {
+		return err
+	}
+	if err := writeFits(out, res.Fits); err != nil {
 		return err
 	}
 	if err := sweepPlots(out, res); err != nil {
@@ -306,6 +332,16 @@ func writeSweep(out string, res *SweepResult) error {
 	}
 	// Last: the report reads every other file of the folder.
 	return writeReport(out, res)
+}
+
+// lowerBound says whether a run's escape under criterion is only a lower bound (it never fired within the steps
+// it ran), "" when the criterion is off.
+func lowerBound(r SweepRun, criterion string) string {
+	_, lb, ok := r.escapeOf(criterion)
+	if !ok {
+		return ""
+	}
+	return strconv.FormatBool(lb)
 }
 
 func fmtF(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }

@@ -29,10 +29,11 @@ var sweepFactors = []factor{
 	{"λ", func(r SweepRun) string { return "λ=" + strconv.FormatFloat(r.InitScale, 'g', -1, 64) }},
 	{"depth", func(r SweepRun) string { return "L=" + strconv.Itoa(r.Depth) }},
 	{"init", func(r SweepRun) string { return r.Init }},
+	{"seed", func(r SweepRun) string { return "seed=" + strconv.FormatUint(r.Seed, 10) }},
 }
 
 // runStyle tells a sweep's runs apart in the loss and ‖ΔW‖ plots: the colour is the optimizer's, the dash pattern
-// follows the first setting that varies (lr, then λ, depth, init), and the settings that vary besides it pick the
+// follows the first setting that varies (lr, then λ, depth, init, seed), and the settings that vary besides it pick the
 // panel. When only one setting varies but there are more than maxSeriesPerPanel runs, it picks the panel too; when
 // it takes more values than there are dash patterns, the panel alone tells them apart.
 type runStyle struct {

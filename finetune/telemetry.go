@@ -110,31 +110,82 @@ func Aggregate(stats []AdapterStats) AdapterStats {
 }
 
 // EscapeTracker finds the escape steps in a stream of metrics: the first step whose loss is ≤ (1−δ)·initial loss,
-// and the first whose mean ‖ΔW‖/‖W‖ exceeds a threshold. It is a pure function of what it is fed.
+// and the first whose mean ‖ΔW‖/‖W‖ exceeds a threshold. Beside each step it keeps the crossing interpolated
+// linearly between the last observation before it and the first after (LossAt, NormAt: fractional steps; with an
+// observation every step the crossing is known to within one step). It is a pure function of what it is fed.
 type EscapeTracker struct {
 	Delta         float64  `json:"delta"`
 	NormThreshold float64  `json:"norm_threshold"`
 	Initial       *float64 `json:"initial"` // the first loss observed
 	LossStep      *int     `json:"loss_step"`
 	NormStep      *int     `json:"norm_step"`
+	LossAt        *float64 `json:"loss_at,omitempty"`
+	NormAt        *float64 `json:"norm_at,omitempty"`
+	// The latest observations before the crossings.
+	PrevLoss Observation  `json:"prev_loss"`
+	PrevNorm *Observation `json:"prev_norm,omitempty"`
 }
 
-// ObserveLoss feeds the reference loss (eval loss, or train loss without eval data) measured after step steps.
+// Observation is a value measured after Step steps.
+type Observation struct {
+	Step  int     `json:"step"`
+	Value float64 `json:"value"`
+}
+
+// crossing is where the line through a and (step, v) reaches level c.
+func crossing(a Observation, step int, v, c float64) float64 {
+	if v == a.Value {
+		return float64(step)
+	}
+	return float64(a.Step) + float64(step-a.Step)*(c-a.Value)/(v-a.Value)
+}
+
+// ObserveLoss feeds the reference loss (probe loss, eval loss, or train loss without eval data) measured after
+// step steps.
 func (e *EscapeTracker) ObserveLoss(step int, loss float64) {
 	if e.Initial == nil {
 		e.Initial = &loss
+		e.PrevLoss = Observation{step, loss}
 		return
 	}
-	if e.LossStep == nil && loss <= (1-e.Delta)**e.Initial {
-		s := step
-		e.LossStep = &s
+	if e.LossStep != nil {
+		return
 	}
+	if c := (1 - e.Delta) * *e.Initial; loss <= c {
+		prev := e.PrevLoss
+		if prev == (Observation{}) { // a checkpoint from before PrevLoss was kept: the initial loss, at step 0
+			prev.Value = *e.Initial
+		}
+		s, at := step, crossing(prev, step, loss, c)
+		e.LossStep, e.LossAt = &s, &at
+		return
+	}
+	e.PrevLoss = Observation{step, loss}
+}
+
+// StartNorm records the mean relative ‖ΔW‖ of the initial adapters (step 0) for the interpolation, without
+// judging it: an init already above the threshold escapes at the first step, as before.
+func (e *EscapeTracker) StartNorm(rel float64) {
+	e.PrevNorm = &Observation{0, rel}
 }
 
 // ObserveNorm feeds the mean relative ‖ΔW‖ after step steps.
 func (e *EscapeTracker) ObserveNorm(step int, rel float64) {
-	if e.NormStep == nil && e.NormThreshold > 0 && rel > e.NormThreshold {
-		s := step
-		e.NormStep = &s
+	if e.NormStep != nil || e.NormThreshold <= 0 {
+		return
 	}
+	if rel > e.NormThreshold {
+		s, at := step, float64(step)
+		if p := e.PrevNorm; p != nil && p.Value <= e.NormThreshold {
+			at = crossing(*p, step, rel, e.NormThreshold)
+		}
+		e.NormStep, e.NormAt = &s, &at
+		return
+	}
+	e.PrevNorm = &Observation{step, rel}
+}
+
+// Escaped reports whether every criterion in use has fired (the norm criterion is off at threshold 0).
+func (e *EscapeTracker) Escaped() bool {
+	return e.LossStep != nil && (e.NormThreshold <= 0 || e.NormStep != nil)
 }

@@ -68,6 +68,8 @@ func addTrainFlags(cmd *cobra.Command) {
 	f.Int("eval-every", 10, "evaluate every N steps (0: only at the start and end)")
 	f.Float64("escape-delta", 0.05, "escape step: first step with loss ≤ (1−δ)·initial loss")
 	f.Float64("escape-norm", 0.01, "escape norm step: first step with mean ‖ΔW‖/‖W‖ above this")
+	f.Int("escape-probe", 0, "judge the loss escape after every step on the first N eval batches (0: on the eval loss every --eval-every steps)")
+	f.Bool("stop-at-escape", false, "end the run once every escape criterion has fired (--steps is then a budget)")
 	f.String("out", "", "output folder (metrics.jsonl, summary.json, adapter, checkpoints)")
 	f.Int("save-every", 0, "write a checkpoint every N steps (0: only at the end; -1: never)")
 	f.Int("keep", 3, "keep the newest K checkpoints (0: all)")
@@ -100,6 +102,7 @@ func trainConfig(cmd *cobra.Command, modelName string) (finetune.Config, error) 
 		Out: flagString(cmd, "out"), SaveEvery: getI("save-every"), Keep: getI("keep"),
 		SkipNonfinite: getI("skip-nonfinite"), DivergeFactor: getF("diverge-factor"),
 		DType: flagString(cmd, "dtype"), GradCheckpoint: getB("grad-checkpoint"), EvalBatches: getI("eval-batches"),
+		EscapeProbe: getI("escape-probe"), StopAtEscape: getB("stop-at-escape"),
 	}
 	c.Opt = optimizers.Config{Momentum: getF("momentum"), Nesterov: getB("nesterov"), Beta1: getF("beta1"),
 		Beta2: getF("beta2"), Eps: getF("eps"), Q: getF("q"), WeightDecay: getF("weight-decay"), WDMode: flagString(cmd, "wd-mode")}
@@ -507,7 +510,7 @@ func printSummary(w io.Writer, s *finetune.Summary) {
 	fmt.Fprintf(w, "eval loss %s → %s, train loss %.4f → %.4f over %d steps\n",
 		lossText(s.InitialEvalLoss), lossText(s.FinalEvalLoss), s.InitialTrainLoss, s.FinalTrainLoss, s.Steps)
 	fmt.Fprintf(w, "escape step %s, escape norm step %s, final mean ‖ΔW‖/‖W‖ %.3g\n",
-		stepText(s.EscapeStep), stepText(s.EscapeNormStep), s.Final.RelDW)
+		atText(s.EscapeStep, s.EscapeAt), atText(s.EscapeNormStep, s.EscapeNormAt), s.Final.RelDW)
 	fmt.Fprintf(w, "%.0f tokens/s, %.1f s; written to %s\n", s.TokensPerSecond, s.WallSeconds, s.Out)
 	if t := s.Times; t != nil {
 		fmt.Fprintf(w, "time: load %.1f s, hash %.1f s, setup %.1f s, compile %.1f s, train %.1f s, eval %.1f s, save %.1f s; %.1f s in all\n",
