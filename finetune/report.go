@@ -28,8 +28,6 @@ const (
 	fitsFile    = "fits.csv"
 )
 
-func init() { SweepFiles = append(SweepFiles, reportFile, commandFile) }
-
 // RecordSweepCommand adds the command line that starts (or resumes) the sweep in out to out/command.txt, one line
 // per invocation, for the report.
 func RecordSweepCommand(out, command string) error {

@@ -129,9 +129,10 @@ func ClearRun(dir string) error {
 	return nil
 }
 
-// SweepFiles are the entries a sweep (Sweep) writes into its folder: the run folders, the tables and the plots.
-var SweepFiles = []string{"runs", "runs.json", "runs.csv", "loss.png", "loss.svg", "delta_w.png", "delta_w.svg",
-	"escape_vs_lambda.png", "escape_vs_lambda.svg"}
+// SweepFiles are the entries a sweep (Sweep) writes into its folder: the run folders, the tables, the fits, the
+// plots, the report and the command lines that ran it.
+var SweepFiles = []string{"runs", "runs.json", "runs.csv", "fits.csv", "fits.json", "loss.png", "loss.svg", "delta_w.png",
+	"delta_w.svg", "escape_vs_lambda.png", "escape_vs_lambda.svg", reportFile, commandFile}
 
 // CheckSweepOut accepts an absent or empty folder for a sweep, or one that holds only a sweep's own files (a rerun
 // of a sweep keeps its finished runs). Anything else is a *NotRunError: a sweep writes only where nothing of

@@ -196,13 +196,22 @@ func (g Grid) Plans(out string, m model.Config) ([]*Plan, error) {
 	return plans, nil
 }
 
+// CheckSweep refuses what Sweep would refuse before it writes anything (settings that depend on the data), so a
+// caller can check before it writes into the sweep's folder itself.
+func CheckSweep(job Job, plans []*Plan) error {
+	for _, p := range plans {
+		if err := checkProbe(p.Config, job.Eval); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Sweep runs every plan (skipping those whose summary.json exists) with job's model and data, parallel at most
 // `parallel` at a time, and writes runs.csv, runs.json and plots into out. Interrupting keeps finished runs.
 func Sweep(ctx context.Context, job Job, plans []*Plan, out string, parallel int, log func(string)) (*SweepResult, error) {
-	for _, p := range plans {
-		if err := checkProbe(p.Config, job.Eval); err != nil {
-			return nil, err
-		}
+	if err := CheckSweep(job, plans); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err

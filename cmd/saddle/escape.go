@@ -209,13 +209,17 @@ func runEscape(cmd *cobra.Command, _ []string) error {
 	if err != nil {
 		return err
 	}
+	job := finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval}
+	if err := finetune.CheckSweep(job, plans); err != nil {
+		return err
+	}
 	if err := finetune.RecordSweepCommand(base.Out, command); err != nil {
 		return err
 	}
 	intr := watchInterrupts(cmd)
 	defer intr.stop()
 	logw := cmd.ErrOrStderr()
-	res, err := finetune.Sweep(intr.ctx, finetune.Job{Model: s.model, Train: data.Train, Eval: data.Eval}, plans, base.Out,
+	res, err := finetune.Sweep(intr.ctx, job, plans, base.Out,
 		parallel, func(msg string) { fmt.Fprintln(logw, msg) })
 	if res != nil && !asJSON {
 		printSweep(cmd.OutOrStdout(), res)
