@@ -62,6 +62,11 @@ type EscapeFit struct {
 	Lambdas           []EscapePoint `json:"lambdas"`
 }
 
+// sameSeries reports whether two fits are of the same series and criterion (they differ at most in kind).
+func (f EscapeFit) sameSeries(g EscapeFit) bool {
+	return f.Optimizer == g.Optimizer && f.LR == g.LR && f.Depth == g.Depth && f.Init == g.Init && f.Criterion == g.Criterion
+}
+
 // escapeOf is a run's escape under criterion: the interpolated crossing (or the whole step of a summary from before
 // interpolation), or, when it never fired, the steps it ran as a lower bound. ok is false when the criterion is off.
 func (r SweepRun) escapeOf(criterion string) (v float64, lowerBound, ok bool) {

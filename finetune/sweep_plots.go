@@ -29,11 +29,10 @@ var sweepFactors = []factor{
 	{"λ", func(r SweepRun) string { return "λ=" + strconv.FormatFloat(r.InitScale, 'g', -1, 64) }},
 	{"depth", func(r SweepRun) string { return "L=" + strconv.Itoa(r.Depth) }},
 	{"init", func(r SweepRun) string { return r.Init }},
-	{"seed", func(r SweepRun) string { return "seed=" + strconv.FormatUint(r.Seed, 10) }},
 }
 
 // runStyle tells a sweep's runs apart in the loss and ‖ΔW‖ plots: the colour is the optimizer's, the dash pattern
-// follows the first setting that varies (lr, then λ, depth, init, seed), and the settings that vary besides it pick the
+// follows the first setting that varies (lr, then λ, depth, init), and the settings that vary besides it pick the
 // panel. When only one setting varies but there are more than maxSeriesPerPanel runs, it picks the panel too; when
 // it takes more values than there are dash patterns, the panel alone tells them apart.
 type runStyle struct {
@@ -109,11 +108,75 @@ func sweepPlots(out string, res *SweepResult) error {
 	if err := plots.Lines(filepath.Join(out, "delta_w"), "Adapter size", "step", "mean ‖ΔW‖/‖W‖", false, true, norm); err != nil {
 		return err
 	}
-	escape := escapeSeries(res.Runs, st.colors)
+	title, escape := "Escape step vs init scale", escapeSeries(res.Runs, st.colors)
+	if fitted := fitSeries(res.Fits, st.colors); len(fitted) > 0 {
+		title, escape = "Loss escape vs init scale: median over seeds (bars: min–max), fits", fitted
+	}
 	if len(escape) == 0 {
 		return nil
 	}
-	return plots.Lines(filepath.Join(out, "escape_vs_lambda"), "Escape step vs init scale", "λ", "escape step", true, true, escape)
+	return plots.Lines(filepath.Join(out, "escape_vs_lambda"), title, "λ", "escape step", true, true, escape)
+}
+
+// fitSeries draws the loss-escape fits of fits.csv: per series (optimizer, lr, depth, init) the median escape over
+// seeds at each λ with a bar from the fastest to the slowest seed, and the fitted law (the power fit, or the log fit
+// where the theory predicts ln(1/λ)) with its interval beside the prediction. Runs differing only in seed are
+// replicates here, as in the loss plots; λ whose median is only a lower bound are drawn but were not fitted.
+func fitSeries(fits []EscapeFit, colors map[string]int) []plots.Series {
+	var chosen []EscapeFit
+	for _, f := range fits {
+		if f.Criterion != CriterionLoss {
+			continue
+		}
+		// One fit per series: the log fit where there is one (the predicted regime), else the power fit.
+		if i := slices.IndexFunc(chosen, func(c EscapeFit) bool { return c.sameSeries(f) }); i >= 0 {
+			if f.Kind == "log" {
+				chosen[i] = f
+			}
+			continue
+		}
+		chosen = append(chosen, f)
+	}
+	shapes := plots.Keys(mapped(chosen, func(f EscapeFit) string { return fmt.Sprintf("L=%d lr=%g %s", f.Depth, f.LR, f.Init) }))
+	var out []plots.Series
+	for _, f := range chosen {
+		name := fmt.Sprintf("%s lr=%g L=%d", f.Optimizer, f.LR, f.Depth)
+		shape := shapes[fmt.Sprintf("L=%d lr=%g %s", f.Depth, f.LR, f.Init)] - 1
+		med := plots.Series{Name: name, Points: true, Color: colors[f.Optimizer], Dash: shape}
+		for _, p := range f.Lambdas {
+			med.X, med.Y = append(med.X, p.Lambda), append(med.Y, p.Median)
+			if p.Max > p.Min {
+				out = append(out, plots.Series{Name: name, Color: colors[f.Optimizer], X: []float64{p.Lambda, p.Lambda}, Y: []float64{p.Min, p.Max}})
+			}
+		}
+		out = append(out, med)
+		if f.Points < minFitPoints || len(med.X) == 0 {
+			continue
+		}
+		ci := ""
+		if f.CILow != nil {
+			ci = fmt.Sprintf(" [%.2f, %.2f]", *f.CILow, *f.CIHigh)
+		}
+		lo, hi := slices.Min(med.X), slices.Max(med.X)
+		line := plots.Series{Color: colors[f.Optimizer], Dash: shape}
+		for k := range 9 {
+			l := math.Exp(math.Log(lo) + float64(k)/8*(math.Log(hi)-math.Log(lo)))
+			y := math.Exp(f.Intercept + f.Slope*math.Log(l))
+			if f.Kind == "log" {
+				y = f.Intercept + f.Slope*math.Log(1/l)
+			}
+			if y > 0 {
+				line.X, line.Y = append(line.X, l), append(line.Y, y)
+			}
+		}
+		if f.Kind == "log" {
+			line.Name = fmt.Sprintf("%s: steps = a + %.2f%s·ln(1/λ); theory %s", name, f.Slope, ci, f.Prediction)
+		} else {
+			line.Name = fmt.Sprintf("%s: λ^%.2f%s; theory %s", name, f.Slope, ci, f.Prediction)
+		}
+		out = append(out, line)
+	}
+	return out
 }
 
 // minFitPoints is the fewest escaped runs a series needs for escape_vs_lambda to draw a fitted line through them
