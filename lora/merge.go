@@ -368,10 +368,7 @@ func WriteMergedGGUF(path string, p *model.Pretrained, set *Set, opts MergeOptio
 	unblocked := 0             // adapted tensors whose rows are not whole blocks of opts.DType
 	for i := range f.Tensors {
 		info := &f.Tensors[i]
-		shape := make([]int, len(info.Dims))
-		for i, d := range info.Dims {
-			shape[len(shape)-1-i] = int(d)
-		}
+		shape := info.Shape()
 		t := gguf.Tensor{Name: info.Name, Shape: shape, DType: info.Type.String()}
 		hf, _ := model.HFNameFromGGUF(info.Name)
 		a := byModule[hf]

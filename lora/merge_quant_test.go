@@ -18,33 +18,17 @@ import (
 func quantizedStories(t *testing.T, quant string) string {
 	t.Helper()
 	src, _ := testenv.Stories260K(t)
-	f, err := gguf.Open(src)
+	f, tensors, err := gguf.Read(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fh, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	var out []gguf.Tensor
-	for i := range f.Tensors {
-		info := &f.Tensors[i]
-		data, err := f.ReadTensor(fh, info)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tt := gguf.Tensor{Name: info.Name, Data: data}
-		for _, d := range info.Dims {
-			tt.Shape = append([]int{int(d)}, tt.Shape...)
-		}
+	for i, tt := range tensors {
 		if len(tt.Shape) == 2 && tt.Shape[1]%dtype.BlockSize(quant) == 0 { // ffn_down's rows of 172 stay F32
-			tt.DType = quant
+			tensors[i].DType = quant
 		}
-		out = append(out, tt)
 	}
 	path := filepath.Join(t.TempDir(), "stories-"+quant+".gguf")
-	if err := gguf.Write(path, f.KVs, out); err != nil {
+	if err := gguf.Write(path, f.KVs, tensors); err != nil {
 		t.Fatal(err)
 	}
 	return path

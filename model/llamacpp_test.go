@@ -3,7 +3,6 @@ package model_test
 import (
 	"encoding/json"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -29,15 +28,10 @@ const wideDim = 256
 // quantized tensor only to look rows up, which it dequantizes exactly.
 func widenStories(t *testing.T, src, dst, quant string, embedOnly bool) {
 	t.Helper()
-	f, err := gguf.Open(src)
+	f, tensors, err := gguf.Read(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fh, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
 	const arch = "llama."
 	var kvs []gguf.KV
 	var dim, ffn int
@@ -64,16 +58,8 @@ func widenStories(t *testing.T, src, dst, quant string, embedOnly bool) {
 	kvs = append(kvs, gguf.KV{Key: arch + "attention.key_length", Value: headDim},
 		gguf.KV{Key: arch + "attention.value_length", Value: headDim})
 	var out []gguf.Tensor
-	for i := range f.Tensors {
-		info := &f.Tensors[i]
-		data, err := f.ReadTensor(fh, info)
-		if err != nil {
-			t.Fatal(err)
-		}
-		shape := make([]int, len(info.Dims))
-		for i, d := range info.Dims {
-			shape[len(shape)-1-i] = int(d)
-		}
+	for _, info := range tensors {
+		data, shape := info.Data, info.Shape
 		grow := func(n int) int { // the widened size of a dimension of n
 			if n == dim || n == ffn {
 				return wideDim
@@ -103,7 +89,7 @@ func widenStories(t *testing.T, src, dst, quant string, embedOnly bool) {
 			for r := range rows {
 				copy(tt.Data[r*tt.Shape[1]:], data[r*cols:(r+1)*cols])
 			}
-			if embedOnly && info.Name == "token_embd.weight" && !slices.ContainsFunc(f.Tensors, func(ti gguf.TensorInfo) bool {
+			if embedOnly && info.Name == "token_embd.weight" && !slices.ContainsFunc(tensors, func(ti gguf.Tensor) bool {
 				return ti.Name == "output.weight"
 			}) {
 				out = append(out, gguf.Tensor{Name: "output.weight", Shape: tt.Shape, Data: tt.Data})

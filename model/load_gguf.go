@@ -281,13 +281,12 @@ func ggufSource(path string, f *gguf.File, info *gguf.TensorInfo) (*tensorSource
 	if len(info.Dims) == 0 {
 		return nil, fmt.Errorf("%s: tensor %q has no dimensions", path, info.Name)
 	}
-	shape := make([]int, len(info.Dims))
-	for i, d := range info.Dims {
+	for _, d := range info.Dims {
 		if d == 0 || d > dtype.MaxElements {
 			return nil, fmt.Errorf("%s: tensor %q: invalid dimension %d", path, info.Name, d)
 		}
-		shape[len(shape)-1-i] = int(d) // GGUF lists ne[0] (innermost) first; HF order is outermost first
 	}
+	shape := info.Shape() // GGUF lists ne[0] (innermost) first; HF order is outermost first
 	if block := dtype.BlockSize(dt); shape[len(shape)-1]%block != 0 {
 		return nil, fmt.Errorf("%s: tensor %q: %s rows of %d elements are not whole blocks of %d", path, info.Name, dt, shape[len(shape)-1], block)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,33 +14,17 @@ import (
 func q8Stories(t *testing.T) string {
 	t.Helper()
 	src, _ := testenv.Stories260K(t)
-	f, err := gguf.Open(src)
+	f, tensors, err := gguf.Read(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fh, err := os.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	var out []gguf.Tensor
-	for i := range f.Tensors {
-		info := &f.Tensors[i]
-		data, err := f.ReadTensor(fh, info)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tt := gguf.Tensor{Name: info.Name, Data: data}
-		for _, d := range info.Dims {
-			tt.Shape = append([]int{int(d)}, tt.Shape...)
-		}
+	for i, tt := range tensors {
 		if len(tt.Shape) == 2 && tt.Shape[1]%dtype.BlockSize(dtype.Q8_0) == 0 {
-			tt.DType = dtype.Q8_0
+			tensors[i].DType = dtype.Q8_0
 		}
-		out = append(out, tt)
 	}
 	path := filepath.Join(t.TempDir(), "stories-q8.gguf")
-	if err := gguf.Write(path, f.KVs, out); err != nil {
+	if err := gguf.Write(path, f.KVs, tensors); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -76,6 +76,15 @@ type TensorInfo struct {
 	Size int64
 }
 
+// Shape is the tensor's dimensions outermost first (HF order, [out, in]): Dims reversed.
+func (t *TensorInfo) Shape() []int {
+	shape := make([]int, len(t.Dims))
+	for i, d := range t.Dims {
+		shape[len(shape)-1-i] = int(d)
+	}
+	return shape
+}
+
 // File is a parsed GGUF header.
 type File struct {
 	Path       string
@@ -633,6 +642,31 @@ func Floats(v any) ([]float64, bool) {
 		return a, true
 	}
 	return nil, false
+}
+
+// Read reads a whole GGUF file: its header and every tensor as float32 in the form Write takes (shape outermost
+// first, DType the file's type), so that a file can be rewritten with some tensors changed. It holds every tensor at
+// once: for the small files of tests and tools (models load through ReadTensor, one tensor at a time).
+func Read(path string) (*File, []Tensor, error) {
+	f, err := Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	fh, _, err := fileio.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer fh.Close()
+	out := make([]Tensor, len(f.Tensors))
+	for i := range f.Tensors {
+		info := &f.Tensors[i]
+		data, err := f.ReadTensor(fh, info)
+		if err != nil {
+			return nil, nil, err
+		}
+		out[i] = Tensor{Name: info.Name, Shape: info.Shape(), Data: data, DType: info.Type.String()}
+	}
+	return f, out, nil
 }
 
 // ReadTensor reads the data of tensor t of f from r (the file f was parsed from) as float32, in file order

@@ -187,6 +187,19 @@ func TestWriteThenReadTensor(t *testing.T) {
 	if _, err := f.ReadTensor(fh, &unknown); err == nil {
 		t.Error("read an IQ2_XXS tensor")
 	}
+	// Read gives back what Write took: shapes outermost first, data, and the stored type.
+	_, all, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range tensors {
+		got := all[i]
+		if got.Name != want.Name || !slices.Equal(got.Shape, want.Shape) || !slices.Equal(got.Data, want.Data) ||
+			got.DType != storedDType(want.DType) {
+			t.Errorf("Read: tensor %d is %s %v %s %v, wrote %s %v %s %v", i, got.Name, got.Shape, got.DType, got.Data,
+				want.Name, want.Shape, storedDType(want.DType), want.Data)
+		}
+	}
 }
 
 // TestTensorTypeTable checks the table against internal/dtype's sizes and its name lookup.
