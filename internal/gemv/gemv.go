@@ -167,7 +167,7 @@ func (w *Matrix) mulRows(dst []float32, ldd int, x []float32, m, r0, r1 int) {
 	}
 	// Rows left over (and everything without SIMD kernels).
 	var row []float32
-	if w.Kind != F32 {
+	if w.Kind != F32 && rEnd < r1 {
 		row = make([]float32, cols)
 	}
 	for r := rEnd; r < r1; r++ {

@@ -1,5 +1,8 @@
 package main
 
+// What the machine can do, for reading the workloads against: memory bandwidth (-mode stream) and the Go
+// backend's f32 matmul rate (-mode matmul).
+
 import (
 	"fmt"
 	"math"
