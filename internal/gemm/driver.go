@@ -1,0 +1,255 @@
+package gemm
+
+import (
+	"runtime"
+	"sync"
+
+	"github.com/saddle-ml/saddle/internal/gemv"
+)
+
+// The micro-tile: the kernel computes an mr×nr block of C from an mr-row micro-panel of packed A and an nr-column
+// micro-panel of packed B.
+const mr, nr = 6, 16
+
+// Block sizes, in values (BLIS's KC, MC, NC): a packed kc×nr panel of B stays in L1 while the kernel sweeps an
+// mc×kc packed block of A held in L2; the kc×nc packed panel of B lives in L3. Variables so tests can shrink them.
+var (
+	blockK = 256
+	blockM = 144  // a multiple of mr
+	blockN = 4080 // a multiple of nr
+)
+
+// forceGo makes every product use the plain-Go kernel (tests run both kernels).
+var forceGo = false
+
+// parallelMin is the work (m·n·k multiply-adds) below which Mul runs on the calling goroutine.
+var parallelMin = 1 << 19
+
+// workspace holds one goroutine's packing buffers; pooled so that a product allocates nothing in steady state.
+type workspace struct {
+	a, b []float32
+	tile [mr * nr]float32
+}
+
+var pool = sync.Pool{New: func() any { return new(workspace) }}
+
+func grow(s []float32, n int) []float32 {
+	if cap(s) < n {
+		return make([]float32, n)
+	}
+	return s[:n]
+}
+
+// blockSize splits n into the fewest blocks of at most block values and returns their (balanced) size, rounded up to
+// a multiple of unit.
+func blockSize(n, block, unit int) int {
+	q := (n + block - 1) / block
+	s := (n + q - 1) / q
+	return (s + unit - 1) / unit * unit
+}
+
+func mulSerial(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 {
+		if !accumulate {
+			for i := range m {
+				clear(c[i*ldc : i*ldc+n])
+			}
+		}
+		return
+	}
+	ws := pool.Get().(*workspace)
+	ws.mul(c, ldc, m, n, k, a, b, accumulate)
+	pool.Put(ws)
+}
+
+// mul is the blocked product of an [m, k] by a [k, n] view into C (m, n, k > 0).
+func (ws *workspace) mul(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
+	kc := blockSize(k, blockK, 1)
+	mc := blockSize(m, blockM, mr)
+	nc := blockSize(n, blockN, nr)
+	ws.a = grow(ws.a, mc*kc)
+	ws.b = grow(ws.b, nc*kc)
+	asm := hasAsm && !forceGo
+	for jc := 0; jc < n; jc += nc {
+		nb := min(nc, n-jc)
+		for pc := 0; pc < k; pc += kc {
+			kb := min(kc, k-pc)
+			pack(ws.b, b, jc, pc, nb, kb, nr, b.CS, b.RS)
+			add := accumulate || pc > 0
+			for ic := 0; ic < m; ic += mc {
+				mb := min(mc, m-ic)
+				pack(ws.a, a, ic, pc, mb, kb, mr, a.RS, a.CS)
+				ws.macro(c[ic*ldc+jc:], ldc, mb, nb, kb, add, asm)
+			}
+		}
+	}
+}
+
+// macro multiplies the packed mb×kb block of A by the packed kb×nb panel of B into C (row stride ldc).
+func (ws *workspace) macro(c []float32, ldc, mb, nb, kb int, add, asm bool) {
+	addInt := 0
+	if add {
+		addInt = 1
+	}
+	for jr := 0; jr < nb; jr += nr {
+		bp := ws.b[jr*kb : (jr+nr)*kb]
+		nv := min(nr, nb-jr)
+		for ir := 0; ir < mb; ir += mr {
+			ap := ws.a[ir*kb : (ir+mr)*kb]
+			mv := min(mr, mb-ir)
+			co := ir*ldc + jr
+			if mv == mr && nv == nr {
+				if asm {
+					_ = c[co+(mr-1)*ldc+nr-1]
+					kern6x16(kb, &ap[0], &bp[0], &c[co], ldc, addInt)
+				} else {
+					kernGo(kb, ap, bp, c[co:], ldc, add)
+				}
+				continue
+			}
+			t := ws.tile[:]
+			if asm {
+				kern6x16(kb, &ap[0], &bp[0], &t[0], nr, 0)
+			} else {
+				kernGo(kb, ap, bp, t, nr, false)
+			}
+			for i := range mv {
+				row, ti := c[co+i*ldc:co+i*ldc+nv], t[i*nr:i*nr+nv]
+				if add {
+					for j := range row {
+						row[j] += ti[j]
+					}
+				} else {
+					copy(row, ti)
+				}
+			}
+		}
+	}
+}
+
+// pack copies a block of v into micro-panels of w lanes: lane l, step p of the block is v's element at
+// Off + (l0+l)·ls + (p0+p)·ss, for l < lanes and p < steps. Panel q (lanes qw…qw+w-1) is dst[q·w·steps:], holding
+// step p's w values at p·w (lanes past the block's end are zeros). For A the lanes are rows (ls = RS, ss = CS), for B
+// columns (ls = CS, ss = RS). Half-precision values are widened to float32.
+func pack(dst []float32, v View, l0, p0, lanes, steps, w, ls, ss int) {
+	base := v.Off + l0*ls + p0*ss
+	for q := 0; q < lanes; q += w {
+		d := dst[q*steps : (q+w)*steps]
+		lv := min(w, lanes-q)
+		o := base + q*ls
+		switch {
+		case ls == 1 || lv == 1:
+			for p := range steps {
+				dp := d[p*w : p*w+w]
+				src := o + p*ss
+				switch v.Kind {
+				case gemv.F32:
+					copy(dp, v.F32[src:src+lv])
+				case gemv.BF16:
+					for l, x := range v.Bits[src : src+lv] {
+						dp[l] = bf16(x)
+					}
+				default:
+					for l, x := range v.Bits[src : src+lv] {
+						dp[l] = gemv.F16ToF32(x)
+					}
+				}
+				clear(dp[lv:])
+			}
+		case ss == 1:
+			for l := range lv {
+				src := o + l*ls
+				switch v.Kind {
+				case gemv.F32:
+					for p, x := range v.F32[src : src+steps] {
+						d[p*w+l] = x
+					}
+				case gemv.BF16:
+					for p, x := range v.Bits[src : src+steps] {
+						d[p*w+l] = bf16(x)
+					}
+				default:
+					for p, x := range v.Bits[src : src+steps] {
+						d[p*w+l] = gemv.F16ToF32(x)
+					}
+				}
+			}
+			if lv < w {
+				for p := range steps {
+					clear(d[p*w+lv : p*w+w])
+				}
+			}
+		default:
+			for p := range steps {
+				dp := d[p*w : p*w+w]
+				for l := range lv {
+					dp[l] = v.elem(o + l*ls + p*ss)
+				}
+				clear(dp[lv:])
+			}
+		}
+	}
+}
+
+// elem is the value at index o of v's storage, as float32.
+func (v View) elem(o int) float32 {
+	switch v.Kind {
+	case gemv.BF16:
+		return bf16(v.Bits[o])
+	case gemv.F16:
+		return gemv.F16ToF32(v.Bits[o])
+	}
+	return v.F32[o]
+}
+
+// mulParallel runs the product on up to GOMAXPROCS goroutines, each a rectangle of C with its own packing.
+func mulParallel(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
+	procs := runtime.GOMAXPROCS(0)
+	if procs < 2 || m*n*k < parallelMin || k == 0 {
+		mulSerial(c, ldc, m, n, k, a, b, accumulate)
+		return
+	}
+	// A pm×pn grid of rectangles: every goroutine packs its rows of A and its columns of B, so choose the grid that
+	// packs the least (m·pn + n·pm), with at least one micro-tile per rectangle.
+	tm, tn := (m+mr-1)/mr, (n+nr-1)/nr
+	pm, pn, best := 1, 1, -1
+	for d := 1; d <= procs; d++ {
+		if procs%d != 0 || d > tm || procs/d > tn {
+			continue
+		}
+		if cost := m*(procs/d) + n*d; best < 0 || cost < best {
+			pm, pn, best = d, procs/d, cost
+		}
+	}
+	if best < 0 { // too few tiles for every goroutine: split the longer side as far as it goes
+		if tm >= tn {
+			pm = min(procs, tm)
+		} else {
+			pn = min(procs, tn)
+		}
+	}
+	if pm*pn == 1 {
+		mulSerial(c, ldc, m, n, k, a, b, accumulate)
+		return
+	}
+	var wg sync.WaitGroup
+	for bi := range pm {
+		i0, i1 := bi*tm/pm*mr, min((bi+1)*tm/pm*mr, m)
+		for bj := range pn {
+			j0, j1 := bj*tn/pn*nr, min((bj+1)*tn/pn*nr, n)
+			sa, sb := a, b
+			sa.Off += i0 * a.RS
+			sb.Off += j0 * b.CS
+			cs := c[i0*ldc+j0:]
+			if bi == pm-1 && bj == pn-1 {
+				mulSerial(cs, ldc, i1-i0, j1-j0, k, sa, sb, accumulate)
+				continue
+			}
+			wg.Go(func() { mulSerial(cs, ldc, i1-i0, j1-j0, k, sa, sb, accumulate) })
+		}
+	}
+	wg.Wait()
+}
