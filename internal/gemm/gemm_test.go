@@ -21,9 +21,9 @@ type matrix struct {
 
 // layouts an operand can have in storage.
 const (
-	rowMajor   = iota // RS = cols + pad, CS = 1
-	colMajor          // the transpose of a row-major [c, r] matrix (RS = 1), built with View.T
-	strided           // neither stride 1
+	rowMajor = iota // RS = cols + pad, CS = 1
+	colMajor        // the transpose of a row-major [c, r] matrix (RS = 1), built with View.T
+	strided         // neither stride 1
 	numLayouts
 )
 

@@ -2,7 +2,13 @@
 
 package gemm
 
-import "golang.org/x/sys/cpu"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+
+	"github.com/saddle-ml/saddle/internal/gemv"
+)
 
 // hasAsm reports whether this CPU runs the assembly micro-kernel (AVX2 and FMA3, with the OS saving YMM state).
 var hasAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA
@@ -12,3 +18,94 @@ var hasAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 //
 //go:noescape
 func kern6x16(kc int, a, b, c *float32, ldc int, add int)
+
+// hasF16C reports whether VCVTPH2PS converts float16 (CPUID.1:ECX bit 29).
+var hasF16C = hasAsm && cpuid1ecx()&(1<<29) != 0
+
+func cpuid1ecx() uint32
+
+// The packing routines (pack_amd64.s) fill one micro-panel from a view whose lanes (ls) or steps (ss) are
+// contiguous, widening bf16 (bits<<16) and f16 (F16C) to float32. See pack.
+//
+//go:noescape
+func packT16F32(d *float32, src unsafe.Pointer, ls, steps int)
+
+//go:noescape
+func packT16BF16(d *float32, src unsafe.Pointer, ls, steps int)
+
+//go:noescape
+func packT16F16(d *float32, src unsafe.Pointer, ls, steps int)
+
+//go:noescape
+func packT6F32(d *float32, src unsafe.Pointer, ls, steps int)
+
+//go:noescape
+func packT6BF16(d *float32, src unsafe.Pointer, ls, steps int)
+
+//go:noescape
+func packT6F16(d *float32, src unsafe.Pointer, ls, steps int)
+
+//go:noescape
+func packN16F32(d *float32, src unsafe.Pointer, ss, steps int)
+
+//go:noescape
+func packN16BF16(d *float32, src unsafe.Pointer, ss, steps int)
+
+//go:noescape
+func packN16F16(d *float32, src unsafe.Pointer, ss, steps int)
+
+// viewPointer returns the address of v's value at o after checking that v holds the value at last (≥ o).
+func viewPointer(v View, o, last int) (unsafe.Pointer, int) {
+	if v.Kind == gemv.F32 {
+		_ = v.F32[last]
+		return unsafe.Pointer(&v.F32[o]), 4
+	}
+	_ = v.Bits[last]
+	return unsafe.Pointer(&v.Bits[o]), 2
+}
+
+// packLanesAsm is packLanes for a full panel of 16 lanes, reporting whether it could.
+func packLanesAsm(d []float32, v View, o, s0, s1, w, ss int) bool {
+	if w != nr || v.Kind == gemv.F16 && !hasF16C {
+		return false
+	}
+	src, _ := viewPointer(v, o+s0*ss, o+(s1-1)*ss+w-1)
+	dp := &d[s0*nr : s1*nr][0]
+	switch v.Kind {
+	case gemv.F32:
+		packN16F32(dp, src, ss, s1-s0)
+	case gemv.BF16:
+		packN16BF16(dp, src, ss, s1-s0)
+	default:
+		packN16F16(dp, src, ss, s1-s0)
+	}
+	return true
+}
+
+// packStepsAsm packs the first steps&^7 steps of a full panel of w lanes whose steps are contiguous (see packSteps),
+// returning how many it packed.
+func packStepsAsm(d []float32, v View, o, w, ls, steps int) int {
+	s8 := steps &^ 7
+	if s8 == 0 || v.Kind == gemv.F16 && !hasF16C {
+		return 0
+	}
+	src, _ := viewPointer(v, o, o+(w-1)*ls+s8-1)
+	dp := &d[:w*s8][0]
+	switch {
+	case w == nr && v.Kind == gemv.F32:
+		packT16F32(dp, src, ls, s8)
+	case w == nr && v.Kind == gemv.BF16:
+		packT16BF16(dp, src, ls, s8)
+	case w == nr:
+		packT16F16(dp, src, ls, s8)
+	case w == mr && v.Kind == gemv.F32:
+		packT6F32(dp, src, ls, s8)
+	case w == mr && v.Kind == gemv.BF16:
+		packT6BF16(dp, src, ls, s8)
+	case w == mr:
+		packT6F16(dp, src, ls, s8)
+	default:
+		return 0
+	}
+	return s8
+}

@@ -5,4 +5,10 @@ package gemm
 // hasAsm is false where there is no assembly micro-kernel: every product runs kernGo.
 const hasAsm = false
 
-func kern6x16(kc int, a, b, c *float32, ldc int, add int) { panic("gemm: no assembly kernel in this build") }
+func kern6x16(kc int, a, b, c *float32, ldc int, add int) {
+	panic("gemm: no assembly kernel in this build")
+}
+
+func packLanesAsm(d []float32, v View, o, s0, s1, w, ss int) bool { return false }
+
+func packStepsAsm(d []float32, v View, o, w, ls, steps int) int { return 0 }

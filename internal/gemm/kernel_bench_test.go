@@ -1,0 +1,87 @@
+package gemm
+
+import (
+	"fmt"
+	"testing"
+)
+
+// BenchmarkKernel measures the micro-kernel alone on packed operands that stay in L1 (the kernel's ceiling).
+func BenchmarkKernel(b *testing.B) {
+	if !hasAsm {
+		b.Skip("no assembly kernel")
+	}
+	for _, kc := range []int{64, 256, 512} {
+		b.Run(fmt.Sprint("kc", kc), func(b *testing.B) {
+			a, bp, c := make([]float32, kc*mr), make([]float32, kc*nr), make([]float32, mr*nr)
+			for b.Loop() {
+				kern6x16(kc, &a[0], &bp[0], &c[0], nr, 1)
+			}
+			b.ReportMetric(2*mr*nr*float64(kc)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+// BenchmarkPack measures packing blocks of a 2048×2048 matrix: B panels (kc×nc) and A blocks (mc×kc) from row-major
+// and transposed views, f32 and bf16.
+func BenchmarkPack(b *testing.B) {
+	const size = 2048
+	f32, bits := make([]float32, size*size), make([]uint16, size*size)
+	for i := range f32 {
+		f32[i] = float32(i % 13)
+		bits[i] = uint16(i % 13)
+	}
+	for _, kind := range []int{0, 1} {
+		v := RowMajor(f32, size)
+		if kind == 1 {
+			v = View{Kind: 1, Bits: bits, RS: size, CS: 1}
+		}
+		for _, tr := range []bool{false, true} {
+			vv := v
+			if tr {
+				vv = v.T()
+			}
+			name := fmt.Sprintf("kind%d/T%v", kind, tr)
+			const kc, nc, mc = 256, 1024, 144
+			dst := make([]float32, kc*max(nc, mc))
+			b.Run("B/"+name, func(b *testing.B) {
+				i := 0
+				for b.Loop() {
+					pc := (i * kc) % size
+					pack(dst, vv, 0, pc, nc, kc, nr, vv.CS, vv.RS, !forceGo)
+					i++
+				}
+				b.ReportMetric(float64(kc*nc)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
+			})
+			if kind == 0 {
+				b.Run("A/"+name, func(b *testing.B) {
+					i := 0
+					for b.Loop() {
+						ic := (i * mc) % (size - mc)
+						pack(dst, vv, ic, 0, mc, kc, mr, vv.RS, vv.CS, !forceGo)
+						i++
+					}
+					b.ReportMetric(float64(kc*mc)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
+				})
+			}
+		}
+	}
+}
+
+func BenchmarkPackChunk(b *testing.B) {
+	for _, c := range []int{1, 4, 8, 16, 32, 64, 1 << 30} {
+		b.Run(fmt.Sprint(c), func(b *testing.B) {
+			defer func(old int) { packChunk = old }(packChunk)
+			packChunk = c
+			const size, kc, nc = 2048, 256, 1024
+			f32 := make([]float32, size*size)
+			dst := make([]float32, kc*nc)
+			vv := RowMajor(f32, size)
+			i := 0
+			for b.Loop() {
+				pack(dst, vv, 0, (i*kc)%size, nc, kc, nr, vv.CS, vv.RS, true)
+				i++
+			}
+			b.ReportMetric(float64(kc*nc)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
+		})
+	}
+}
