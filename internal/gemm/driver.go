@@ -3,6 +3,7 @@ package gemm
 import (
 	"runtime"
 	"sync"
+	"unsafe"
 
 	"github.com/saddle-ml/saddle/internal/gemv"
 )
@@ -33,12 +34,24 @@ type workspace struct {
 
 var pool = sync.Pool{New: func() any { return new(workspace) }}
 
+// grow returns s resliced to n values if it can hold them, else a new slice that starts on a 64-byte boundary
+// (so that a packed step of B is one cache line).
 func grow(s []float32, n int) []float32 {
-	if cap(s) < n {
-		return make([]float32, n)
+	if cap(s) >= n {
+		return s[:n]
 	}
-	return s[:n]
+	s = make([]float32, n+15)
+	skip := (64 - int(uintptr(unsafe.Pointer(&s[0]))%64)) % 64 / 4
+	return s[skip : skip+n : skip+n]
 }
+
+// panelStride is the distance between packed micro-panels of w lanes and the given steps: one cache line more than
+// their size, so that the panels' starts fall in different cache sets (without it, a pack that writes to every
+// panel in turn keeps evicting its own lines: the panels of B are 16 KB apart for kc = 256, a multiple of the L1's
+// 4 KB set span).
+func panelStride(steps, w int) int { return steps*w + panelPad }
+
+var panelPad = 16
 
 // blockSize splits n into the fewest blocks of at most block values and returns their (balanced) size, rounded up to
 // a multiple of unit.
@@ -70,8 +83,8 @@ func (ws *workspace) mul(c []float32, ldc, m, n, k int, a, b View, accumulate bo
 	kc := blockSize(k, blockK, 1)
 	mc := blockSize(m, blockM, mr)
 	nc := blockSize(n, blockN, nr)
-	ws.a = grow(ws.a, mc*kc)
-	ws.b = grow(ws.b, nc*kc)
+	ws.a = grow(ws.a, mc/mr*panelStride(kc, mr))
+	ws.b = grow(ws.b, nc/nr*panelStride(kc, nr))
 	asm := hasAsm && !forceGo
 	for jc := 0; jc < n; jc += nc {
 		nb := min(nc, n-jc)
@@ -94,11 +107,12 @@ func (ws *workspace) macro(c []float32, ldc, mb, nb, kb int, add, asm bool) {
 	if add {
 		addInt = 1
 	}
+	psA, psB := panelStride(kb, mr), panelStride(kb, nr)
 	for jr := 0; jr < nb; jr += nr {
-		bp := ws.b[jr*kb : (jr+nr)*kb]
+		bp := ws.b[jr/nr*psB : jr/nr*psB+nr*kb]
 		nv := min(nr, nb-jr)
 		for ir := 0; ir < mb; ir += mr {
-			ap := ws.a[ir*kb : (ir+mr)*kb]
+			ap := ws.a[ir/mr*psA : ir/mr*psA+mr*kb]
 			mv := min(mr, mb-ir)
 			co := ir*ldc + jr
 			if mv == mr && nv == nr {
@@ -137,19 +151,21 @@ func (ws *workspace) macro(c []float32, ldc, mb, nb, kb int, add, asm bool) {
 // the lanes or the steps are contiguous.
 func pack(dst []float32, v View, l0, p0, lanes, steps, w, ls, ss int, asm bool) {
 	base := v.Off + l0*ls + p0*ss
+	ps := panelStride(steps, w)
 	if ls == 1 {
-		// Lanes contiguous (row-major B, transposed A): read the block's rows in order, packChunk of them at a time
-		// across every panel (a panel at a time would read a short run from each of many far-apart rows: 2× slower).
-		for s0 := 0; s0 < steps; s0 += packChunk {
-			s1 := min(s0+packChunk, steps)
-			for q := 0; q < lanes; q += w {
-				packLanes(dst[q*steps:(q+w)*steps], v, base+q, s0, s1, min(w, lanes-q), w, ss, asm)
-			}
+		// Lanes contiguous (row-major B, transposed A): read the block row by row, each row across every panel.
+		// (A panel at a time would read a short run from each of many rows, far apart: 2 to 4 times slower.)
+		full := 0
+		if asm {
+			full = packLanesAsm(dst, v, base, lanes, steps, w, ss, ps)
+		}
+		if full < lanes {
+			packLanes(dst[full/w*ps:], v, base+full, lanes-full, steps, w, ss, ps)
 		}
 		return
 	}
 	for q := 0; q < lanes; q += w {
-		d := dst[q*steps : (q+w)*steps]
+		d := dst[q/w*ps : q/w*ps+w*steps]
 		lv := min(w, lanes-q)
 		o := base + q*ls
 		switch {
@@ -176,41 +192,30 @@ func pack(dst []float32, v View, l0, p0, lanes, steps, w, ls, ss int, asm bool) 
 	}
 }
 
-// packChunk is how many rows pack reads at a time across the panels when the lanes are contiguous (measured on
-// 256×1024 blocks of a 2048-wide matrix: 8 to 16 rows 4.4 to 4.6 G values/s, 32 or more 2.1 to 2.4, 1 1.4).
-var packChunk = 16
-
-// packLanes fills steps s0…s1-1 of a panel of w lanes whose first lv lanes are contiguous in v (ls = 1):
-// d[p·w + l] = v's value at o + p·ss + l.
-func packLanes(d []float32, v View, o, s0, s1, lv, w, ss int, asm bool) {
-	if asm && lv == w && packLanesAsm(d, v, o, s0, s1, w, ss) {
-		return
-	}
-	if v.Kind == gemv.F32 && lv == mr && w == mr {
-		src := v.F32[o+s0*ss : o+(s1-1)*ss+mr]
-		for p := s0; p < s1; p++ {
-			*(*[mr]float32)(d[p*mr:]) = *(*[mr]float32)(src[(p-s0)*ss:])
+// packLanes is pack for lanes contiguous in v (ls = 1), from index o.
+func packLanes(dst []float32, v View, o, lanes, steps, w, ss, ps int) {
+	for p := range steps {
+		row := o + p*ss
+		for q := 0; q < lanes; q += w {
+			lv := min(w, lanes-q)
+			dp := dst[q/w*ps+p*w : q/w*ps+p*w+w]
+			switch {
+			case v.Kind == gemv.F32 && lv == mr && w == mr:
+				x := v.F32[row+q : row+q+mr] // element copies: an array copy calls memmove
+				dp[0], dp[1], dp[2], dp[3], dp[4], dp[5] = x[0], x[1], x[2], x[3], x[4], x[5]
+			case v.Kind == gemv.F32:
+				copy(dp, v.F32[row+q:row+q+lv])
+			case v.Kind == gemv.BF16:
+				for l, x := range v.Bits[row+q : row+q+lv] {
+					dp[l] = bf16(x)
+				}
+			default:
+				for l, x := range v.Bits[row+q : row+q+lv] {
+					dp[l] = gemv.F16ToF32(x)
+				}
+			}
+			clear(dp[lv:])
 		}
-		return
-	}
-	for p := s0; p < s1; p++ {
-		dp := d[p*w : p*w+w]
-		src := o + p*ss
-		switch v.Kind {
-		case gemv.F32:
-			for l, x := range v.F32[src : src+lv] {
-				dp[l] = x
-			}
-		case gemv.BF16:
-			for l, x := range v.Bits[src : src+lv] {
-				dp[l] = bf16(x)
-			}
-		default:
-			for l, x := range v.Bits[src : src+lv] {
-				dp[l] = gemv.F16ToF32(x)
-			}
-		}
-		clear(dp[lv:])
 	}
 }
 

@@ -46,13 +46,16 @@ func packT6BF16(d *float32, src unsafe.Pointer, ls, steps int)
 func packT6F16(d *float32, src unsafe.Pointer, ls, steps int)
 
 //go:noescape
-func packN16F32(d *float32, src unsafe.Pointer, ss, steps int)
+func packL16F32(d *float32, src unsafe.Pointer, ss, steps, panels, ps int)
 
 //go:noescape
-func packN16BF16(d *float32, src unsafe.Pointer, ss, steps int)
+func packL16BF16(d *float32, src unsafe.Pointer, ss, steps, panels, ps int)
 
 //go:noescape
-func packN16F16(d *float32, src unsafe.Pointer, ss, steps int)
+func packL16F16(d *float32, src unsafe.Pointer, ss, steps, panels, ps int)
+
+//go:noescape
+func packL6F32(d *float32, src unsafe.Pointer, ss, steps, panels, ps int)
 
 // viewPointer returns the address of v's value at o after checking that v holds the value at last (≥ o).
 func viewPointer(v View, o, last int) (unsafe.Pointer, int) {
@@ -64,22 +67,26 @@ func viewPointer(v View, o, last int) (unsafe.Pointer, int) {
 	return unsafe.Pointer(&v.Bits[o]), 2
 }
 
-// packLanesAsm is packLanes for a full panel of 16 lanes, reporting whether it could.
-func packLanesAsm(d []float32, v View, o, s0, s1, w, ss int) bool {
-	if w != nr || v.Kind == gemv.F16 && !hasF16C {
-		return false
+// packLanesAsm packs the full panels of a block whose lanes are contiguous (see pack), returning how many lanes it
+// packed.
+func packLanesAsm(dst []float32, v View, o, lanes, steps, w, ss, ps int) int {
+	panels := lanes / w
+	if panels == 0 || v.Kind == gemv.F16 && !hasF16C || w == mr && v.Kind != gemv.F32 {
+		return 0
 	}
-	src, _ := viewPointer(v, o+s0*ss, o+(s1-1)*ss+w-1)
-	dp := &d[s0*nr : s1*nr][0]
-	switch v.Kind {
-	case gemv.F32:
-		packN16F32(dp, src, ss, s1-s0)
-	case gemv.BF16:
-		packN16BF16(dp, src, ss, s1-s0)
+	src, _ := viewPointer(v, o, o+(steps-1)*ss+panels*w-1)
+	d := &dst[:(panels-1)*ps+steps*w][0]
+	switch {
+	case w == mr:
+		packL6F32(d, src, ss, steps, panels, ps)
+	case v.Kind == gemv.F32:
+		packL16F32(d, src, ss, steps, panels, ps)
+	case v.Kind == gemv.BF16:
+		packL16BF16(d, src, ss, steps, panels, ps)
 	default:
-		packN16F16(dp, src, ss, s1-s0)
+		packL16F16(d, src, ss, steps, panels, ps)
 	}
-	return true
+	return panels * w
 }
 
 // packStepsAsm packs the first steps&^7 steps of a full panel of w lanes whose steps are contiguous (see packSteps),

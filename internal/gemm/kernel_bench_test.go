@@ -24,7 +24,12 @@ func BenchmarkKernel(b *testing.B) {
 // BenchmarkPack measures packing blocks of a 2048×2048 matrix: B panels (kc×nc) and A blocks (mc×kc) from row-major
 // and transposed views, f32 and bf16.
 func BenchmarkPack(b *testing.B) {
-	const size = 2048
+	for _, size := range []int{512, 2048} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) { benchPack(b, size) })
+	}
+}
+
+func benchPack(b *testing.B, size int) {
 	f32, bits := make([]float32, size*size), make([]uint16, size*size)
 	for i := range f32 {
 		f32[i] = float32(i % 13)
@@ -41,8 +46,8 @@ func BenchmarkPack(b *testing.B) {
 				vv = v.T()
 			}
 			name := fmt.Sprintf("kind%d/T%v", kind, tr)
-			const kc, nc, mc = 256, 1024, 144
-			dst := make([]float32, kc*max(nc, mc))
+			const kc, nc, mc = 256, 512, 144
+			dst := make([]float32, (kc+1)*(max(nc, mc)+16))
 			b.Run("B/"+name, func(b *testing.B) {
 				i := 0
 				for b.Loop() {
@@ -64,24 +69,5 @@ func BenchmarkPack(b *testing.B) {
 				})
 			}
 		}
-	}
-}
-
-func BenchmarkPackChunk(b *testing.B) {
-	for _, c := range []int{1, 4, 8, 16, 32, 64, 1 << 30} {
-		b.Run(fmt.Sprint(c), func(b *testing.B) {
-			defer func(old int) { packChunk = old }(packChunk)
-			packChunk = c
-			const size, kc, nc = 2048, 256, 1024
-			f32 := make([]float32, size*size)
-			dst := make([]float32, kc*nc)
-			vv := RowMajor(f32, size)
-			i := 0
-			for b.Loop() {
-				pack(dst, vv, 0, (i*kc)%size, nc, kc, nr, vv.CS, vv.RS, true)
-				i++
-			}
-			b.ReportMetric(float64(kc*nc)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
-		})
 	}
 }

@@ -9,6 +9,6 @@ func kern6x16(kc int, a, b, c *float32, ldc int, add int) {
 	panic("gemm: no assembly kernel in this build")
 }
 
-func packLanesAsm(d []float32, v View, o, s0, s1, w, ss int) bool { return false }
+func packLanesAsm(dst []float32, v View, o, lanes, steps, w, ss, ps int) int { return 0 }
 
 func packStepsAsm(d []float32, v View, o, w, ls, steps int) int { return 0 }

@@ -160,26 +160,6 @@ t6F32:
 	VZEROUPPER
 	RET
 
-// func packN16F32(d *float32, src unsafe.Pointer, ss, steps int)
-// d[p*16 + l] = src[p*ss + l] (widened) for l < 16, p < steps; steps > 0.
-TEXT ·packN16F32(SB), NOSPLIT, $0-32
-	MOVQ d+0(FP), DI
-	MOVQ src+8(FP), SI
-	MOVQ ss+16(FP), R8
-	MOVQ steps+24(FP), CX
-	SHLQ $2, R8
-n16F32:
-	VMOVUPS (SI), Y0
-	VMOVUPS 32(SI), Y1
-	VMOVUPS Y0, (DI)
-	VMOVUPS Y1, 32(DI)
-	ADDQ R8, SI
-	ADDQ $64, DI
-	DECQ CX
-	JNZ n16F32
-	VZEROUPPER
-	RET
-
 // func packT16BF16(d *float32, src unsafe.Pointer, ls, steps int)
 // d[p*16 + l] = src[l*ls + p] (widened) for l < 16, p < steps; steps a positive multiple of 8.
 TEXT ·packT16BF16(SB), NOSPLIT, $0-32
@@ -360,28 +340,6 @@ t6BF16:
 	VZEROUPPER
 	RET
 
-// func packN16BF16(d *float32, src unsafe.Pointer, ss, steps int)
-// d[p*16 + l] = src[p*ss + l] (widened) for l < 16, p < steps; steps > 0.
-TEXT ·packN16BF16(SB), NOSPLIT, $0-32
-	MOVQ d+0(FP), DI
-	MOVQ src+8(FP), SI
-	MOVQ ss+16(FP), R8
-	MOVQ steps+24(FP), CX
-	SHLQ $1, R8
-n16BF16:
-	VPMOVZXWD (SI), Y0
-	VPSLLD $16, Y0, Y0
-	VPMOVZXWD 16(SI), Y1
-	VPSLLD $16, Y1, Y1
-	VMOVUPS Y0, (DI)
-	VMOVUPS Y1, 32(DI)
-	ADDQ R8, SI
-	ADDQ $64, DI
-	DECQ CX
-	JNZ n16BF16
-	VZEROUPPER
-	RET
-
 // func packT16F16(d *float32, src unsafe.Pointer, ls, steps int)
 // d[p*16 + l] = src[l*ls + p] (widened) for l < 16, p < steps; steps a positive multiple of 8.
 TEXT ·packT16F16(SB), NOSPLIT, $0-32
@@ -540,26 +498,6 @@ t6F16:
 	VZEROUPPER
 	RET
 
-// func packN16F16(d *float32, src unsafe.Pointer, ss, steps int)
-// d[p*16 + l] = src[p*ss + l] (widened) for l < 16, p < steps; steps > 0.
-TEXT ·packN16F16(SB), NOSPLIT, $0-32
-	MOVQ d+0(FP), DI
-	MOVQ src+8(FP), SI
-	MOVQ ss+16(FP), R8
-	MOVQ steps+24(FP), CX
-	SHLQ $1, R8
-n16F16:
-	VCVTPH2PS (SI), Y0
-	VCVTPH2PS 16(SI), Y1
-	VMOVUPS Y0, (DI)
-	VMOVUPS Y1, 32(DI)
-	ADDQ R8, SI
-	ADDQ $64, DI
-	DECQ CX
-	JNZ n16F16
-	VZEROUPPER
-	RET
-
 // func cpuid1ecx() uint32
 TEXT ·cpuid1ecx(SB), NOSPLIT, $0-4
 	MOVL $1, AX
@@ -567,3 +505,125 @@ TEXT ·cpuid1ecx(SB), NOSPLIT, $0-4
 	CPUID
 	MOVL CX, ret+0(FP)
 	RET
+// func packL16F32(d *float32, src unsafe.Pointer, ss, steps, panels, ps int)
+// d[q*ps + p*16 + l] = src[p*ss + q*16 + l] (widened) for l < 16, p < steps, q < panels; all > 0.
+TEXT ·packL16F32(SB), NOSPLIT, $0-48
+	MOVQ d+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ss+16(FP), R8
+	MOVQ steps+24(FP), CX
+	MOVQ ps+40(FP), R9
+	SHLQ $2, R8
+	SHLQ $2, R9
+rowpackL16F32:
+	MOVQ panels+32(FP), DX
+	MOVQ SI, R10
+	MOVQ DI, R11
+panelpackL16F32:
+	VMOVUPS (R10), Y0
+	VMOVUPS 32(R10), Y1
+	VMOVUPS Y0, (R11)
+	VMOVUPS Y1, 32(R11)
+	ADDQ $64, R10
+	ADDQ R9, R11
+	DECQ DX
+	JNZ panelpackL16F32
+	ADDQ R8, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ rowpackL16F32
+	VZEROUPPER
+	RET
+
+// func packL16BF16(d *float32, src unsafe.Pointer, ss, steps, panels, ps int)
+// d[q*ps + p*16 + l] = src[p*ss + q*16 + l] (widened) for l < 16, p < steps, q < panels; all > 0.
+TEXT ·packL16BF16(SB), NOSPLIT, $0-48
+	MOVQ d+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ss+16(FP), R8
+	MOVQ steps+24(FP), CX
+	MOVQ ps+40(FP), R9
+	SHLQ $1, R8
+	SHLQ $2, R9
+rowpackL16BF16:
+	MOVQ panels+32(FP), DX
+	MOVQ SI, R10
+	MOVQ DI, R11
+panelpackL16BF16:
+	VPMOVZXWD (R10), Y0
+	VPSLLD $16, Y0, Y0
+	VPMOVZXWD 16(R10), Y1
+	VPSLLD $16, Y1, Y1
+	VMOVUPS Y0, (R11)
+	VMOVUPS Y1, 32(R11)
+	ADDQ $32, R10
+	ADDQ R9, R11
+	DECQ DX
+	JNZ panelpackL16BF16
+	ADDQ R8, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ rowpackL16BF16
+	VZEROUPPER
+	RET
+
+// func packL16F16(d *float32, src unsafe.Pointer, ss, steps, panels, ps int)
+// d[q*ps + p*16 + l] = src[p*ss + q*16 + l] (widened) for l < 16, p < steps, q < panels; all > 0.
+TEXT ·packL16F16(SB), NOSPLIT, $0-48
+	MOVQ d+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ss+16(FP), R8
+	MOVQ steps+24(FP), CX
+	MOVQ ps+40(FP), R9
+	SHLQ $1, R8
+	SHLQ $2, R9
+rowpackL16F16:
+	MOVQ panels+32(FP), DX
+	MOVQ SI, R10
+	MOVQ DI, R11
+panelpackL16F16:
+	VCVTPH2PS (R10), Y0
+	VCVTPH2PS 16(R10), Y1
+	VMOVUPS Y0, (R11)
+	VMOVUPS Y1, 32(R11)
+	ADDQ $32, R10
+	ADDQ R9, R11
+	DECQ DX
+	JNZ panelpackL16F16
+	ADDQ R8, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ rowpackL16F16
+	VZEROUPPER
+	RET
+
+// func packL6F32(d *float32, src unsafe.Pointer, ss, steps, panels, ps int)
+// d[q*ps + p*6 + l] = src[p*ss + q*6 + l] (widened) for l < 6, p < steps, q < panels; all > 0.
+TEXT ·packL6F32(SB), NOSPLIT, $0-48
+	MOVQ d+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ss+16(FP), R8
+	MOVQ steps+24(FP), CX
+	MOVQ ps+40(FP), R9
+	SHLQ $2, R8
+	SHLQ $2, R9
+rowpackL6F32:
+	MOVQ panels+32(FP), DX
+	MOVQ SI, R10
+	MOVQ DI, R11
+panelpackL6F32:
+	VMOVUPS (R10), X0
+	VMOVSD 16(R10), X1
+	VMOVUPS X0, (R11)
+	VMOVSD X1, 16(R11)
+	ADDQ $24, R10
+	ADDQ R9, R11
+	DECQ DX
+	JNZ panelpackL6F32
+	ADDQ R8, SI
+	ADDQ $24, DI
+	DECQ CX
+	JNZ rowpackL6F32
+	VZEROUPPER
+	RET
+
