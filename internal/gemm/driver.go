@@ -28,8 +28,8 @@ var parallelMin = 1 << 19
 
 // workspace holds one goroutine's packing buffers; pooled so that a product allocates nothing in steady state.
 type workspace struct {
-	a, b []float32
-	tile [mr * nr]float32
+	a, b, edge []float32
+	tile       [mr * nr]float32
 }
 
 var pool = sync.Pool{New: func() any { return new(workspace) }}
@@ -86,12 +86,18 @@ func (ws *workspace) mul(c []float32, ldc, m, n, k int, a, b View, accumulate bo
 	ws.a = grow(ws.a, mc/mr*panelStride(kc, mr))
 	ws.b = grow(ws.b, nc/nr*panelStride(kc, nr))
 	asm := hasAsm && !forceGo
+	// With few columns, packing A costs more than it saves: each value of A is used for n/nr micro-tiles only.
+	direct := asm && a.Kind == gemv.F32 && a.CS == 1 && n <= directMaxN
 	for jc := 0; jc < n; jc += nc {
 		nb := min(nc, n-jc)
 		for pc := 0; pc < k; pc += kc {
 			kb := min(kc, k-pc)
 			pack(ws.b, b, jc, pc, nb, kb, nr, b.CS, b.RS, asm)
 			add := accumulate || pc > 0
+			if direct {
+				ws.macroDirect(c[jc:], ldc, a, pc, m, nb, kb, add)
+				continue
+			}
 			for ic := 0; ic < m; ic += mc {
 				mb := min(mc, m-ic)
 				pack(ws.a, a, ic, pc, mb, kb, mr, a.RS, a.CS, asm)
@@ -130,16 +136,60 @@ func (ws *workspace) macro(c []float32, ldc, mb, nb, kb int, add, asm bool) {
 			} else {
 				kernGo(kb, ap, bp, t, nr, false)
 			}
-			for i := range mv {
-				row, ti := c[co+i*ldc:co+i*ldc+nv], t[i*nr:i*nr+nv]
-				if add {
-					for j := range row {
-						row[j] += ti[j]
-					}
-				} else {
-					copy(row, ti)
-				}
+			ws.flush(c, co, ldc, mv, nv, add)
+		}
+	}
+}
+
+// flush copies (or adds) the valid mv×nv corner of the edge tile into C at co.
+func (ws *workspace) flush(c []float32, co, ldc, mv, nv int, add bool) {
+	for i := range mv {
+		row, ti := c[co+i*ldc:co+i*ldc+nv], ws.tile[i*nr:i*nr+nv]
+		if add {
+			for j := range row {
+				row[j] += ti[j]
 			}
+		} else {
+			copy(row, ti)
+		}
+	}
+}
+
+// directMaxN is the widest product whose row-major float32 A the kernel reads in place instead of packing.
+var directMaxN = 64
+
+// macroDirect multiplies rows 0…m-1, steps pc…pc+kb-1 of a row-major float32 A, read in place, by the packed
+// kb×nb panel of B into C (row stride ldc). A last partial micro-panel of A is packed.
+func (ws *workspace) macroDirect(c []float32, ldc int, a View, pc, m, nb, kb int, add bool) {
+	addInt := 0
+	if add {
+		addInt = 1
+	}
+	psB := panelStride(kb, nr)
+	for ir := 0; ir < m; ir += mr {
+		mv := min(mr, m-ir)
+		ao := a.Off + ir*a.RS + pc
+		if mv < mr {
+			ws.edge = grow(ws.edge, panelStride(kb, mr))
+			pack(ws.edge, a, ir, pc, mv, kb, mr, a.RS, a.CS, true)
+		} else {
+			_ = a.F32[ao+(mr-1)*a.RS+kb-1]
+		}
+		for jr := 0; jr < nb; jr += nr {
+			bp := ws.b[jr/nr*psB : jr/nr*psB+nr*kb]
+			nv := min(nr, nb-jr)
+			co := ir*ldc + jr
+			switch {
+			case mv == mr && nv == nr:
+				_ = c[co+(mr-1)*ldc+nr-1]
+				kern6x16r(kb, &a.F32[ao], a.RS, &bp[0], &c[co], ldc, addInt)
+				continue
+			case mv == mr:
+				kern6x16r(kb, &a.F32[ao], a.RS, &bp[0], &ws.tile[0], nr, 0)
+			default:
+				kern6x16(kb, &ws.edge[0], &bp[0], &ws.tile[0], nr, 0)
+			}
+			ws.flush(c, co, ldc, mv, nv, add)
 		}
 	}
 }

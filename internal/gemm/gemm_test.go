@@ -165,19 +165,19 @@ func (tc testCase) run(t *testing.T, rng *rand.Rand, mul func(c []float32, ldc, 
 
 var kinds = []gemv.Kind{gemv.F32, gemv.BF16, gemv.F16}
 
-// kernels runs f with the assembly kernel (where this CPU has it) and with the plain-Go kernel.
+// kernels runs f with the assembly kernels (where this CPU has them; once with A read in place whenever it can be)
+// and with the plain-Go kernel.
 func kernels(t *testing.T, f func(t *testing.T)) {
-	for _, useGo := range []bool{false, true} {
-		if !useGo && !hasAsm {
+	for _, mode := range []string{"asm", "asm-direct", "go"} {
+		if mode != "go" && !hasAsm {
 			continue
 		}
-		name := "asm"
-		if useGo {
-			name = "go"
-		}
-		t.Run(name, func(t *testing.T) {
-			defer func(old bool) { forceGo = old }(forceGo)
-			forceGo = useGo
+		t.Run(mode, func(t *testing.T) {
+			defer func(old bool, n int) { forceGo, directMaxN = old, n }(forceGo, directMaxN)
+			forceGo = mode == "go"
+			if mode == "asm-direct" {
+				directMaxN = 1 << 30
+			}
 			f(t)
 		})
 	}

@@ -19,6 +19,11 @@ var hasAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 //go:noescape
 func kern6x16(kc int, a, b, c *float32, ldc int, add int)
 
+// kern6x16r is kern6x16 with A read in place from a row-major float32 matrix (row stride lda): a[i*lda + p].
+//
+//go:noescape
+func kern6x16r(kc int, a *float32, lda int, b, c *float32, ldc int, add int)
+
 // hasF16C reports whether VCVTPH2PS converts float16 (CPUID.1:ECX bit 29).
 var hasF16C = hasAsm && cpuid1ecx()&(1<<29) != 0
 

@@ -71,3 +71,26 @@ func benchPack(b *testing.B, size int) {
 		}
 	}
 }
+
+// BenchmarkDirect compares reading a row-major A in place with packing it, by the width of the product.
+func BenchmarkDirect(b *testing.B) {
+	const m, k = 512, 2048
+	a := RowMajor(make([]float32, m*k), k)
+	for _, n := range []int{16, 32, 64, 96, 128, 256} {
+		bv := RowMajor(make([]float32, k*n), n)
+		c := make([]float32, m*n)
+		for _, direct := range []bool{false, true} {
+			b.Run(fmt.Sprintf("n%d/direct=%v", n, direct), func(b *testing.B) {
+				defer func(old int) { directMaxN = old }(directMaxN)
+				directMaxN = 0
+				if direct {
+					directMaxN = n
+				}
+				for b.Loop() {
+					MulSerial(c, n, m, n, k, a, bv, false)
+				}
+				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
