@@ -2,6 +2,8 @@
 
 package gemm
 
+//go:generate go run asm_gen.go
+
 import (
 	"unsafe"
 
