@@ -64,13 +64,13 @@ func bf16(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }
 // every core.
 func Mul(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
 	check(c, ldc, m, n, k, a, b)
-	mulRef(c, ldc, m, n, k, a, b, accumulate)
+	mulParallel(c, ldc, m, n, k, a, b, accumulate)
 }
 
 // MulSerial is Mul on the calling goroutine only (for callers that run many small products in parallel).
 func MulSerial(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
 	check(c, ldc, m, n, k, a, b)
-	mulRef(c, ldc, m, n, k, a, b, accumulate)
+	mulSerial(c, ldc, m, n, k, a, b, accumulate)
 }
 
 func check(c []float32, ldc, m, n, k int, a, b View) {
@@ -79,21 +79,4 @@ func check(c []float32, ldc, m, n, k int, a, b View) {
 	}
 	a.check("A", m, k)
 	b.check("B", k, n)
-}
-
-// mulRef is the plain reference product.
-func mulRef(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
-	for i := range m {
-		for j := range n {
-			var s float32
-			for p := range k {
-				s += a.At(i, p) * b.At(p, j)
-			}
-			if accumulate {
-				c[i*ldc+j] += s
-			} else {
-				c[i*ldc+j] = s
-			}
-		}
-	}
 }

@@ -1,0 +1,352 @@
+package gemm
+
+import (
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/saddle-ml/saddle/internal/gemv"
+)
+
+// The micro-tile: the kernel computes an mr×nr block of C from an mr-row micro-panel of packed A and an nr-column
+// micro-panel of packed B.
+const mr, nr = 6, 16
+
+// Block sizes, in values (BLIS's KC, MC, NC): a packed kc×nr panel of B stays in L1 while the kernel sweeps an
+// mc×kc packed block of A held in L2; the kc×nc packed panel of B lives in L3. Variables so tests can shrink them.
+var (
+	blockK = 256
+	blockM = 144  // a multiple of mr
+	blockN = 4080 // a multiple of nr
+)
+
+// forceGo makes every product use the plain-Go kernel (tests run both kernels).
+var forceGo = false
+
+// parallelMin is the work (m·n·k multiply-adds) below which Mul runs on the calling goroutine.
+var parallelMin = 1 << 19
+
+// workspace holds one goroutine's packing buffers; pooled so that a product allocates nothing in steady state.
+type workspace struct {
+	a, b, edge []float32
+	tile       [mr * nr]float32
+}
+
+var pool = sync.Pool{New: func() any { return new(workspace) }}
+
+// grow returns s resliced to n values if it can hold them, else a new slice that starts on a 64-byte boundary
+// (so that a packed step of B is one cache line).
+func grow(s []float32, n int) []float32 {
+	if cap(s) >= n {
+		return s[:n]
+	}
+	s = make([]float32, n+15)
+	skip := (64 - int(uintptr(unsafe.Pointer(&s[0]))%64)) % 64 / 4
+	return s[skip : skip+n : skip+n]
+}
+
+// panelStride is the distance between packed micro-panels of w lanes and the given steps: one cache line more than
+// their size, so that the panels' starts fall in different cache sets (without it, a pack that writes to every
+// panel in turn keeps evicting its own lines: the panels of B are 16 KB apart for kc = 256, a multiple of the L1's
+// 4 KB set span).
+func panelStride(steps, w int) int { return steps*w + panelPad }
+
+var panelPad = 16
+
+// blockSize splits n into the fewest blocks of at most block values and returns their (balanced) size, rounded up to
+// a multiple of unit.
+func blockSize(n, block, unit int) int {
+	q := (n + block - 1) / block
+	s := (n + q - 1) / q
+	return (s + unit - 1) / unit * unit
+}
+
+func mulSerial(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 {
+		if !accumulate {
+			for i := range m {
+				clear(c[i*ldc : i*ldc+n])
+			}
+		}
+		return
+	}
+	ws := pool.Get().(*workspace)
+	ws.mul(c, ldc, m, n, k, a, b, accumulate)
+	pool.Put(ws)
+}
+
+// mul is the blocked product of an [m, k] by a [k, n] view into C (m, n, k > 0).
+func (ws *workspace) mul(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
+	kc := blockSize(k, blockK, 1)
+	mc := blockSize(m, blockM, mr)
+	nc := blockSize(n, blockN, nr)
+	ws.a = grow(ws.a, mc/mr*panelStride(kc, mr))
+	ws.b = grow(ws.b, nc/nr*panelStride(kc, nr))
+	asm := hasAsm && !forceGo
+	// With few columns, packing A costs more than it saves: each value of A is used for n/nr micro-tiles only.
+	direct := asm && a.Kind == gemv.F32 && a.CS == 1 && n <= directMaxN
+	for jc := 0; jc < n; jc += nc {
+		nb := min(nc, n-jc)
+		for pc := 0; pc < k; pc += kc {
+			kb := min(kc, k-pc)
+			pack(ws.b, b, jc, pc, nb, kb, nr, b.CS, b.RS, asm)
+			add := accumulate || pc > 0
+			if direct {
+				ws.macroDirect(c[jc:], ldc, a, pc, m, nb, kb, add)
+				continue
+			}
+			for ic := 0; ic < m; ic += mc {
+				mb := min(mc, m-ic)
+				pack(ws.a, a, ic, pc, mb, kb, mr, a.RS, a.CS, asm)
+				ws.macro(c[ic*ldc+jc:], ldc, mb, nb, kb, add, asm)
+			}
+		}
+	}
+}
+
+// macro multiplies the packed mb×kb block of A by the packed kb×nb panel of B into C (row stride ldc).
+func (ws *workspace) macro(c []float32, ldc, mb, nb, kb int, add, asm bool) {
+	addInt := 0
+	if add {
+		addInt = 1
+	}
+	psA, psB := panelStride(kb, mr), panelStride(kb, nr)
+	for jr := 0; jr < nb; jr += nr {
+		bp := ws.b[jr/nr*psB : jr/nr*psB+nr*kb]
+		nv := min(nr, nb-jr)
+		for ir := 0; ir < mb; ir += mr {
+			ap := ws.a[ir/mr*psA : ir/mr*psA+mr*kb]
+			mv := min(mr, mb-ir)
+			co := ir*ldc + jr
+			if mv == mr && nv == nr {
+				if asm {
+					_ = c[co+(mr-1)*ldc+nr-1]
+					kern6x16(kb, &ap[0], &bp[0], &c[co], ldc, addInt)
+				} else {
+					kernGo(kb, ap, bp, c[co:], ldc, add)
+				}
+				continue
+			}
+			t := ws.tile[:]
+			if asm {
+				kern6x16(kb, &ap[0], &bp[0], &t[0], nr, 0)
+			} else {
+				kernGo(kb, ap, bp, t, nr, false)
+			}
+			ws.flush(c, co, ldc, mv, nv, add)
+		}
+	}
+}
+
+// flush copies (or adds) the valid mv×nv corner of the edge tile into C at co.
+func (ws *workspace) flush(c []float32, co, ldc, mv, nv int, add bool) {
+	for i := range mv {
+		row, ti := c[co+i*ldc:co+i*ldc+nv], ws.tile[i*nr:i*nr+nv]
+		if add {
+			for j := range row {
+				row[j] += ti[j]
+			}
+		} else {
+			copy(row, ti)
+		}
+	}
+}
+
+// directMaxN is the widest product whose row-major float32 A the kernel reads in place instead of packing.
+var directMaxN = 64
+
+// macroDirect multiplies rows 0…m-1, steps pc…pc+kb-1 of a row-major float32 A, read in place, by the packed
+// kb×nb panel of B into C (row stride ldc). A last partial micro-panel of A is packed.
+func (ws *workspace) macroDirect(c []float32, ldc int, a View, pc, m, nb, kb int, add bool) {
+	addInt := 0
+	if add {
+		addInt = 1
+	}
+	psB := panelStride(kb, nr)
+	for ir := 0; ir < m; ir += mr {
+		mv := min(mr, m-ir)
+		ao := a.Off + ir*a.RS + pc
+		if mv < mr {
+			ws.edge = grow(ws.edge, panelStride(kb, mr))
+			pack(ws.edge, a, ir, pc, mv, kb, mr, a.RS, a.CS, true)
+		} else {
+			_ = a.F32[ao+(mr-1)*a.RS+kb-1]
+		}
+		for jr := 0; jr < nb; jr += nr {
+			bp := ws.b[jr/nr*psB : jr/nr*psB+nr*kb]
+			nv := min(nr, nb-jr)
+			co := ir*ldc + jr
+			switch {
+			case mv == mr && nv == nr:
+				_ = c[co+(mr-1)*ldc+nr-1]
+				kern6x16r(kb, &a.F32[ao], a.RS, &bp[0], &c[co], ldc, addInt)
+				continue
+			case mv == mr:
+				kern6x16r(kb, &a.F32[ao], a.RS, &bp[0], &ws.tile[0], nr, 0)
+			default:
+				kern6x16(kb, &ws.edge[0], &bp[0], &ws.tile[0], nr, 0)
+			}
+			ws.flush(c, co, ldc, mv, nv, add)
+		}
+	}
+}
+
+// pack copies a block of v into micro-panels of w lanes: lane l, step p of the block is v's element at
+// Off + (l0+l)·ls + (p0+p)·ss, for l < lanes and p < steps. Panel q (lanes qw…qw+w-1) is dst[q·w·steps:], holding
+// step p's w values at p·w (lanes past the block's end are zeros). For A the lanes are rows (ls = RS, ss = CS), for B
+// columns (ls = CS, ss = RS). Half-precision values are widened to float32. asm: use the assembly routines where
+// the lanes or the steps are contiguous.
+func pack(dst []float32, v View, l0, p0, lanes, steps, w, ls, ss int, asm bool) {
+	base := v.Off + l0*ls + p0*ss
+	ps := panelStride(steps, w)
+	if ls == 1 {
+		// Lanes contiguous (row-major B, transposed A): read the block row by row, each row across every panel.
+		// (A panel at a time would read a short run from each of many rows, far apart: 2 to 4 times slower.)
+		full := 0
+		if asm {
+			full = packLanesAsm(dst, v, base, lanes, steps, w, ss, ps)
+		}
+		if full < lanes {
+			packLanes(dst[full/w*ps:], v, base+full, lanes-full, steps, w, ss, ps)
+		}
+		return
+	}
+	for q := 0; q < lanes; q += w {
+		d := dst[q/w*ps : q/w*ps+w*steps]
+		lv := min(w, lanes-q)
+		o := base + q*ls
+		switch {
+		case ss == 1: // steps contiguous (row-major A, transposed B)
+			s0 := 0
+			if asm && lv == w {
+				s0 = packStepsAsm(d, v, o, w, ls, steps)
+			}
+			packSteps(d, v, o, s0, lv, steps, w, ls)
+			if lv < w {
+				for p := range steps {
+					clear(d[p*w+lv : p*w+w])
+				}
+			}
+		default:
+			for p := range steps {
+				dp := d[p*w : p*w+w]
+				for l := range lv {
+					dp[l] = v.elem(o + l*ls + p*ss)
+				}
+				clear(dp[lv:])
+			}
+		}
+	}
+}
+
+// packLanes is pack for lanes contiguous in v (ls = 1), from index o.
+func packLanes(dst []float32, v View, o, lanes, steps, w, ss, ps int) {
+	for p := range steps {
+		row := o + p*ss
+		for q := 0; q < lanes; q += w {
+			lv := min(w, lanes-q)
+			dp := dst[q/w*ps+p*w : q/w*ps+p*w+w]
+			switch {
+			case v.Kind == gemv.F32 && lv == mr && w == mr:
+				x := v.F32[row+q : row+q+mr] // element copies: an array copy calls memmove
+				dp[0], dp[1], dp[2], dp[3], dp[4], dp[5] = x[0], x[1], x[2], x[3], x[4], x[5]
+			case v.Kind == gemv.F32:
+				copy(dp, v.F32[row+q:row+q+lv])
+			case v.Kind == gemv.BF16:
+				for l, x := range v.Bits[row+q : row+q+lv] {
+					dp[l] = bf16(x)
+				}
+			default:
+				for l, x := range v.Bits[row+q : row+q+lv] {
+					dp[l] = gemv.F16ToF32(x)
+				}
+			}
+			clear(dp[lv:])
+		}
+	}
+}
+
+// packSteps fills steps p0…steps-1 of lanes 0…lanes-1 of a panel of w lanes whose steps are contiguous in v (ss = 1):
+// d[p·w + l] = v's value at o + l·ls + p.
+func packSteps(d []float32, v View, o, p0, lanes, steps, w, ls int) {
+	for l := range lanes {
+		src := o + l*ls
+		switch v.Kind {
+		case gemv.F32:
+			for p, x := range v.F32[src+p0 : src+steps] {
+				d[(p0+p)*w+l] = x
+			}
+		case gemv.BF16:
+			for p, x := range v.Bits[src+p0 : src+steps] {
+				d[(p0+p)*w+l] = bf16(x)
+			}
+		default:
+			for p, x := range v.Bits[src+p0 : src+steps] {
+				d[(p0+p)*w+l] = gemv.F16ToF32(x)
+			}
+		}
+	}
+}
+
+// elem is the value at index o of v's storage, as float32.
+func (v View) elem(o int) float32 {
+	switch v.Kind {
+	case gemv.BF16:
+		return bf16(v.Bits[o])
+	case gemv.F16:
+		return gemv.F16ToF32(v.Bits[o])
+	}
+	return v.F32[o]
+}
+
+// mulParallel runs the product on up to GOMAXPROCS goroutines, each a rectangle of C with its own packing.
+func mulParallel(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
+	procs := runtime.GOMAXPROCS(0)
+	if procs < 2 || m*n*k < parallelMin || k == 0 {
+		mulSerial(c, ldc, m, n, k, a, b, accumulate)
+		return
+	}
+	// A pm×pn grid of rectangles: every goroutine packs its rows of A and its columns of B, so choose the grid that
+	// packs the least (m·pn + n·pm), with at least one micro-tile per rectangle.
+	tm, tn := (m+mr-1)/mr, (n+nr-1)/nr
+	pm, pn, best := 1, 1, -1
+	for d := 1; d <= procs; d++ {
+		if procs%d != 0 || d > tm || procs/d > tn {
+			continue
+		}
+		if cost := m*(procs/d) + n*d; best < 0 || cost < best {
+			pm, pn, best = d, procs/d, cost
+		}
+	}
+	if best < 0 { // too few tiles for every goroutine: split the longer side as far as it goes
+		if tm >= tn {
+			pm = min(procs, tm)
+		} else {
+			pn = min(procs, tn)
+		}
+	}
+	if pm*pn == 1 {
+		mulSerial(c, ldc, m, n, k, a, b, accumulate)
+		return
+	}
+	var wg sync.WaitGroup
+	for bi := range pm {
+		i0, i1 := bi*tm/pm*mr, min((bi+1)*tm/pm*mr, m)
+		for bj := range pn {
+			j0, j1 := bj*tn/pn*nr, min((bj+1)*tn/pn*nr, n)
+			sa, sb := a, b
+			sa.Off += i0 * a.RS
+			sb.Off += j0 * b.CS
+			cs := c[i0*ldc+j0:]
+			if bi == pm-1 && bj == pn-1 {
+				mulSerial(cs, ldc, i1-i0, j1-j0, k, sa, sb, accumulate)
+				continue
+			}
+			wg.Go(func() { mulSerial(cs, ldc, i1-i0, j1-j0, k, sa, sb, accumulate) })
+		}
+	}
+	wg.Wait()
+}

@@ -1,0 +1,96 @@
+package gemm
+
+import (
+	"fmt"
+	"testing"
+)
+
+// BenchmarkKernel measures the micro-kernel alone on packed operands that stay in L1 (the kernel's ceiling).
+func BenchmarkKernel(b *testing.B) {
+	if !hasAsm {
+		b.Skip("no assembly kernel")
+	}
+	for _, kc := range []int{64, 256, 512} {
+		b.Run(fmt.Sprint("kc", kc), func(b *testing.B) {
+			a, bp, c := make([]float32, kc*mr), make([]float32, kc*nr), make([]float32, mr*nr)
+			for b.Loop() {
+				kern6x16(kc, &a[0], &bp[0], &c[0], nr, 1)
+			}
+			b.ReportMetric(2*mr*nr*float64(kc)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+// BenchmarkPack measures packing blocks of a 2048×2048 matrix: B panels (kc×nc) and A blocks (mc×kc) from row-major
+// and transposed views, f32 and bf16.
+func BenchmarkPack(b *testing.B) {
+	for _, size := range []int{512, 2048} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) { benchPack(b, size) })
+	}
+}
+
+func benchPack(b *testing.B, size int) {
+	f32, bits := make([]float32, size*size), make([]uint16, size*size)
+	for i := range f32 {
+		f32[i] = float32(i % 13)
+		bits[i] = uint16(i % 13)
+	}
+	for _, kind := range []int{0, 1} {
+		v := RowMajor(f32, size)
+		if kind == 1 {
+			v = View{Kind: 1, Bits: bits, RS: size, CS: 1}
+		}
+		for _, tr := range []bool{false, true} {
+			vv := v
+			if tr {
+				vv = v.T()
+			}
+			name := fmt.Sprintf("kind%d/T%v", kind, tr)
+			const kc, nc, mc = 256, 512, 144
+			dst := make([]float32, (kc+1)*(max(nc, mc)+16))
+			b.Run("B/"+name, func(b *testing.B) {
+				i := 0
+				for b.Loop() {
+					pc := (i * kc) % size
+					pack(dst, vv, 0, pc, nc, kc, nr, vv.CS, vv.RS, !forceGo)
+					i++
+				}
+				b.ReportMetric(float64(kc*nc)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
+			})
+			if kind == 0 {
+				b.Run("A/"+name, func(b *testing.B) {
+					i := 0
+					for b.Loop() {
+						ic := (i * mc) % (size - mc)
+						pack(dst, vv, ic, 0, mc, kc, mr, vv.RS, vv.CS, !forceGo)
+						i++
+					}
+					b.ReportMetric(float64(kc*mc)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkDirect compares reading a row-major A in place with packing it, by the width of the product.
+func BenchmarkDirect(b *testing.B) {
+	const m, k = 512, 2048
+	a := RowMajor(make([]float32, m*k), k)
+	for _, n := range []int{16, 32, 64, 96, 128, 256} {
+		bv := RowMajor(make([]float32, k*n), n)
+		c := make([]float32, m*n)
+		for _, direct := range []bool{false, true} {
+			b.Run(fmt.Sprintf("n%d/direct=%v", n, direct), func(b *testing.B) {
+				defer func(old int) { directMaxN = old }(directMaxN)
+				directMaxN = 0
+				if direct {
+					directMaxN = n
+				}
+				for b.Loop() {
+					MulSerial(c, n, m, n, k, a, bv, false)
+				}
+				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
+	}
+}
