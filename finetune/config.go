@@ -53,6 +53,10 @@ type Config struct {
 	DType string `json:"dtype,omitempty"`
 	// GradCheckpoint recomputes each decoder block's activations during the backward pass instead of keeping them.
 	GradCheckpoint bool `json:"grad_checkpoint,omitempty"`
+	// Trainer is how the gradients are computed: "cpu" (plain Go on the CPU, the Go backend only), "graph" (a GoMLX
+	// graph, any backend) or "auto" (cpu where it can run: Go backend, f32, no dropout, no grad_checkpoint). A run's
+	// config.json records the one used ("" in older runs means graph).
+	Trainer string `json:"trainer,omitempty"`
 	// EvalBatches bounds each evaluation to the first N eval batches (0: all of them).
 	EvalBatches int `json:"eval_batches,omitempty"`
 	// EscapeProbe N > 0 scores the first N eval batches after every step and judges the loss escape on them (to the
@@ -135,6 +139,8 @@ func (c *Config) checkRun(m model.Config) error {
 		return setting.Errorf("skip_nonfinite", "%d must be >= 0", c.SkipNonfinite)
 	case c.EscapeProbe < 0:
 		return setting.Errorf("escape_probe", "%d must be >= 0 (0: judge the loss escape on the eval loss)", c.EscapeProbe)
+	case c.Trainer != "" && !slices.Contains([]string{TrainerAuto, TrainerCPU, TrainerGraph}, c.Trainer):
+		return setting.Errorf("trainer", "%q: use auto, cpu or graph", c.Trainer)
 	case c.EvalBatches < 0:
 		return setting.Errorf("eval_batches", "%d must be >= 0 (0: every eval batch)", c.EvalBatches)
 	case c.DivergeFactor < 0 || (c.DivergeFactor > 0 && c.DivergeFactor <= 1):

@@ -13,7 +13,7 @@ import (
 // ResumableSettings are the settings a resumed run may change (by their config keys); every other one comes from
 // the run configuration saved in the checkpoint.
 var ResumableSettings = []string{"steps", "eval_every", "save_every", "keep", "skip_nonfinite", "diverge_factor",
-	"grad_checkpoint", "eval_batches"}
+	"grad_checkpoint", "eval_batches", "trainer"}
 
 // Resume loads the checkpoint at path (a run folder, meaning its latest checkpoint, or one checkpoint folder) and
 // the run configuration saved with it, with changes applied: resumable settings and their new values as JSON

@@ -149,10 +149,15 @@ func startRun(job Job, progress io.Writer) (*run, error) {
 	if err != nil {
 		return nil, err
 	}
-	stepper, err := NewStepper(job.Model, set, plan.Opt, cfg.ClipNorm, cfg.Seed, GradCheckpoint(cfg.GradCheckpoint))
+	trainer := cfg.Trainer
+	if trainer == "" && job.Resume != nil {
+		trainer = TrainerGraph // runs from before the setting existed trained on the graph
+	}
+	stepper, err := NewStepper(job.Model, set, plan.Opt, cfg.ClipNorm, cfg.Seed, GradCheckpoint(cfg.GradCheckpoint), Trainer(trainer))
 	if err != nil {
 		return nil, err
 	}
+	cfg.Trainer = stepper.TrainerKind()
 	baseNorms, err := moduleNorms(job.Model, set)
 	if err != nil {
 		return nil, err

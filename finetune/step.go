@@ -23,21 +23,23 @@ import (
 // weights are graph inputs that no graph ever differentiates or returns, so they stay frozen bit for bit; the
 // adapter factors and optimizer slots are the only state that changes.
 type Stepper struct {
-	model      *model.Model
-	set        *lora.Set
-	opt        optimizers.Optimizer
-	params     []*tensors.Tensor   // adapter factors, in Set.Tensors order
-	slots      [][]*tensors.Tensor // optimizer state per parameter
-	rng        *tensors.Tensor     // dropout random state
-	step       int                 // optimizer steps taken
-	prev       *stepState          // state before the last TrainStep, for Rollback
-	clip       float64
-	checkpoint bool  // recompute each block in the backward pass (StepperOption GradCheckpoint)
-	train      *Exec // fused step, one micro-batch
-	accumulate *Exec // gradient of one micro-batch added to a running sum
-	apply      *Exec // optimizer step from summed gradients
-	eval       *Exec
-	metrics    *Exec
+	model       *model.Model
+	set         *lora.Set
+	opt         optimizers.Optimizer
+	params      []*tensors.Tensor   // adapter factors, in Set.Tensors order
+	slots       [][]*tensors.Tensor // optimizer state per parameter
+	rng         *tensors.Tensor     // dropout random state
+	step        int                 // optimizer steps taken
+	prev        *stepState          // state before the last TrainStep, for Rollback
+	clip        float64
+	checkpoint  bool      // recompute each block in the backward pass (StepperOption GradCheckpoint)
+	trainerKind string    // TrainerCPU or TrainerGraph once NewStepper has resolved the Trainer option
+	cpu         *cpuTrain // the CPU trainer's state (TrainerCPU), built on first use
+	train       *Exec     // fused step, one micro-batch
+	accumulate  *Exec     // gradient of one micro-batch added to a running sum
+	apply       *Exec     // optimizer step from summed gradients
+	eval        *Exec
+	metrics     *Exec
 }
 
 type stepState struct {
@@ -66,6 +68,9 @@ func NewStepper(m *model.Model, set *lora.Set, opt optimizers.Optimizer, clipNor
 	s := &Stepper{model: m, set: set, opt: opt, params: set.Tensors(), clip: clipNorm}
 	for _, o := range options {
 		o(s)
+	}
+	if err := s.resolveTrainer(); err != nil {
+		return nil, err
 	}
 	for _, p := range s.params {
 		slots := make([]*tensors.Tensor, opt.NumSlots())
@@ -357,7 +362,12 @@ func (s *Stepper) TrainStep(micro []Batch, lr float64) (StepResult, error) {
 	np, ns := len(s.params), s.opt.NumSlots()
 	var r StepResult
 	var rest []*tensors.Tensor
-	if len(micro) == 1 {
+	if s.trainerKind == TrainerCPU {
+		var err error
+		if r, rest, err = s.cpuStep(micro, step, rate); err != nil {
+			return r, fmt.Errorf("training step %d: %w", s.step+1, err)
+		}
+	} else if len(micro) == 1 {
 		args := slices.Concat(s.params, flatten(s.slots), []*tensors.Tensor{s.rng, step, rate}, batchTensors(micro[0]))
 		out, err := s.train.Exec(s.model.Args(args...)...)
 		if err != nil {
@@ -417,6 +427,15 @@ func flatten(slots [][]*tensors.Tensor) []*tensors.Tensor {
 func (s *Stepper) Eval(batches []Batch) (float64, error) {
 	var sum, weight float64
 	for _, b := range batches {
+		if s.trainerKind == TrainerCPU {
+			bs, bw, err := s.cpuEval(b)
+			if err != nil {
+				return 0, fmt.Errorf("evaluation: %w", err)
+			}
+			sum += bs
+			weight += bw
+			continue
+		}
 		args := append(slices.Clone(s.params), batchTensors(b)...)
 		out, err := s.eval.Exec(s.model.Args(args...)...)
 		if err != nil {

@@ -528,6 +528,12 @@ func hostileCases(t *testing.T) []hostileCase {
 	addTrain("jsonl malformed line", 1, train(p), p+":3", "invalid JSON")
 	p = data("ok.jsonl", ok+ok)
 	addTrain("--dtype unknown", 2, train(p, "--dtype", "f8"), "--dtype", `"f8" is not one of`)
+	addTrain("--trainer unknown", 2, train(p, "--trainer", "gpu"), "--trainer", `"gpu": use auto, cpu or graph`)
+	if testbackend.IsGo() {
+		addTrain("--trainer cpu with dropout", 2, train(p, "--trainer", "cpu", "--dropout", "0.1"), "--trainer", "dropout")
+	} else {
+		addTrain("--trainer cpu off the Go backend", 2, train(p, "--trainer", "cpu"), "--trainer", "Go backend")
+	}
 	if testbackend.IsGo() {
 		addTrain("--dtype the Go backend computes wrongly", 2, train(p, "--dtype", "bf16"), "--dtype", "wrong results")
 	}

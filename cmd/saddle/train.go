@@ -78,6 +78,7 @@ func addTrainFlags(cmd *cobra.Command) {
 	f.String("dtype", "auto", "compute type of the frozen base's matmuls: auto, f32, bf16 or f16 (weights stay in their file's dtype)")
 	f.Bool("grad-checkpoint", false, "recompute each block's activations in the backward pass (long sequences in less memory)")
 	f.Int("eval-batches", 0, "evaluate on at most N eval batches (0: all)")
+	f.String("trainer", "auto", "how gradients are computed: auto (cpu on the Go backend when the run allows it, else graph), cpu or graph")
 	addMemoryCheckFlag(cmd)
 }
 
@@ -102,6 +103,7 @@ func trainConfig(cmd *cobra.Command, modelName string) (finetune.Config, error) 
 		Out: flagString(cmd, "out"), SaveEvery: getI("save-every"), Keep: getI("keep"),
 		SkipNonfinite: getI("skip-nonfinite"), DivergeFactor: getF("diverge-factor"),
 		DType: flagString(cmd, "dtype"), GradCheckpoint: getB("grad-checkpoint"), EvalBatches: getI("eval-batches"),
+		Trainer:     flagString(cmd, "trainer"),
 		EscapeProbe: getI("escape-probe"), StopAtEscape: getB("stop-at-escape"),
 	}
 	c.Opt = optimizers.Config{Momentum: getF("momentum"), Nesterov: getB("nesterov"), Beta1: getF("beta1"),

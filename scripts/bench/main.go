@@ -55,6 +55,7 @@ type options struct {
 	alpha                               float64
 	targets, dtype                      string
 	gradCheckpoint                      bool
+	trainer                             string
 	decoder                             string
 	genBatch, streamMiB                 int
 }
@@ -82,6 +83,7 @@ func main() {
 	flag.IntVar(&o.genBatch, "gen-batch", 1, "generation: sequences decoded together (the CPU decoder's batch; the prompt repeated)")
 	flag.IntVar(&o.streamMiB, "stream-mib", 1024, "stream: MiB of memory to read and copy")
 	flag.BoolVar(&o.gradCheckpoint, "grad-checkpoint", false, "training: recompute each block's activations in the backward pass")
+	flag.StringVar(&o.trainer, "trainer", "auto", "training: auto (the CPU trainer on the Go backend), cpu or graph")
 	flag.StringVar(&writeSynth, "write-synth", "", "write a random-weight Llama HF folder here and exit")
 	flag.StringVar(&shape, "write-shape", "", "write a random-weight HF folder shaped like a real model ("+
 		strings.Join(shapeNames(), ", ")+") into the folder given as argument, and exit")
@@ -212,7 +214,7 @@ func benchTrain(o options) (map[string]any, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := finetune.NewStepper(m, set, opt, 0, 0, finetune.GradCheckpoint(o.gradCheckpoint))
+	s, err := finetune.NewStepper(m, set, opt, 0, 0, finetune.GradCheckpoint(o.gradCheckpoint), finetune.Trainer(o.trainer))
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +255,7 @@ func benchTrain(o options) (map[string]any, error) {
 		"params": m.Config.NumParameters(), "adapter_params": set.NumParams(),
 		"rank": spec.Rank, "alpha": spec.Alpha, "targets": spec.Targets, "adapters": len(set.Adapters),
 		"dtype": dt, "dtype_requested": o.dtype, "grad_checkpoint": o.gradCheckpoint,
-		"load_s": loadS, "first_step_s": firstStep, "time_to_first_step_s": toFirstStep,
+		"trainer": s.TrainerKind(), "load_s": loadS, "first_step_s": firstStep, "time_to_first_step_s": toFirstStep,
 	}, nil
 }
 
