@@ -36,6 +36,11 @@ func (s *Stepper) cpuTrainSupported() error {
 	if s.checkpoint {
 		return fmt.Errorf("gradient checkpointing is a graph-trainer setting")
 	}
+	for _, a := range s.set.Adapters {
+		if !s.model.Config.CPUTrainable(a.Module) {
+			return fmt.Errorf("the CPU trainer trains adapters on the decoder layers' projections, not on %s", a.Module)
+		}
+	}
 	return nil
 }
 

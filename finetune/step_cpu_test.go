@@ -112,6 +112,14 @@ func TestTrainerSetting(t *testing.T) {
 			t.Errorf("dropout %g, checkpoint %v, trainer %q: got %s, want %s", c.dropout, c.checkpoint, c.kind, s.TrainerKind(), c.want)
 		}
 	}
+	// stories260K ties its head, so no adapter can sit where the CPU trainer has none; the check itself:
+	cfg := f.model.Config
+	for module, want := range map[string]bool{"model.layers.0.self_attn.q_proj": true, "model.layers.4.mlp.down_proj": true,
+		"lm_head": false, "model.embed_tokens": false, "model.layers.99.mlp.up_proj": false, "model.layers.01.mlp.up_proj": false} {
+		if got := cfg.CPUTrainable(module); got != want {
+			t.Errorf("CPUTrainable(%s) = %v, want %v", module, got, want)
+		}
+	}
 	for _, c := range []struct {
 		dropout    float64
 		checkpoint bool
