@@ -502,16 +502,9 @@ func (t *CPUTrainer) rope(x []float32, width int, scale float32, inverse bool) {
 // swiglu writes act = silu(gate)·up.
 func (t *CPUTrainer) swiglu(act, gate, up []float32) {
 	ffn := t.cfg.IntermediateSize
-	t.parallel(t.n, ffn, func(lo, hi int) {
-		for j := lo * ffn; j < hi*ffn; j++ {
-			g := gate[j]
-			act[j] = g * sigmoid(g) * up[j]
-		}
-	})
+	t.parallel(t.n, ffn, func(lo, hi int) { swiglu(act[lo*ffn:hi*ffn], gate[lo*ffn:hi*ffn], up[lo*ffn:hi*ffn]) })
 	t.lap(phElementwise)
 }
-
-func sigmoid(x float32) float32 { return 1 / (1 + float32(math.Exp(float64(-x)))) }
 
 // winLo is the first key position query position p attends to.
 func (t *CPUTrainer) winLo(p int) int {
@@ -538,19 +531,8 @@ func (t *CPUTrainer) probsBlock(a *trainActs, b, h, r0, r1, kLo int, p []float32
 		lo, hi := t.winLo(pos)-kLo, pos-kLo+1
 		clear(row[:lo])
 		clear(row[hi:])
-		best := float32(math.Inf(-1))
-		for _, v := range row[lo:hi] {
-			best = max(best, v)
-		}
-		var sum float32
-		for j, v := range row[lo:hi] {
-			e := float32(math.Exp(float64(v - best)))
-			row[lo+j] = e
-			sum += e
-		}
-		for j := lo; j < hi; j++ {
-			row[j] /= sum
-		}
+		sum := expSum(row[lo:hi], maxOf(row[lo:hi]))
+		scaleBy(row[lo:hi], float32(1/sum))
 	}
 }
 
@@ -741,31 +723,16 @@ func normBackRow(dx, dy, x []float32, iv float32, weight []float32) {
 	}
 }
 
-// rowLoss returns w·(logsumexp(logits) − logits[target]); with grad it overwrites logits with their gradient,
+// rowLoss returns w·(logsumexp(logits) − logits[target]) and overwrites logits: with grad, with their gradient
 // w·(softmax − one-hot(target)).
 func rowLoss(logits []float32, target int, w float32, grad bool) float64 {
-	best := logits[0]
-	for _, v := range logits {
-		best = max(best, v)
-	}
-	at := logits[target]
-	var sum float64
-	for j, v := range logits {
-		e := math.Exp(float64(v - best))
-		sum += e
-		if grad {
-			logits[j] = float32(e)
-		}
-	}
-	loss := float64(w) * (float64(best) + math.Log(sum) - float64(at))
+	best, at := maxOf(logits), logits[target]
+	sum := expSum(logits, best) // logits now hold e^(logit − best)
 	if grad {
-		scale := float32(float64(w) / sum)
-		for j := range logits {
-			logits[j] *= scale
-		}
+		scaleBy(logits, float32(float64(w)/sum))
 		logits[target] -= w
 	}
-	return loss
+	return float64(w) * (float64(best) + math.Log(sum) - float64(at))
 }
 
 // backward runs the blocks backward from dL/dx_L in t.dx down to the lowest adapted layer, calling the adapters'
@@ -796,12 +763,8 @@ func (t *CPUTrainer) backward() {
 		}
 		dup, dgate := t.act, t.dact // act is not read again
 		t.parallel(t.n, ffn, func(lo, hi int) {
-			for j := lo * ffn; j < hi*ffn; j++ {
-				g, u, d := a.gate[j], a.up[j], dact[j]
-				s := sigmoid(g)
-				dup[j] = d * g * s
-				dgate[j] = d * u * s * (1 + g*(1-s))
-			}
+			r := func(x []float32) []float32 { return x[lo*ffn : hi*ffn] }
+			swigluBack(r(dup), r(dgate), r(a.gate), r(a.up), r(dact))
 		})
 		t.lap(phElementwise)
 		if ad[modGate] != nil || ad[modUp] != nil {

@@ -2,18 +2,24 @@ package model
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
+	"os"
+	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gomlx/compute"
 	"github.com/gomlx/compute/dtypes"
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/saddle-ml/saddle/internal/gemm"
 	"github.com/saddle-ml/saddle/internal/testbackend"
 	"github.com/saddle-ml/saddle/internal/testenv"
 )
@@ -489,7 +495,10 @@ func randomModels(t *testing.T, cfg Config, dtype string, seed uint64) (m, m64 *
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 7))
 	weights := map[string]*Tensor{}
-	for name, shape := range cfg.ExpectedShapes() {
+	shapes := cfg.ExpectedShapes()
+	names := slices.Sorted(maps.Keys(shapes))
+	for _, name := range names {
+		shape := shapes[name]
 		n := 1
 		for _, d := range shape {
 			n *= d
@@ -584,6 +593,168 @@ func TestCPUTrainErrors(t *testing.T) {
 		for _, run := range []func([]int32, []int32, []float32) (float64, float64, error){tr.LossAndGrad, tr.Loss} {
 			if _, _, err := run(mutate(ok())); err == nil {
 				t.Errorf("%s: accepted", name)
+			}
+		}
+	}
+}
+
+// gemmLoRA is testLoRA's adapter with its products through gemm, for timing.
+type gemmLoRA struct {
+	in, out, rank int
+	scale         float32
+	a, b, da, db  []float32
+	mid, tmp      []float32
+}
+
+func newGemmLoRA(rng *rand.Rand, in, out, rank int) *gemmLoRA {
+	l := &gemmLoRA{in: in, out: out, rank: rank, scale: 2, a: make([]float32, rank*in), b: make([]float32, out*rank),
+		da: make([]float32, rank*in), db: make([]float32, out*rank)}
+	for i := range l.a {
+		l.a[i] = float32(rng.NormFloat64() * 0.02)
+	}
+	for i := range l.b {
+		l.b[i] = float32(rng.NormFloat64() * 0.02)
+	}
+	return l
+}
+
+func (l *gemmLoRA) Forward(x []float32, rows int, y []float32) {
+	l.mid = slices.Grow(l.mid[:0], rows*l.rank)[:rows*l.rank]
+	gemm.Mul(l.mid, l.rank, rows, l.rank, l.in, gemm.RowMajor(x, l.in), gemm.RowMajor(l.a, l.in).T(), false)
+	for i := range l.mid {
+		l.mid[i] *= l.scale
+	}
+	gemm.Mul(y, l.out, rows, l.out, l.rank, gemm.RowMajor(l.mid, l.rank), gemm.RowMajor(l.b, l.rank).T(), true)
+}
+
+func (l *gemmLoRA) Backward(x, dy []float32, rows int, dx []float32) {
+	// dB += dyᵀ·(s·mid); dmid = s·dy·B; dA += dmidᵀ·x; dx += dmid·A.
+	gemm.Mul(l.db, l.rank, l.out, l.rank, rows, gemm.RowMajor(dy, l.out).T(), gemm.RowMajor(l.mid, l.rank), true)
+	l.tmp = slices.Grow(l.tmp[:0], rows*l.rank)[:rows*l.rank]
+	gemm.Mul(l.tmp, l.rank, rows, l.rank, l.out, gemm.RowMajor(dy, l.out), gemm.RowMajor(l.b, l.rank), false)
+	for i := range l.tmp {
+		l.tmp[i] *= l.scale
+	}
+	gemm.Mul(l.da, l.in, l.rank, l.in, rows, gemm.RowMajor(l.tmp, l.rank).T(), gemm.RowMajor(x, l.in), true)
+	if dx != nil {
+		gemm.Mul(dx, l.in, rows, l.in, l.rank, gemm.RowMajor(l.tmp, l.rank), gemm.RowMajor(l.a, l.in), true)
+	}
+}
+
+// TestCPUTrainTimes reports where a step's time goes on a mid-size model (hidden 512, 8 layers, ffn 1408, vocab
+// 32000, 4×256 tokens, rank-8 adapters on q, k, v and o). It is slow with a slow gemm: set SADDLE_CPUTRAIN_TIMES=N
+// (N calls of LossAndGrad; the last one's times are reported).
+func TestCPUTrainTimes(t *testing.T) {
+	calls, _ := strconv.Atoi(os.Getenv("SADDLE_CPUTRAIN_TIMES"))
+	if calls <= 0 || !testbackend.IsGo() {
+		t.Skip("set SADDLE_CPUTRAIN_TIMES=<calls> to time the CPU trainer")
+	}
+	cfg := Config{Architecture: "llama", HiddenSize: 512, IntermediateSize: 1408, NumLayers: 8, NumHeads: 8,
+		NumKVHeads: 4, HeadDim: 64, VocabSize: 32000, MaxPositions: 1024, RMSNormEps: 1e-5, RopeTheta: 10000,
+		TieEmbeddings: true, BOSTokenID: 1, EOSTokenIDs: []int{2}}
+	m := randomModel(t, cfg, "BF16", 3)
+	rng := rand.New(rand.NewPCG(1, 2))
+	adapters := map[string]TrainAdapter{}
+	for l := range cfg.NumLayers {
+		for _, k := range []string{"q", "k", "v", "o"} {
+			in, out := moduleDims(cfg, k)
+			adapters[modulePath(l, k)] = newGemmLoRA(rng, in, out, 8)
+		}
+	}
+	const batch, seq = 4, 256
+	tr, err := m.NewCPUTrainer(adapters, batch, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	tc := newTrainCase(cfg, batch, seq, 5, nil)
+	for i := range tc.weights {
+		tc.weights[i] = 1
+	}
+	t.Logf("trainer buffers %.1f MB (attention probabilities kept: %v), GOMAXPROCS %d", float64(tr.Bytes())/1e6,
+		tr.storeProbs, runtime.GOMAXPROCS(0))
+	for i := range calls {
+		tr.ResetTimes()
+		start := time.Now()
+		sum, wsum, err := tr.LossAndGrad(tc.tokens, tc.targets, tc.weights)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total := time.Since(start)
+		tm := tr.Times()
+		t.Logf("call %d: %v, loss %.4f per token; matmul %v, head matmul %v, attention %v, adapters %v, "+
+			"elementwise %v, loss softmax %v; not matmul (elementwise + softmax) %.1f ms", i, total.Round(time.Millisecond),
+			sum/wsum, tm.Matmul.Round(time.Millisecond), tm.HeadMatmul.Round(time.Millisecond),
+			tm.Attention.Round(time.Millisecond), tm.Adapters.Round(time.Millisecond),
+			tm.Elementwise.Round(time.Millisecond), tm.LossSoftmax.Round(time.Millisecond),
+			float64(tm.Elementwise+tm.LossSoftmax)/1e6)
+	}
+}
+
+// TestCPUTrainExp checks the elementwise kernels (SIMD where built, and the plain loops) against float64 math.
+func TestCPUTrainExp(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 9))
+	x := []float32{0, -0, 1, -1, 88, 87.9, -87.3, -87.4, -100, 100, 1e-30, -1e-30, 0.34657359, -0.34657359}
+	for range 1000 {
+		x = append(x, float32(rng.NormFloat64()*20), float32(rng.Float64()*-90))
+	}
+	for len(x)%8 != 0 {
+		x = append(x, 0)
+	}
+	got := slices.Clone(x)
+	expSum(got, 0)
+	for i, v := range x {
+		want, g := math.Exp(float64(v)), float64(got[i])
+		// Outside [expLo, expHi] the SIMD kernel gives 0 and exp(expHi) (math.Exp: the float32 rounding).
+		clamped := (v < expLo && g < 1.2e-38) || (v > expHi && g >= math.Exp(expHi)*(1-3e-7))
+		if math.Abs(g-want) > 3e-7*want && !clamped {
+			t.Fatalf("exp(%g) = %g, want %g", v, got[i], want)
+		}
+	}
+	for _, n := range []int{0, 1, 7, 8, 9, 255, 256, 257, 1023, 1024, 1025, 3000} {
+		src := make([]float32, n)
+		gate, up := make([]float32, n), make([]float32, n)
+		for i := range src {
+			src[i] = float32(rng.NormFloat64() * 5)
+			gate[i], up[i] = float32(rng.NormFloat64()*4), float32(rng.NormFloat64())
+		}
+		for _, kernels := range []struct {
+			name   string
+			expSum func([]float32, float32) float64
+			maxOf  func([]float32) float32
+			swiglu func(act, gate, up []float32)
+			back   func(dup, dgate, gate, up, dact []float32)
+		}{{"simd", expSum, maxOf, swiglu, swigluBack}, {"go", expSumGo, maxGo, swigluGo, swigluBackGo}} {
+			y := slices.Clone(src)
+			best := kernels.maxOf(y)
+			if want := slices.Max(append([]float32{float32(math.Inf(-1))}, src...)); best != want {
+				t.Fatalf("%s: max of %d values %g, want %g", kernels.name, n, best, want)
+			}
+			sum := kernels.expSum(y, 1.5)
+			var want float64
+			for i, v := range src {
+				e := math.Exp(float64(v - 1.5)) // the difference as the kernels take it, in float32
+				want += e
+				if math.Abs(float64(y[i])-e) > 3e-7*e {
+					t.Fatalf("%s: e^(%g − 1.5) = %g, want %g", kernels.name, v, y[i], e)
+				}
+			}
+			if math.Abs(sum-want) > 4e-6*want {
+				t.Fatalf("%s: Σ e^(x − 1.5) over %d values = %g, want %g", kernels.name, n, sum, want)
+			}
+			act, dup, dgate := make([]float32, n), make([]float32, n), slices.Clone(src)
+			kernels.swiglu(act, gate, up)
+			kernels.back(dup, dgate, gate, up, dgate) // dgate aliases dact (= src)
+			for i, g := range gate {
+				s := 1 / (1 + math.Exp(-float64(g)))
+				g, u, d := float64(g), float64(up[i]), float64(src[i])
+				for _, c := range [][3]float64{{float64(act[i]), g * s * u, 0}, {float64(dup[i]), d * g * s, 1},
+					{float64(dgate[i]), d * u * s * (1 + g*(1-s)), 2}} {
+					// The scale of the terms before they cancel: float32 rounding is relative to it.
+					if math.Abs(c[0]-c[1]) > 1e-6*(math.Abs(g)+1)*(math.Abs(u)+1)*(math.Abs(d)+1) {
+						t.Fatalf("%s: SwiGLU value %d at gate %g, up %g, dact %g: %g, want %g", kernels.name, int(c[2]), g, u, d, c[0], c[1])
+					}
+				}
 			}
 		}
 	}
