@@ -248,20 +248,31 @@ func TestLarge(t *testing.T) {
 }
 
 // TestParallelSplits forces the parallel path on small products and on more goroutines than this machine has cores
-// (grids of 3, 4 and 6 rectangles).
+// (grids of 3, 4 and 6 rectangles, teams of as many), splitting C into rectangles and sharing B.
 func TestParallelSplits(t *testing.T) {
-	defer func(p int) { parallelMin = p }(parallelMin)
+	defer func(p int, s bool) { parallelMin, sharedB = p, s }(parallelMin, sharedB)
 	parallelMin = 0
+	for _, shared := range []bool{false, true} {
+		sharedB = shared
+		t.Run(fmt.Sprint("sharedB=", shared), testParallelSplits)
+	}
+}
+
+func testParallelSplits(t *testing.T) {
 	kernels(t, func(t *testing.T) {
 		rng := rand.New(rand.NewPCG(7, 8))
 		for _, procs := range []int{2, 3, 4, 6} {
 			old := runtime.GOMAXPROCS(procs)
-			for _, s := range [][3]int{{1, 1, 1}, {5, 40, 3}, {40, 5, 9}, {13, 33, 17}, {100, 100, 64}, {6, 16, 2}, {30, 200, 20}} {
+			for _, s := range [][3]int{{1, 1, 1}, {5, 40, 3}, {40, 5, 9}, {13, 33, 17}, {100, 100, 64}, {6, 16, 2}, {30, 200, 20},
+				{37, 300, 290}} {
 				tc := testCase{m: s[0], n: s[1], k: s[2], aKind: gemv.F32, bKind: kinds[rng.IntN(3)],
 					aLayout: rng.IntN(numLayouts), bLayout: rng.IntN(numLayouts), off: 1, pad: 2, cpad: 1,
 					accumulate: rng.IntN(2) == 0}
 				tc.run(t, rng, Mul)
 			}
+			withBlocks(24, 12, 32, func() { // several blocks of every size
+				testCase{m: 50, n: 100, k: 70, aKind: gemv.F32, bKind: gemv.BF16, bLayout: colMajor, cpad: 1}.run(t, rng, Mul)
+			})
 			runtime.GOMAXPROCS(old)
 		}
 	})

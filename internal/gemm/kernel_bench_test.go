@@ -76,7 +76,7 @@ func benchPack(b *testing.B, size int) {
 func BenchmarkDirect(b *testing.B) {
 	const m, k = 512, 2048
 	a := RowMajor(make([]float32, m*k), k)
-	for _, n := range []int{16, 32, 64, 96, 128, 256} {
+	for _, n := range []int{16, 32, 64, 96, 128, 256, 512, 1024, 2048} {
 		bv := RowMajor(make([]float32, k*n), n)
 		c := make([]float32, m*n)
 		for _, direct := range []bool{false, true} {
@@ -91,6 +91,35 @@ func BenchmarkDirect(b *testing.B) {
 				}
 				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
+		}
+	}
+}
+
+// BenchmarkBlocks sweeps the block sizes on a square product and a forward-pass one (GEMM_TUNE_P goroutines).
+func BenchmarkBlocks(b *testing.B) {
+	shapes := []struct {
+		name    string
+		m, n, k int
+		bT      bool
+	}{{"sq1024", 1024, 1024, 1024, false}, {"fwd512x2048x2048", 512, 2048, 2048, true}}
+	for _, s := range shapes {
+		a := RowMajor(make([]float32, s.m*s.k), s.k)
+		bv := RowMajor(make([]float32, s.k*s.n), s.n)
+		if s.bT {
+			bv = RowMajor(make([]float32, s.k*s.n), s.k).T()
+		}
+		c := make([]float32, s.m*s.n)
+		for _, kc := range []int{192, 256, 320, 384} {
+			for _, mc := range []int{48, 72, 96, 120, 144, 192, 240} {
+				b.Run(fmt.Sprintf("%s/kc%d/mc%d", s.name, kc, mc), func(b *testing.B) {
+					withBlocks(kc, mc, blockN, func() {
+						for b.Loop() {
+							Mul(c, s.n, s.m, s.n, s.k, a, bv, false)
+						}
+					})
+					b.ReportMetric(2*float64(s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+				})
+			}
 		}
 	}
 }
