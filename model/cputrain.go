@@ -23,7 +23,11 @@ import (
 // read where the Go backend holds them, in their storage dtype; every large product goes through internal/gemm.
 //
 // It borrows the model's weight buffers (as the CPU decoder does): Close it before finalizing the model. It needs
-// the Go backend and float32 activations.
+// the Go backend and float32 activations; it supports every option the CPU decoder does (GQA, q/k/v biases, q/k
+// norms, sliding windows, RoPE scaling, tied or untied heads, f32/bf16/f16 weights).
+//
+// The x an adapter's Backward gets holds the values its Forward got, but not necessarily in a buffer left alone in
+// between (the norms' outputs are recomputed for the backward pass): an adapter keeps what it needs from x itself.
 //
 // Memory: per layer it keeps, for N = batch·seq tokens, the layer's input and the residual after attention
 // [N, hidden] each, q, k and v after RoPE ([N, heads·headDim], [N, kvHeads·headDim] ×2), the attention output
@@ -135,9 +139,9 @@ func (m *Model) NewCPUTrainer(adapters map[string]TrainAdapter, batch, seq int) 
 		return nil, fmt.Errorf("CPU trainer batch %d and sequence length %d must be positive", batch, seq)
 	}
 	c := m.Config
-	dec, err := m.NewCPUDecoder(1, 1, nil)
+	dec, err := m.NewCPUDecoder(1, 1, nil) // the weights as the decoder reads them; its one-position cache is unused
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("CPU trainer: %w", err)
 	}
 	n := batch * seq
 	hidden, qDim, kvDim, ffn := c.HiddenSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim, c.IntermediateSize
@@ -147,10 +151,12 @@ func (m *Model) NewCPUTrainer(adapters map[string]TrainAdapter, batch, seq int) 
 	for module, a := range adapters {
 		layer, kind, ok := parseModule(module, c.NumLayers)
 		if !ok {
+			dec.Close()
 			return nil, fmt.Errorf("adapter %q: not a q, k, v, o, gate, up or down projection of one of the %d layers",
 				module, c.NumLayers)
 		}
 		if a == nil {
+			dec.Close()
 			return nil, fmt.Errorf("adapter %q is nil", module)
 		}
 		t.adapters[layer][kind] = a
