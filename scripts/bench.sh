@@ -144,7 +144,7 @@ fi
 echo "== memory bandwidth (STREAM-style, $threads threads)"
 GOMAXPROCS=$threads "$bench" -mode stream -steps 5 >"$work/stream.json"
 cat "$work/stream.json"
-echo "== f32 matmul rate (1024², the Go backend, $threads threads)"
+echo "== f32 matmul rate (1024², the Go backend and internal/gemm, $threads threads)"
 GOMAXPROCS=$threads "$bench" -mode matmul -steps 10 >"$work/matmul.json"
 cat "$work/matmul.json"
 

@@ -386,7 +386,9 @@ func trainFLOPs(c model.Config, spec lora.Spec, batch, seq int) map[string]float
 		}
 	}
 	loraF := float64(adapted) * 6 * T
-	attn := 12 * float64(batch*c.NumHeads*seq*seq*c.HeadDim*c.NumLayers)
+	// Attention: the causal triangle (seq·(seq+1)/2 query-key pairs per head), the work the loss needs; an
+	// implementation that multiplies the full square does twice this.
+	attn := 12 * float64(batch*c.NumHeads*seq*(seq+1)/2*c.HeadDim*c.NumLayers)
 	return map[string]float64{"dense": dense, "lora": loraF, "attention": attn, "total": dense + loraF + attn}
 }
 
