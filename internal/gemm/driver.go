@@ -1,5 +1,13 @@
 package gemm
 
+// The product is blocked as in BLIS and GotoBLAS. For each block of nc columns of B and kc steps of k, B is packed
+// into micro-panels of nr columns (kc×nr values, consecutive in k), then for each block of mc rows A is packed into
+// micro-panels of mr rows, and the micro-kernel multiplies each pair of micro-panels into an mr×nr tile of C, adding
+// to C from the second k block on. Packing widens half-precision values to float32, zero-pads partial panels and
+// makes every operand layout the same to the kernel; a row-major float32 A in a product at most directMaxN wide is
+// read in place instead. Edge tiles go through a small buffer. Mul splits C into rectangles, one per goroutine, each
+// run as MulSerial does.
+
 import (
 	"runtime"
 	"sync"
@@ -222,8 +230,8 @@ func (ws *workspace) macroDirect(c []float32, ldc int, a View, i0, pc, m, nb, kb
 }
 
 // pack copies a block of v into micro-panels of w lanes: lane l, step p of the block is v's element at
-// Off + (l0+l)·ls + (p0+p)·ss, for l < lanes and p < steps. Panel q (lanes qw…qw+w-1) is dst[q·w·steps:], holding
-// step p's w values at p·w (lanes past the block's end are zeros). For A the lanes are rows (ls = RS, ss = CS), for B
+// Off + (l0+l)·ls + (p0+p)·ss, for l < lanes and p < steps. Panel q (lanes qw…qw+w-1) is dst[q·panelStride(steps, w):],
+// holding step p's w values at p·w (lanes past the block's end are zeros). For A the lanes are rows (ls = RS, ss = CS), for B
 // columns (ls = CS, ss = RS). Half-precision values are widened to float32. asm: use the assembly routines where
 // the lanes or the steps are contiguous.
 func pack(dst []float32, v View, l0, p0, lanes, steps, w, ls, ss int, asm bool) {
