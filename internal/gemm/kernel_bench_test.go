@@ -23,8 +23,8 @@ func BenchmarkKernel(b *testing.B) {
 	}
 }
 
-// BenchmarkPack measures packing blocks of a 2048×2048 matrix: B panels (kc×nc) and A blocks (mc×kc) from row-major
-// and transposed views, f32 and bf16.
+// BenchmarkPack measures packing blocks of a 512×512 and a 2048×2048 matrix (the latter beyond the caches): B
+// panels (kc×nc) and A blocks (mc×kc) from row-major and transposed views, f32 and bf16.
 func BenchmarkPack(b *testing.B) {
 	for _, size := range []int{512, 2048} {
 		b.Run(fmt.Sprint(size), func(b *testing.B) { benchPack(b, size) })
@@ -97,7 +97,8 @@ func BenchmarkDirect(b *testing.B) {
 	}
 }
 
-// BenchmarkBlocks sweeps the block sizes on a square product and a forward-pass one (GEMM_TUNE_P goroutines).
+// BenchmarkBlocks sweeps the block sizes on a square product and a forward-pass one (-cpu sets the goroutines).
+// Measured on one core: all within 3% of each other, kc = 256 ahead on the forward product (93-95 GFLOP/s).
 func BenchmarkBlocks(b *testing.B) {
 	shapes := []struct {
 		name    string
@@ -112,7 +113,7 @@ func BenchmarkBlocks(b *testing.B) {
 		}
 		c := make([]float32, s.m*s.n)
 		for _, kc := range []int{192, 256, 320, 384} {
-			for _, mc := range []int{48, 72, 96, 120, 144, 192, 240} {
+			for _, mc := range []int{48, 72, 144, 240} {
 				b.Run(fmt.Sprintf("%s/kc%d/mc%d", s.name, kc, mc), func(b *testing.B) {
 					withBlocks(kc, mc, blockN, func() {
 						for b.Loop() {
