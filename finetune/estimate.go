@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -108,24 +109,42 @@ type trainShape struct {
 	rank, depth    int
 	dropout        bool
 	modules        []adapterModule
+	trainer        string // the trainer setting
+	cpuModules     bool   // every adapted module is one the CPU trainer trains
 }
 
 type adapterModule struct{ in, out int }
 
-func planShape(p *Plan) trainShape {
+func planShape(p *Plan, m model.Config) trainShape {
 	c := p.Config
 	t := trainShape{batch: c.BatchSize, seq: c.SeqLen, gradCheckpoint: c.GradCheckpoint, compute: c.DType,
 		backend: c.Backend, slots: p.Opt.NumSlots(), accumulate: c.GradAccum > 1, rank: c.Adapter.Rank, depth: c.Adapter.Depth,
 		dropout: c.Adapter.Dropout > 0}
+	t.trainer, t.cpuModules = c.Trainer, true
 	for _, a := range p.Adapters.Modules() {
 		t.modules = append(t.modules, adapterModule{a.In, a.Out})
+		t.cpuModules = t.cpuModules && m.CPUTrainable(a.Module)
 	}
 	return t
 }
 
+// cpuTrainer says whether the run will train on the CPU trainer: trainer cpu, or auto on the Go backend computing
+// in f32 with nothing only the graph does (Stepper.resolveTrainer decides the same once the model is loaded).
+func (t trainShape) cpuTrainer() bool {
+	switch t.trainer {
+	case TrainerCPU:
+		return true
+	case "", TrainerAuto:
+		goBackend := t.backend == "" || strings.HasPrefix(t.backend, "go")
+		f32 := t.compute == "" || t.compute == model.ComputeAuto || t.compute == "f32"
+		return goBackend && f32 && !t.dropout && !t.gradCheckpoint && t.cpuModules
+	}
+	return false
+}
+
 // EstimateTraining estimates the peak memory of the run p on the model m whose weights are stored as s.
 func EstimateTraining(p *Plan, m model.Config, s WeightStorage) (MemoryEstimate, error) {
-	return estimateTraining(planShape(p), m, s)
+	return estimateTraining(planShape(p, m), m, s)
 }
 
 func estimateTraining(t trainShape, m model.Config, s WeightStorage) (MemoryEstimate, error) {
@@ -147,6 +166,9 @@ func estimateTraining(t trainShape, m model.Config, s WeightStorage) (MemoryEsti
 	}
 	e.Adapters = params * copies * f32Bytes
 
+	if t.cpuTrainer() {
+		return estimateCPUTraining(t, m, e)
+	}
 	// Activations of one micro-batch of N tokens, in f32 elements.
 	B, T := int64(t.batch), int64(t.seq)
 	N, H, F := B*T, int64(m.HiddenSize), int64(m.IntermediateSize)
@@ -422,7 +444,7 @@ func (f Fix) text(name func(string) string) string {
 // finding which change of batch size, sequence length, gradient checkpointing or dtype would fit. may says which
 // settings may change (by config key; nil: all of them), as a resumed run may change only some.
 func CheckMemory(p *Plan, m model.Config, s WeightStorage, e MemoryEstimate, avail Available, may func(setting string) bool) error {
-	return checkMemory(planShape(p), m, s, e, avail, may)
+	return checkMemory(planShape(p, m), m, s, e, avail, may)
 }
 
 // Exceeds reports whether the estimate clearly exceeds the available memory (by more than 10%; the estimate is
@@ -516,4 +538,46 @@ func checkMemory(t trainShape, m model.Config, s WeightStorage, e MemoryEstimate
 		try(smallest...)
 	}
 	return me
+}
+
+// estimateCPUTraining is the estimate for the CPU trainer (model.CPUTrainer, lora.CPUAdapters), whose buffers are
+// allocated once for the batch shape: e holds the weights and the adapters' graph-side copies already. The CPU
+// trainer reads the weights in their storage dtype (no cast) and keeps per layer, for N tokens, the layer's input and
+// mid-block residual [N, hidden], two inverse RMS per token, q, k, v and the attention output, the MLP's gate and up
+// projections, with q/k norms also q and k before the norm and their inverse RMS, and each layer's attention
+// probabilities when all layers' fit in model.CPUTrainProbsBytes.
+func estimateCPUTraining(t trainShape, m model.Config, e MemoryEstimate) (MemoryEstimate, error) {
+	B, T := int64(t.batch), int64(t.seq)
+	N, H, F := B*T, int64(m.HiddenSize), int64(m.IntermediateSize)
+	heads, kvHeads := int64(m.NumHeads), int64(m.NumKVHeads)
+	qd, kvd := heads*int64(m.HeadDim), kvHeads*int64(m.HeadDim)
+	L := int64(m.NumLayers)
+	layer := N*(2*H+2) + N*(2*qd+2*kvd) + 2*N*F
+	if m.QKNorm {
+		layer += N * (qd + kvd + heads + kvHeads)
+	}
+	probs := B * heads * T * T
+	if probs*f32Bytes*L <= model.CPUTrainProbsBytes {
+		layer += probs
+	}
+	e.PerLayer = layer * f32Bytes
+	e.Activations = L * e.PerLayer
+	// Shared by the layers: the final block's output and norm, the hidden-size gradients and scratch (4·N·H), the
+	// attention gradients (4·N·qDim + 2·N·kvDim), the MLP's (2·N·F), the RoPE tables, the per-row losses (float64)
+	// and each worker's attention block (2 blocks of up to 64 queries × seq).
+	workers := int64(runtime.GOMAXPROCS(0))
+	shared := 4*N*H + N + 4*N*qd + 2*N*kvd + 2*N*F + T*int64(m.HeadDim) + 2*N + workers*2*min(64, T)*T
+	// The adapters' CPU form: a copy of the factors, their gradients, and each module's intermediate products.
+	var params, inner int64
+	for _, a := range t.modules {
+		params += int64(t.rank)*int64(a.in+a.out) + int64(t.depth-2)*int64(t.rank)*int64(t.rank)
+		inner += N * int64(t.rank) * int64(t.depth-1)
+	}
+	e.Adapters += 2 * params * f32Bytes
+	e.Transient = (shared + inner) * f32Bytes
+	chunk := min(N, max(16, (1<<24)/int64(m.VocabSize)))
+	e.Loss = (chunk*int64(m.VocabSize) + 2*chunk*H) * f32Bytes
+	e.Overhead = memoryOverhead + gcSlack(e.Weights+e.Adapters+e.Activations+e.Transient+e.Loss)
+	e.Total = e.Weights + e.Adapters + e.Activations + e.Transient + e.Loss + e.Overhead
+	return e, nil
 }

@@ -19,7 +19,7 @@ var llama1B = model.Config{Architecture: "llama", HiddenSize: 2048, Intermediate
 func plan1B(t *testing.T, batch, seq int, change func(*Config)) *Plan {
 	t.Helper()
 	c := Config{Optimizer: "adam", LR: 1e-3, Schedule: "constant", GradAccum: 1, Adapter: lora.DefaultSpec(), Steps: 3,
-		BatchSize: batch, SeqLen: seq, EscapeDelta: 0.05, Out: "unused", DType: "auto"}
+		BatchSize: batch, SeqLen: seq, EscapeDelta: 0.05, Out: "unused", DType: "auto", Trainer: TrainerGraph}
 	if change != nil {
 		change(&c)
 	}
@@ -33,7 +33,7 @@ func plan1B(t *testing.T, batch, seq int, change func(*Config)) *Plan {
 var bf16Weights = WeightStorage{Default: "BF16"}
 
 // TestEstimateLlama1B checks each part against numbers worked out by hand for Llama-3.2-1B, batch 1 × 512, LoRA
-// r=8 on q, k, v, o, Adam.
+// r=8 on q, k, v, o, Adam, on the graph trainer.
 func TestEstimateLlama1B(t *testing.T) {
 	e, err := EstimateTraining(plan1B(t, 1, 512, nil), llama1B, bf16Weights)
 	if err != nil {
