@@ -84,7 +84,7 @@ for row in rows:
 w2 = next((r for r in rows if r["workload"].startswith("W2")), None)
 if w2 and "flops" in w2 and "saddle" in w2:
     print(f'\nW2 matmul FLOPs per step: {w2["flops"]/1e9:.1f} GFLOP (dense 4·N·T, LoRA 6·r·(in+out)·T, attention '
-          f'12·B·heads·seq²·headDim·layers); achieved: saddle {w2["flops"]/w2["saddle"]["ms"]/1e6:.1f} GFLOP/s'
+          f'12·B·heads·headDim·layers·seq(seq+1)/2, the causal triangle); achieved: saddle {w2["flops"]/w2["saddle"]["ms"]/1e6:.1f} GFLOP/s'
           + (f', peer {w2["flops"]/w2["pytorch"]["ms"]/1e6:.1f} GFLOP/s' if "pytorch" in w2 else ""))
     rate = w2["flops"] / w2["saddle"]["ms"] / 1e6
     rates = {"the Go backend": matmul["gflops"]}
