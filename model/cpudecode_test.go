@@ -1,6 +1,7 @@
 package model
 
 import (
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -21,9 +22,31 @@ import (
 // randomModel writes a random-weight HF folder of cfg with weights stored as dtype and builds it.
 func randomModel(t *testing.T, cfg Config, dtype string, seed uint64) *Model {
 	t.Helper()
+	dir := writeRandomModel(t, cfg, dtype, seed)
+	p, err := Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Config.AttentionBias != cfg.AttentionBias || p.Config.QKNorm != cfg.QKNorm || p.Config.SlidingWindow != cfg.SlidingWindow {
+		t.Fatalf("the written config loads as %+v", p.Config)
+	}
+	m, err := New(testbackend.Get(t), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Finalize)
+	return m
+}
+
+// writeRandomModel writes a random-weight HF folder of cfg (values drawn in weight-name order from seed) with the
+// weights stored as dtype, and returns it.
+func writeRandomModel(t *testing.T, cfg Config, dtype string, seed uint64) string {
+	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 7))
 	weights := map[string]*Tensor{}
-	for name, shape := range cfg.ExpectedShapes() {
+	shapes := cfg.ExpectedShapes()
+	for _, name := range slices.Sorted(maps.Keys(shapes)) {
+		shape := shapes[name]
 		n := 1
 		for _, d := range shape {
 			n *= d
@@ -43,19 +66,7 @@ func randomModel(t *testing.T, cfg Config, dtype string, seed uint64) *Model {
 	}
 	dir := t.TempDir()
 	writeHFModel(t, dir, js, weights, dtype, 1)
-	p, err := Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Config.AttentionBias != cfg.AttentionBias || p.Config.QKNorm != cfg.QKNorm || p.Config.SlidingWindow != cfg.SlidingWindow {
-		t.Fatalf("the written config loads as %+v", p.Config)
-	}
-	m, err := New(testbackend.Get(t), p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(m.Finalize)
-	return m
+	return dir
 }
 
 // maxRelDiff is max |a−b| over max |b|.

@@ -2,7 +2,6 @@ package model
 
 import (
 	"fmt"
-	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -493,32 +492,7 @@ func TestCPUTrainArchitecturesAndDTypes(t *testing.T) {
 // in float64 (the same weight values), the reference.
 func randomModels(t *testing.T, cfg Config, dtype string, seed uint64) (m, m64 *Model) {
 	t.Helper()
-	rng := rand.New(rand.NewPCG(seed, 7))
-	weights := map[string]*Tensor{}
-	shapes := cfg.ExpectedShapes()
-	names := slices.Sorted(maps.Keys(shapes))
-	for _, name := range names {
-		shape := shapes[name]
-		n := 1
-		for _, d := range shape {
-			n *= d
-		}
-		data := make([]float32, n)
-		for i := range data {
-			data[i] = float32(rng.NormFloat64() * 0.3)
-			if len(shape) == 1 {
-				data[i] += 1
-			}
-		}
-		weights[name] = &Tensor{Shape: shape, Data: data}
-	}
-	js := hfConfigJSON(cfg)
-	if cfg.SlidingWindow > 0 {
-		js["sliding_window"] = cfg.SlidingWindow
-	}
-	dir := t.TempDir()
-	writeHFModel(t, dir, js, weights, dtype, 1)
-	return buildBoth(t, dir)
+	return buildBoth(t, writeRandomModel(t, cfg, dtype, seed))
 }
 
 // buildBoth builds the checkpoint at path with float32 activations (compute "auto") and in float64.
