@@ -31,9 +31,10 @@
 # The peer runs in its fastest configuration, chosen by measuring, never by CPU flags: scripts/bench/peer_probe.py
 # times a 1024² f32 GEMM and a one-row product with a 2048×8192 matrix (f32 and bf16) in one process per OpenBLAS
 # core type (the library's own choice, and every core type this CPU can run: Haswell and Zen on AVX2, SkylakeX and
-# Cooperlake with AVX-512) and every thread count up to the core count. Training workloads then run the peer in the
-# configuration with the fastest GEMM, generation in the one with the fastest one-row product (core, threads and
-# weights dtype); the tables say which. PEER_OPENBLAS_CORETYPE=NAME forces a core type (keep: the environment's).
+# Cooperlake with AVX-512) and every thread count up to the core count. Training workloads then run the peer with
+# torch on every core and the core type with the fastest GEMM there (OpenBLAS's GEMMs use every core at any torch
+# thread count; torch's own kernels do not), generation in the configuration with the fastest one-row product (core,
+# threads and weights dtype); the tables say which. PEER_OPENBLAS_CORETYPE=NAME forces a core type (keep: the environment's).
 # The peer also gets OMP_WAIT_POLICY=PASSIVE: libgomp's idle threads otherwise spin between parallel regions, which
 # costs the peer 20-40 % on a machine shared with other jobs.
 #
