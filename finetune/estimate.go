@@ -167,7 +167,7 @@ func estimateTraining(t trainShape, m model.Config, s WeightStorage) (MemoryEsti
 	e.Adapters = params * copies * f32Bytes
 
 	if t.cpuTrainer() {
-		return estimateCPUTraining(t, m, e)
+		return estimateCPUTraining(t, m, e, params)
 	}
 	// Activations of one micro-batch of N tokens, in f32 elements.
 	B, T := int64(t.batch), int64(t.seq)
@@ -545,8 +545,8 @@ func checkMemory(t trainShape, m model.Config, s WeightStorage, e MemoryEstimate
 // trainer reads the weights in their storage dtype (no cast) and keeps per layer, for N tokens, the layer's input and
 // mid-block residual [N, hidden], two inverse RMS per token, q, k, v and the attention output, the MLP's gate and up
 // projections, with q/k norms also q and k before the norm and their inverse RMS, and each layer's attention
-// probabilities when all layers' fit in model.CPUTrainProbsBytes.
-func estimateCPUTraining(t trainShape, m model.Config, e MemoryEstimate) (MemoryEstimate, error) {
+// probabilities when all layers' fit in model.CPUTrainProbsBytes. params is the adapters' parameter count.
+func estimateCPUTraining(t trainShape, m model.Config, e MemoryEstimate, params int64) (MemoryEstimate, error) {
 	B, T := int64(t.batch), int64(t.seq)
 	N, H, F := B*T, int64(m.HiddenSize), int64(m.IntermediateSize)
 	heads, kvHeads := int64(m.NumHeads), int64(m.NumKVHeads)
@@ -568,11 +568,7 @@ func estimateCPUTraining(t trainShape, m model.Config, e MemoryEstimate) (Memory
 	workers := int64(runtime.GOMAXPROCS(0))
 	shared := 4*N*H + N + 4*N*qd + 2*N*kvd + 2*N*F + T*int64(m.HeadDim) + 2*N + workers*2*min(64, T)*T
 	// The adapters' CPU form: a copy of the factors, their gradients, and each module's intermediate products.
-	var params, inner int64
-	for _, a := range t.modules {
-		params += int64(t.rank)*int64(a.in+a.out) + int64(t.depth-2)*int64(t.rank)*int64(t.rank)
-		inner += N * int64(t.rank) * int64(t.depth-1)
-	}
+	inner := int64(len(t.modules)) * N * int64(t.rank) * int64(t.depth-1)
 	e.Adapters += 2 * params * f32Bytes
 	e.Transient = (shared + inner) * f32Bytes
 	chunk := min(N, max(16, (1<<24)/int64(m.VocabSize)))

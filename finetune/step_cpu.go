@@ -2,6 +2,7 @@ package finetune
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/gomlx/compute/dtypes"
 	"github.com/gomlx/gomlx/core/tensors"
@@ -74,13 +75,18 @@ type cpuTrain struct {
 	trainers map[[2]int]*model.CPUTrainer
 }
 
-// trainer returns the CPU trainer for batches of b rows of t positions.
+// cpuTrainer returns the CPU trainer for batches of b rows of t positions.
 func (s *Stepper) cpuTrainer(b, t int) (*model.CPUTrainer, error) {
 	c := s.cpu
 	if c == nil || c.rows < b*t {
 		adapters, err := s.set.CPUAdapters(b * t)
 		if err != nil {
 			return nil, err
+		}
+		if c != nil { // trainers wired to the smaller adapters' buffers are done with
+			for _, tr := range c.trainers {
+				tr.Close()
+			}
 		}
 		c = &cpuTrain{adapters: adapters, rows: b * t, trainers: map[[2]int]*model.CPUTrainer{}}
 		s.cpu = c
@@ -119,8 +125,7 @@ func (s *Stepper) cpuStep(micro []Batch, step, rate *tensors.Tensor) (StepResult
 		weight += bw
 	}
 	acc := s.cpu.adapters.GradTensors()
-	args := append(append(append(append([]*tensors.Tensor{}, s.params...), flatten(s.slots)...), acc...),
-		tensors.FromScalar(float32(weight)), step, rate)
+	args := slices.Concat(s.params, flatten(s.slots), acc, []*tensors.Tensor{tensors.FromScalar(float32(weight)), step, rate})
 	out, err := s.apply.Exec(tensorsAsArgs(args)...)
 	if err != nil {
 		return StepResult{}, nil, err
