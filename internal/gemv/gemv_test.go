@@ -120,3 +120,30 @@ func BenchmarkMulT(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkMulTPass reports the bandwidth of one decoding pass's one-row products through a synthetic-512 model
+// (8 layers of 512-column q, k, v, o, gate, up and down weights and a 32000×512 head: 160 MB in f32), the
+// products of the bench's W3 synthetic-512 generation. Short rows are where the order rows are read in matters.
+func BenchmarkMulTPass(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	var ms []*Matrix
+	var bytes int64
+	for range 8 {
+		for _, s := range [][2]int{{512, 512}, {256, 512}, {256, 512}, {512, 512}, {1408, 512}, {1408, 512}, {512, 1408}} {
+			w, _ := randomMatrix(rng, F32, s[0], s[1])
+			ms = append(ms, w)
+			bytes += w.Bytes()
+		}
+	}
+	w, _ := randomMatrix(rng, F32, 32000, 512)
+	ms = append(ms, w)
+	bytes += w.Bytes()
+	x := make([]float32, 1408)
+	dst := make([]float32, 32000)
+	b.SetBytes(bytes)
+	for b.Loop() {
+		for _, w := range ms {
+			w.MulT(dst, w.Rows, x[:w.Cols], 1)
+		}
+	}
+}
