@@ -571,7 +571,7 @@ func estimateCPUTraining(t trainShape, m model.Config, e MemoryEstimate, params 
 	inner := int64(len(t.modules)) * N * int64(t.rank) * int64(t.depth-1)
 	e.Adapters += 2 * params * f32Bytes
 	e.Transient = (shared + inner) * f32Bytes
-	chunk := min(N, max(16, (1<<24)/int64(m.VocabSize)))
+	chunk := int64(model.CPUTrainLossRows(int(N), m.VocabSize))
 	e.Loss = (chunk*int64(m.VocabSize) + 2*chunk*H) * f32Bytes
 	e.Overhead = memoryOverhead + gcSlack(e.Weights+e.Adapters+e.Activations+e.Transient+e.Loss)
 	e.Total = e.Weights + e.Adapters + e.Activations + e.Transient + e.Loss + e.Overhead

@@ -27,8 +27,8 @@ func TestEstimateCPUTrainerLlama1B(t *testing.T) {
 	// Shared: 4·N·H, N, 4·N·qDim, 2·N·kvDim, 2·N·F, RoPE tables 512·64, row losses 2·N, the workers' attention
 	// blocks 2·64·512 each; the adapters' x·A, N·8 for each of 64 modules.
 	transient := (4*512*2048 + 512 + 4*512*2048 + 2*512*512 + 2*512*8192 + 512*64 + 2*512 + workers*2*64*512 + 64*512*8) * 4
-	// One loss chunk: 2²⁴/128256 = 130 rows of logits and two of hidden size.
-	const loss = (130*128256 + 2*130*2048) * 4
+	// One loss chunk: all 512 rows of logits (256 MiB / 4 / 128256 = 523 rows fit) and two of hidden size.
+	const loss = (512*128256 + 2*512*2048) * 4
 	overhead := memoryOverhead + (weights+adapters+activations+transient+loss)/10
 	want := MemoryEstimate{Weights: weights, Adapters: adapters, Activations: activations, PerLayer: perLayer,
 		Transient: transient, Loss: loss, Overhead: overhead,

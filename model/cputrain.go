@@ -7,14 +7,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/gomlx/compute/dtypes"
 
 	"github.com/saddle-ml/saddle/internal/gemm"
 	"github.com/saddle-ml/saddle/internal/gemv"
+	"github.com/saddle-ml/saddle/internal/team"
 )
 
 // CPUTrainer computes the training loss of a batch and the gradients of the adapters that join the frozen base, on
@@ -64,6 +63,15 @@ type CPUTrainer struct {
 // CPUTrainProbsBytes bounds the memory the CPU trainer spends on keeping every layer's attention probabilities for
 // the backward pass; above it they are recomputed there (one more q·kᵀ product and softmax per head).
 var CPUTrainProbsBytes int64 = 1 << 30
+
+// CPUTrainLogitsBytes bounds the CPU trainer's logits buffer: the loss takes as many token rows at a time as fit
+// (at least 16). Each chunk packs the whole output head twice (its products with the chunk's hidden states and
+// with their logits' gradient), so small chunks cost: a Llama-3.2-1B step over 512 tokens took 4 chunks of 130
+// rows with a 64 MB bound, one with this one, and its head's products ran at a lower rate with 130 rows.
+const CPUTrainLogitsBytes = 256 << 20
+
+// CPUTrainLossRows is how many token rows of n the CPU trainer's loss takes at a time for a vocabulary of vocab.
+func CPUTrainLossRows(n, vocab int) int { return min(n, max(16, CPUTrainLogitsBytes/4/max(vocab, 1))) }
 
 // cpuTrainBlock is how many query rows one block of attention takes (a variable so tests can make blocks small).
 var cpuTrainBlock = 64
@@ -192,7 +200,7 @@ func (m *Model) NewCPUTrainer(adapters map[string]TrainAdapter, batch, seq int) 
 	t.datt, t.dq, t.dkH, t.dvH = f(n*qDim), f(n*qDim), f(n*qDim), f(n*qDim)
 	t.dk, t.dv = f(n*kvDim), f(n*kvDim)
 	t.act, t.dact = f(n*ffn), f(n*ffn)
-	t.chunk = min(n, max(16, (1<<24)/c.VocabSize))
+	t.chunk = CPUTrainLossRows(n, c.VocabSize)
 	t.logits, t.hc, t.dhc = f(t.chunk*c.VocabSize), f(t.chunk*hidden), f(t.chunk*hidden)
 	t.scratch = make([][]float32, t.workers)
 	for w := range t.scratch {
@@ -307,34 +315,12 @@ func (t *CPUTrainer) parallel(n, cost int, fn func(lo, hi int)) {
 		fn(0, n)
 		return
 	}
-	per := (n + workers - 1) / workers
-	var wg sync.WaitGroup
-	for lo := per; lo < n; lo += per {
-		wg.Go(func() { fn(lo, min(lo+per, n)) })
-	}
-	fn(0, min(per, n))
-	wg.Wait()
+	team.For(n, (n+workers-1)/workers, workers, func(_, lo, hi int) { fn(lo, hi) })
 }
 
 // each runs fn(worker, i) for i in [0, n), the workers taking tasks in turn.
 func (t *CPUTrainer) each(n int, fn func(w, i int)) {
-	var next atomic.Int64
-	run := func(w int) {
-		for {
-			i := int(next.Add(1)) - 1
-			if i >= n {
-				return
-			}
-			fn(w, i)
-		}
-	}
-	workers := min(t.workers, n)
-	var wg sync.WaitGroup
-	for w := 1; w < workers; w++ {
-		wg.Go(func() { run(w) })
-	}
-	run(0)
-	wg.Wait()
+	team.For(n, 1, t.workers, func(w, i, _ int) { fn(w, i) })
 }
 
 // matmul is gemm.Mul charged to the matmul phase.

@@ -5,15 +5,15 @@ package gemm
 // micro-panels of mr rows, and the micro-kernel multiplies each pair of micro-panels into an mr×nr tile of C, adding
 // to C from the second k block on. Packing widens half-precision values to float32, zero-pads partial panels and
 // makes every operand layout the same to the kernel; a row-major float32 A in a product at most directMaxN wide is
-// read in place instead. Edge tiles go through a small buffer. Mul splits C into rectangles, one per goroutine, each
-// run as MulSerial does.
+// read in place instead. Edge tiles go through a small buffer. Mul splits C into rectangles, one per worker of the spinning
+// team (internal/team), each run as MulSerial does.
 
 import (
-	"runtime"
 	"sync"
 	"unsafe"
 
 	"github.com/saddle-ml/saddle/internal/gemv"
+	"github.com/saddle-ml/saddle/internal/team"
 )
 
 // The micro-tile: the kernel computes an mr×nr block of C from an mr-row micro-panel of packed A and an nr-column
@@ -86,21 +86,15 @@ func mulSerial(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
 		return
 	}
 	ws := pool.Get().(*workspace)
-	ws.mul(c, ldc, m, n, k, a, b, accumulate, nil, 0)
+	ws.mul(c, ldc, m, n, k, a, b, accumulate)
 	pool.Put(ws)
 }
 
-// mul is the blocked product of an [m, k] by a [k, n] view into C (m, n, k > 0). With a team, goroutine t of
-// tm.n packs its share of each panel of B into tm.b, shared by all, and multiplies it by its share of A's rows.
-func (ws *workspace) mul(c []float32, ldc, m, n, k int, a, b View, accumulate bool, tm *team, t int) {
+// mul is the blocked product of an [m, k] by a [k, n] view into C (m, n, k > 0).
+func (ws *workspace) mul(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
 	kc := blockSize(k, blockK, 1)
 	nc := blockSize(n, blockN, nr)
-	r0, r1 := 0, m // this goroutine's rows
-	if tm != nil {
-		tiles := (m + mr - 1) / mr
-		r0, r1 = t*tiles/tm.n*mr, min((t+1)*tiles/tm.n*mr, m)
-	}
-	mc := blockSize(max(r1-r0, 1), blockM, mr)
+	mc := blockSize(m, blockM, mr)
 	psB := panelStride(kc, nr)
 	asm := hasAsm && !forceGo
 	// With few columns, packing A costs more than it saves: each value of A is used for n/nr micro-tiles only.
@@ -108,33 +102,22 @@ func (ws *workspace) mul(c []float32, ldc, m, n, k int, a, b View, accumulate bo
 	if !direct {
 		ws.a = grow(ws.a, mc/mr*panelStride(kc, mr))
 	}
-	bp := tm.buffer(ws, (nc/nr)*psB)
+	ws.b = grow(ws.b, (nc/nr)*psB)
+	bp := ws.b
 	for jc := 0; jc < n; jc += nc {
 		nb := min(nc, n-jc)
 		for pc := 0; pc < k; pc += kc {
 			kb := min(kc, k-pc)
-			if tm == nil {
-				pack(bp, b, jc, pc, nb, kb, nr, b.CS, b.RS, asm)
-			} else {
-				panels := (nb + nr - 1) / nr
-				q0, q1 := t*panels/tm.n, (t+1)*panels/tm.n
-				if q0 < q1 {
-					pack(bp[q0*panelStride(kb, nr):], b, jc+q0*nr, pc, min(nb, q1*nr)-q0*nr, kb, nr, b.CS, b.RS, asm)
-				}
-				tm.wait()
-			}
+			pack(bp, b, jc, pc, nb, kb, nr, b.CS, b.RS, asm)
 			add := accumulate || pc > 0
 			if direct {
-				ws.macroDirect(c[r0*ldc+jc:], ldc, a, r0, pc, r1-r0, nb, kb, add, bp)
-			} else {
-				for ic := r0; ic < r1; ic += mc {
-					mb := min(mc, r1-ic)
-					pack(ws.a, a, ic, pc, mb, kb, mr, a.RS, a.CS, asm)
-					ws.macro(c[ic*ldc+jc:], ldc, mb, nb, kb, add, asm, bp)
-				}
+				ws.macroDirect(c[jc:], ldc, a, 0, pc, m, nb, kb, add, bp)
+				continue
 			}
-			if tm != nil {
-				tm.wait()
+			for ic := 0; ic < m; ic += mc {
+				mb := min(mc, m-ic)
+				pack(ws.a, a, ic, pc, mb, kb, mr, a.RS, a.CS, asm)
+				ws.macro(c[ic*ldc+jc:], ldc, mb, nb, kb, add, asm, bp)
 			}
 		}
 	}
@@ -337,78 +320,11 @@ func (v View) elem(o int) float32 {
 	return v.F32[o]
 }
 
-// team is the goroutines of a product that share its packed panels of B (see mul).
-type team struct {
-	n    int       // goroutines
-	b    []float32 // the packed panel of B
-	mu   sync.Mutex
-	cond sync.Cond
-	in   int // goroutines at the barrier
-	gen  int // barriers passed
-}
-
-var teams = sync.Pool{New: func() any { t := new(team); t.cond.L = &t.mu; return t }}
-
-// buffer returns the buffer for packed B: the team's (grown by goroutine 0 before the team starts), or ws's own.
-func (tm *team) buffer(ws *workspace, n int) []float32 {
-	if tm != nil {
-		return tm.b[:n]
-	}
-	ws.b = grow(ws.b, n)
-	return ws.b
-}
-
-// wait returns when every goroutine of the team has called it (as many times).
-func (tm *team) wait() {
-	tm.mu.Lock()
-	if tm.in++; tm.in == tm.n {
-		tm.in = 0
-		tm.gen++
-		tm.cond.Broadcast()
-	} else {
-		for gen := tm.gen; gen == tm.gen; {
-			tm.cond.Wait()
-		}
-	}
-	tm.mu.Unlock()
-}
-
-// sharedB makes Mul split the rows of A over a team sharing each packed panel of B, rather than split C into
-// independent rectangles. Measured on 2 cores (BenchmarkSplit, best of 4 quiet runs, GFLOP/s, rectangles against
-// team): 1024³ 193/191, 512×2048×2048 forward 191/185 (bf16 191/183), dX 195/190, 512×8192×2048 188/182,
-// 512×512×2048 184/166, 1024×32000×512 181/189: rectangles, bar the last.
-var sharedB = false
-
-// mulTeam runs the product on procs goroutines sharing the packed panels of B, each with its rows of A.
-func mulTeam(c []float32, ldc, m, n, k int, a, b View, accumulate bool, procs int) {
-	tm := teams.Get().(*team)
-	tm.n = procs
-	kc, nc := blockSize(k, blockK, 1), blockSize(n, blockN, nr)
-	tm.b = grow(tm.b, nc/nr*panelStride(kc, nr))
-	var wg sync.WaitGroup
-	for t := 1; t < procs; t++ {
-		wg.Go(func() {
-			ws := pool.Get().(*workspace)
-			ws.mul(c, ldc, m, n, k, a, b, accumulate, tm, t)
-			pool.Put(ws)
-		})
-	}
-	ws := pool.Get().(*workspace)
-	ws.mul(c, ldc, m, n, k, a, b, accumulate, tm, 0)
-	pool.Put(ws)
-	wg.Wait()
-	teams.Put(tm)
-}
-
-// mulParallel runs the product on up to GOMAXPROCS goroutines, each a rectangle of C with its own packing.
+// mulParallel runs the product on up to team.Workers() workers, each a rectangle of C with its own packing.
 func mulParallel(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
-	procs := runtime.GOMAXPROCS(0)
+	procs := team.Workers()
 	if procs < 2 || m*n*k < parallelMin || k == 0 {
 		mulSerial(c, ldc, m, n, k, a, b, accumulate)
-		return
-	}
-	if sharedB && (m+mr-1)/mr >= procs {
-		mulTeam(c, ldc, m, n, k, a, b, accumulate, procs)
 		return
 	}
 	// A pm×pn grid of rectangles: every goroutine packs its rows of A and its columns of B, so choose the grid that
@@ -434,21 +350,13 @@ func mulParallel(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
 		mulSerial(c, ldc, m, n, k, a, b, accumulate)
 		return
 	}
-	var wg sync.WaitGroup
-	for bi := range pm {
+	team.For(pm*pn, 1, procs, func(_, r, _ int) {
+		bi, bj := r/pn, r%pn
 		i0, i1 := bi*tm/pm*mr, min((bi+1)*tm/pm*mr, m)
-		for bj := range pn {
-			j0, j1 := bj*tn/pn*nr, min((bj+1)*tn/pn*nr, n)
-			sa, sb := a, b
-			sa.Off += i0 * a.RS
-			sb.Off += j0 * b.CS
-			cs := c[i0*ldc+j0:]
-			if bi == pm-1 && bj == pn-1 {
-				mulSerial(cs, ldc, i1-i0, j1-j0, k, sa, sb, accumulate)
-				continue
-			}
-			wg.Go(func() { mulSerial(cs, ldc, i1-i0, j1-j0, k, sa, sb, accumulate) })
-		}
-	}
-	wg.Wait()
+		j0, j1 := bj*tn/pn*nr, min((bj+1)*tn/pn*nr, n)
+		sa, sb := a, b
+		sa.Off += i0 * a.RS
+		sb.Off += j0 * b.CS
+		mulSerial(c[i0*ldc+j0:], ldc, i1-i0, j1-j0, k, sa, sb, accumulate)
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/saddle-ml/saddle/internal/gemv"
+	"github.com/saddle-ml/saddle/internal/team"
 )
 
 // matrix is a test operand: its logical values (exactly representable in kind) and a view of them laid out in
@@ -247,14 +248,14 @@ func TestLarge(t *testing.T) {
 	})
 }
 
-// TestParallelSplits forces the parallel path on small products and on more goroutines than this machine has cores
-// (grids of 3, 4 and 6 rectangles, teams of as many), splitting C into rectangles and sharing B.
+// TestParallelSplits forces the parallel path on small products and on more workers than this machine has cores
+// (grids of 3, 4 and 6 rectangles), on the spinning team and on goroutines started per product.
 func TestParallelSplits(t *testing.T) {
-	defer func(p int, s bool) { parallelMin, sharedB = p, s }(parallelMin, sharedB)
+	defer func(p int, off bool) { parallelMin, team.Off = p, off }(parallelMin, team.Off)
 	parallelMin = 0
-	for _, shared := range []bool{false, true} {
-		sharedB = shared
-		t.Run(fmt.Sprint("sharedB=", shared), testParallelSplits)
+	for _, off := range []bool{false, true} {
+		team.Off = off
+		t.Run(fmt.Sprint("team.Off=", off), testParallelSplits)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/saddle-ml/saddle/internal/gemv"
+	"github.com/saddle-ml/saddle/internal/team"
 )
 
 // BenchmarkKernel measures the micro-kernel alone on packed operands that stay in L1 (the kernel's ceiling).
@@ -127,8 +128,8 @@ func BenchmarkBlocks(b *testing.B) {
 	}
 }
 
-// BenchmarkSplit compares Mul's two ways of using the cores: independent rectangles of C (each goroutine packing its
-// own A and B) and a team sharing each packed panel of B.
+// BenchmarkSplit compares Mul's rectangles run on the spinning team (internal/team) with goroutines started per
+// product.
 func BenchmarkSplit(b *testing.B) {
 	shapes := []struct {
 		name    string
@@ -156,10 +157,10 @@ func BenchmarkSplit(b *testing.B) {
 			bv.RS, bv.CS = 1, s.k
 		}
 		c := make([]float32, s.m*s.n)
-		for _, team := range []bool{false, true} {
-			b.Run(fmt.Sprintf("%s/team=%v", s.name, team), func(b *testing.B) {
-				defer func(old bool) { sharedB = old }(sharedB)
-				sharedB = team
+		for _, off := range []bool{false, true} {
+			b.Run(fmt.Sprintf("%s/team.Off=%v", s.name, off), func(b *testing.B) {
+				defer func(old bool) { team.Off = old }(team.Off)
+				team.Off = off
 				for b.Loop() {
 					Mul(c, s.n, s.m, s.n, s.k, a, bv, false)
 				}

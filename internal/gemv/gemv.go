@@ -12,6 +12,8 @@ import (
 	"math"
 	"runtime"
 	"sync"
+
+	"github.com/saddle-ml/saddle/internal/team"
 )
 
 // Kind is a weight's storage dtype.
@@ -80,9 +82,6 @@ const rowBlock = 4
 // goroutines costs about a microsecond, a 64k-element product about as much.
 const minParallelWork = 1 << 16
 
-// useTeam runs parallel products on the spinning team (team.go) instead of goroutines started per product.
-var useTeam = true
-
 // MulT computes dst[i*ldd + r] = Σ_k x[i*Cols + k]·W[r, k] for i < m and r < Rows (x is [m, Cols], dst [m, ldd]
 // with ldd ≥ Rows), splitting W's rows over up to GOMAXPROCS goroutines.
 func (w *Matrix) MulT(dst []float32, ldd int, x []float32, m int) {
@@ -102,15 +101,7 @@ func (w *Matrix) MulT(dst []float32, ldd int, x []float32, m int) {
 	// Chunks of whole row blocks; a few per worker so a core that is interrupted does not hold the others up.
 	chunks := min(workers*4, w.Rows/rowBlock)
 	per := (w.Rows/rowBlock + chunks - 1) / chunks * rowBlock
-	if useTeam && parallelRows(w.Rows, per, func(lo, hi int) { w.mulRows(dst, ldd, x, m, lo, hi) }) {
-		return
-	}
-	var wg sync.WaitGroup
-	for lo := per; lo < w.Rows; lo += per {
-		wg.Go(func() { w.mulRows(dst, ldd, x, m, lo, min(lo+per, w.Rows)) })
-	}
-	w.mulRows(dst, ldd, x, m, 0, min(per, w.Rows))
-	wg.Wait()
+	team.For(w.Rows, per, workers, func(_, lo, hi int) { w.mulRows(dst, ldd, x, m, lo, hi) })
 }
 
 // maxXGroup is the most x rows one pass over W serves; xGroupBytes bounds their size so that they stay in the L2

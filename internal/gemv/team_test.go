@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"testing"
+
+	"github.com/saddle-ml/saddle/internal/team"
 )
 
 // TestTeamMatchesGoroutines: the spinning team computes exactly what goroutines started per product compute (the
@@ -13,7 +15,7 @@ import (
 // the others fall back to goroutines) each get their own right answer.
 func TestTeamMatchesGoroutines(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	defer func(v bool) { useTeam = v }(useTeam)
+	defer func(v bool) { team.Off = v }(team.Off)
 	for _, kind := range []Kind{F32, BF16, F16} {
 		w, _ := randomMatrix(rng, kind, 515, 300) // 515 rows: a row tail after the last block
 		for _, m := range []int{1, 3} {
@@ -21,8 +23,8 @@ func TestTeamMatchesGoroutines(t *testing.T) {
 			for i := range x {
 				x[i] = float32(rng.NormFloat64())
 			}
-			product := func(team bool) []float32 {
-				useTeam = team
+			product := func(onTeam bool) []float32 {
+				team.Off = !onTeam
 				dst := make([]float32, m*w.Rows)
 				w.MulT(dst, w.Rows, x, m)
 				return dst
@@ -34,7 +36,7 @@ func TestTeamMatchesGoroutines(t *testing.T) {
 			if math.IsNaN(float64(want[0])) || want[len(want)-1] == 0 {
 				t.Fatalf("%s: implausible product", kind)
 			}
-			useTeam = true
+			team.Off = false
 			var wg sync.WaitGroup
 			results := make([][]float32, 6)
 			for g := range results {
