@@ -410,16 +410,9 @@ func (t *CPUTrainer) normRows(dst, inv, x, weight []float32, width int) {
 	t.parallel(rows, width, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			row := x[r*width : (r+1)*width]
-			var ss float32
-			for _, v := range row {
-				ss += v * v
-			}
-			iv := 1 / float32(math.Sqrt(float64(ss/float32(width)+float32(t.cfg.RMSNormEps))))
+			iv := 1 / float32(math.Sqrt(float64(sumSquares(row)/float32(width)+float32(t.cfg.RMSNormEps))))
 			inv[r] = iv
-			d := dst[r*width : (r+1)*width]
-			for j, v := range row {
-				d[j] = v * iv * weight[j]
-			}
+			mulScaled(dst[r*width:(r+1)*width], row, weight, iv)
 		}
 	})
 	t.lap(phElementwise)
@@ -429,10 +422,7 @@ func (t *CPUTrainer) normRows(dst, inv, x, weight []float32, width int) {
 func (t *CPUTrainer) applyNorm(dst, inv, x, weight []float32, width int) {
 	t.parallel(len(inv), width, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
-			iv, row, d := inv[r], x[r*width:(r+1)*width], dst[r*width:(r+1)*width]
-			for j, v := range row {
-				d[j] = v * iv * weight[j]
-			}
+			mulScaled(dst[r*width:(r+1)*width], x[r*width:(r+1)*width], weight, inv[r])
 		}
 	})
 	t.lap(phElementwise)
@@ -447,19 +437,8 @@ func (t *CPUTrainer) normBack(dx, dy, x, inv, weight []float32, width int, set b
 		for r := lo; r < hi; r++ {
 			iv := inv[r]
 			xr, dyr, dxr := x[r*width:(r+1)*width], dy[r*width:(r+1)*width], dx[r*width:(r+1)*width]
-			var s float32
-			for j, v := range xr {
-				s += dyr[j] * weight[j] * v
-			}
-			c := iv * iv * iv * s / float32(width)
-			for j, v := range xr {
-				g := iv*dyr[j]*weight[j] - c*v
-				if set {
-					dxr[j] = g
-				} else {
-					dxr[j] += g
-				}
-			}
+			c := iv * iv * iv * dot3(dyr, weight, xr) / float32(width)
+			normGrad(dxr, dyr, weight, xr, iv, c, set)
 		}
 	})
 	t.lap(phElementwise)
@@ -476,15 +455,7 @@ func (t *CPUTrainer) rope(x []float32, width int, scale float32, inverse bool) {
 			cs, sn := t.cos[pos*half:(pos+1)*half], t.sin[pos*half:(pos+1)*half]
 			row := x[r*width : (r+1)*width]
 			for h := 0; h+hd <= width; h += hd {
-				x1, x2 := row[h:h+half], row[h+half:h+hd]
-				for j := range half {
-					a, b, c, s := x1[j], x2[j], cs[j], sn[j]
-					if inverse {
-						s = -s
-					}
-					x1[j] = (a*c - b*s) * scale
-					x2[j] = (b*c + a*s) * scale
-				}
+				ropeHalves(row[h:h+half], row[h+half:h+hd], cs, sn, scale, inverse)
 			}
 		}
 	})
@@ -594,16 +565,10 @@ func (t *CPUTrainer) attentionBack(a *trainActs, datt, dq, dk, dv []float32) {
 			for i := range rows {
 				pos := r0 + i
 				lo, hi := t.winLo(pos)-kLo, pos-kLo+1
-				pr, dr := p[i*seq+lo:i*seq+hi], dp[i*seq:i*seq+nk]
-				var delta float32
-				for j, v := range pr {
-					delta += v * dr[lo+j]
-				}
+				dr := dp[i*seq : i*seq+nk]
 				clear(dr[:lo])
 				clear(dr[hi:])
-				for j, v := range pr {
-					dr[lo+j] = v * (dr[lo+j] - delta)
-				}
+				softmaxBack(p[i*seq+lo:i*seq+hi], dr[lo:hi])
 			}
 			ds := gemm.RowMajor(dp, seq)
 			gemm.MulSerial(dq[(b*seq+r0)*qDim+h*hd:], qDim, rows, hd, nk, ds, kv, false)
@@ -692,27 +657,15 @@ func (t *CPUTrainer) loss(targets []int32, weights []float32, grad bool) (sum, w
 func (t *CPUTrainer) finalNormRow(dst []float32, r int) {
 	hidden := t.cfg.HiddenSize
 	row := t.xL[r*hidden : (r+1)*hidden]
-	var ss float32
-	for _, v := range row {
-		ss += v * v
-	}
-	iv := 1 / float32(math.Sqrt(float64(ss/float32(hidden)+float32(t.cfg.RMSNormEps))))
+	iv := 1 / float32(math.Sqrt(float64(sumSquares(row)/float32(hidden)+float32(t.cfg.RMSNormEps))))
 	t.invL[r] = iv
-	for j, v := range row {
-		dst[j] = v * iv * t.dec.norm[j]
-	}
+	mulScaled(dst, row, t.dec.norm, iv)
 }
 
 // normBackRow writes into dx the gradient of one row's RMSNorm (see normBack).
 func normBackRow(dx, dy, x []float32, iv float32, weight []float32) {
-	var s float32
-	for j, v := range x {
-		s += dy[j] * weight[j] * v
-	}
-	c := iv * iv * iv * s / float32(len(x))
-	for j, v := range x {
-		dx[j] = iv*dy[j]*weight[j] - c*v
-	}
+	c := iv * iv * iv * dot3(dy, weight, x) / float32(len(x))
+	normGrad(dx, dy, weight, x, iv, c, true)
 }
 
 // rowLoss returns w·(logsumexp(logits) − logits[target]) and overwrites logits: with grad, with their gradient

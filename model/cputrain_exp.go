@@ -59,3 +59,64 @@ func swigluBackGo(dup, dgate, gate, up, dact []float32) {
 		dgate[j] = d * up[j] * s * (1 + g*(1-s))
 	}
 }
+
+// The row kernels of the norms and of attention's softmax gradient (SIMD versions in cputrain_simd_amd64.go).
+
+func sumSquaresGo(x []float32) float32 {
+	var s float32
+	for _, v := range x {
+		s += v * v
+	}
+	return s
+}
+
+func mulScaledGo(dst, x, w []float32, s float32) {
+	w, dst = w[:len(x)], dst[:len(x)]
+	for j, v := range x {
+		dst[j] = v * s * w[j]
+	}
+}
+
+func dot3Go(a, b, c []float32) float32 {
+	b, c = b[:len(a)], c[:len(a)]
+	var s float32
+	for j, v := range a {
+		s += v * b[j] * c[j]
+	}
+	return s
+}
+
+func normGradGo(dx, dy, w, x []float32, iv, c float32, set bool) {
+	dy, w, dx = dy[:len(x)], w[:len(x)], dx[:len(x)]
+	for j, v := range x {
+		g := iv*dy[j]*w[j] - c*v
+		if set {
+			dx[j] = g
+		} else {
+			dx[j] += g
+		}
+	}
+}
+
+func softmaxBackGo(p, d []float32) {
+	d = d[:len(p)]
+	var delta float32
+	for j, v := range p {
+		delta += v * d[j]
+	}
+	for j, v := range p {
+		d[j] = v * (d[j] - delta)
+	}
+}
+
+func ropeHalvesGo(x1, x2, cs, sn []float32, scale float32, inverse bool) {
+	x2, cs, sn = x2[:len(x1)], cs[:len(x1)], sn[:len(x1)]
+	for j, a := range x1 {
+		b, c, s := x2[j], cs[j], sn[j]
+		if inverse {
+			s = -s
+		}
+		x1[j] = (a*c - b*s) * scale
+		x2[j] = (b*c + a*s) * scale
+	}
+}

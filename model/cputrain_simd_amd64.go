@@ -162,3 +162,157 @@ func swigluBack(dup, dgate, gate, up, dact []float32) {
 		copy(dgate[lo:lo+n], d[:n])
 	}
 }
+
+// The row kernels below run 8-wide over the first len &^ 7 values, then clear the upper halves and finish in Go.
+
+// sumSquares returns Σ x².
+func sumSquares(x []float32) float32 {
+	if !trainSIMD {
+		return sumSquaresGo(x)
+	}
+	n8 := len(x) &^ 7
+	var a0, a1 archsimd.Float32x8
+	i := 0
+	for ; i+16 <= n8; i += 16 {
+		v, u := archsimd.LoadFloat32x8(x[i:i+8]), archsimd.LoadFloat32x8(x[i+8:i+16])
+		a0, a1 = v.MulAdd(v, a0), u.MulAdd(u, a1)
+	}
+	if i < n8 {
+		v := archsimd.LoadFloat32x8(x[i : i+8])
+		a0 = v.MulAdd(v, a0)
+	}
+	s := hsum8(a0.Add(a1))
+	for _, v := range x[n8:] {
+		s += v * v
+	}
+	return s
+}
+
+// hsum8 returns the sum of v's lanes, clearing the upper halves before the scalar adds.
+func hsum8(v archsimd.Float32x8) float32 {
+	var p [4]float32
+	v.GetLo().Add(v.GetHi()).Store(p[:])
+	archsimd.ClearAVXUpperBits()
+	return (p[0] + p[1]) + (p[2] + p[3])
+}
+
+// mulScaled sets dst = x·s·w.
+func mulScaled(dst, x, w []float32, s float32) {
+	if !trainSIMD {
+		mulScaledGo(dst, x, w, s)
+		return
+	}
+	n := len(x)
+	n8 := n &^ 7
+	w, dst = w[:n], dst[:n]
+	sv := archsimd.BroadcastFloat32x8(s)
+	for i := 0; i < n8; i += 8 {
+		archsimd.LoadFloat32x8(x[i : i+8]).Mul(sv).Mul(archsimd.LoadFloat32x8(w[i : i+8])).Store(dst[i : i+8])
+	}
+	archsimd.ClearAVXUpperBits()
+	for j := n8; j < n; j++ {
+		dst[j] = x[j] * s * w[j]
+	}
+}
+
+// dot3 returns Σ a·b·c.
+func dot3(a, b, c []float32) float32 {
+	if !trainSIMD {
+		return dot3Go(a, b, c)
+	}
+	n := len(a)
+	n8 := n &^ 7
+	b, c = b[:n], c[:n]
+	var acc archsimd.Float32x8
+	for i := 0; i < n8; i += 8 {
+		ab := archsimd.LoadFloat32x8(a[i : i+8]).Mul(archsimd.LoadFloat32x8(b[i : i+8]))
+		acc = ab.MulAdd(archsimd.LoadFloat32x8(c[i:i+8]), acc)
+	}
+	s := hsum8(acc)
+	for j := n8; j < n; j++ {
+		s += a[j] * b[j] * c[j]
+	}
+	return s
+}
+
+// normGrad sets (or, unless set, adds to) dx the values iv·dy·w − c·x.
+func normGrad(dx, dy, w, x []float32, iv, c float32, set bool) {
+	if !trainSIMD {
+		normGradGo(dx, dy, w, x, iv, c, set)
+		return
+	}
+	n := len(x)
+	n8 := n &^ 7
+	dy, w, dx = dy[:n], w[:n], dx[:n]
+	ivv, cv := archsimd.BroadcastFloat32x8(iv), archsimd.BroadcastFloat32x8(-c)
+	for i := 0; i < n8; i += 8 {
+		g := archsimd.LoadFloat32x8(dy[i : i+8]).Mul(ivv).Mul(archsimd.LoadFloat32x8(w[i : i+8]))
+		g = archsimd.LoadFloat32x8(x[i:i+8]).MulAdd(cv, g)
+		if !set {
+			g = g.Add(archsimd.LoadFloat32x8(dx[i : i+8]))
+		}
+		g.Store(dx[i : i+8])
+	}
+	archsimd.ClearAVXUpperBits()
+	for j := n8; j < n; j++ {
+		g := iv*dy[j]*w[j] - c*x[j]
+		if set {
+			dx[j] = g
+		} else {
+			dx[j] += g
+		}
+	}
+}
+
+// softmaxBack turns d (the gradient of a softmax row p's output) into the gradient of its input: p·(d − Σ p·d).
+func softmaxBack(p, d []float32) {
+	if !trainSIMD {
+		softmaxBackGo(p, d)
+		return
+	}
+	n := len(p)
+	n8 := n &^ 7
+	d = d[:n]
+	var acc archsimd.Float32x8
+	for i := 0; i < n8; i += 8 {
+		acc = archsimd.LoadFloat32x8(p[i:i+8]).MulAdd(archsimd.LoadFloat32x8(d[i:i+8]), acc)
+	}
+	delta := hsum8(acc)
+	for j := n8; j < n; j++ {
+		delta += p[j] * d[j]
+	}
+	dv := archsimd.BroadcastFloat32x8(delta)
+	for i := 0; i < n8; i += 8 {
+		archsimd.LoadFloat32x8(p[i : i+8]).Mul(archsimd.LoadFloat32x8(d[i : i+8]).Sub(dv)).Store(d[i : i+8])
+	}
+	archsimd.ClearAVXUpperBits()
+	for j := n8; j < n; j++ {
+		d[j] = p[j] * (d[j] - delta)
+	}
+}
+
+// ropeHalves rotates the pairs (x1[j], x2[j]) by the angles whose cosines and sines are cs and sn (by their negatives
+// when inverse), times scale.
+func ropeHalves(x1, x2, cs, sn []float32, scale float32, inverse bool) {
+	if !trainSIMD {
+		ropeHalvesGo(x1, x2, cs, sn, scale, inverse)
+		return
+	}
+	n := len(x1)
+	n8 := n &^ 7
+	x2, cs, sn = x2[:n], cs[:n], sn[:n]
+	sc := archsimd.BroadcastFloat32x8(scale)
+	for i := 0; i < n8; i += 8 {
+		a, b := archsimd.LoadFloat32x8(x1[i:i+8]), archsimd.LoadFloat32x8(x2[i:i+8])
+		c, s := archsimd.LoadFloat32x8(cs[i:i+8]).Mul(sc), archsimd.LoadFloat32x8(sn[i:i+8]).Mul(sc)
+		if inverse {
+			b.MulAdd(s, a.Mul(c)).Store(x1[i : i+8])  // a·c + b·s
+			b.Mul(c).Sub(a.Mul(s)).Store(x2[i : i+8]) // b·c − a·s
+		} else {
+			a.Mul(c).Sub(b.Mul(s)).Store(x1[i : i+8])
+			a.MulAdd(s, b.Mul(c)).Store(x2[i : i+8])
+		}
+	}
+	archsimd.ClearAVXUpperBits()
+	ropeHalvesGo(x1[n8:], x2[n8:], cs[n8:], sn[n8:], scale, inverse)
+}

@@ -777,3 +777,67 @@ func TestCPUTrainWorkersAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestCPUTrainRowKernels checks the norm and softmax-gradient row kernels (SIMD where built) against float64 sums,
+// at lengths around the vector width.
+func TestCPUTrainRowKernels(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	vec := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			v[i] = float32(rng.NormFloat64())
+		}
+		return v
+	}
+	near := func(what string, n int, got float32, want float64, scale float64) {
+		if math.Abs(float64(got)-want) > 1e-5*(scale+1) {
+			t.Fatalf("%s, n=%d: got %g, want %g", what, n, got, want)
+		}
+	}
+	for _, n := range []int{0, 1, 7, 8, 9, 15, 16, 17, 24, 63, 64, 65, 300} {
+		a, b, c, d := vec(n), vec(n), vec(n), vec(n)
+		var ss, d3, pd, abs float64
+		for i := range n {
+			ss += float64(a[i]) * float64(a[i])
+			d3 += float64(a[i]) * float64(b[i]) * float64(c[i])
+			pd += float64(a[i]) * float64(d[i])
+			abs += math.Abs(float64(a[i]) * float64(b[i]) * float64(c[i]))
+		}
+		near("sumSquares", n, sumSquares(a), ss, ss)
+		near("dot3", n, dot3(a, b, c), d3, abs)
+		dst := vec(n)
+		mulScaled(dst, a, b, 0.5)
+		for i := range n {
+			near("mulScaled", n, dst[i], float64(a[i])*0.5*float64(b[i]), 1)
+		}
+		for _, set := range []bool{true, false} {
+			dx := slices.Clone(d)
+			normGrad(dx, a, b, c, 0.7, 0.3, set)
+			for i := range n {
+				want := 0.7*float64(a[i])*float64(b[i]) - 0.3*float64(c[i])
+				if !set {
+					want += float64(d[i])
+				}
+				near("normGrad", n, dx[i], want, 1)
+			}
+		}
+		for _, inverse := range []bool{false, true} {
+			x1, x2 := slices.Clone(a), slices.Clone(b)
+			cs, sn := vec(n), vec(n)
+			ropeHalves(x1, x2, cs, sn, 0.25, inverse)
+			for i := range n {
+				s := float64(sn[i])
+				if inverse {
+					s = -s
+				}
+				near("ropeHalves x1", n, x1[i], (float64(a[i])*float64(cs[i])-float64(b[i])*s)*0.25, 1)
+				near("ropeHalves x2", n, x2[i], (float64(b[i])*float64(cs[i])+float64(a[i])*s)*0.25, 1)
+			}
+		}
+		g := slices.Clone(d)
+		softmaxBack(a, g)
+		for i := range n {
+			near("softmaxBack", n, g[i], float64(a[i])*(float64(d[i])-pd), math.Abs(pd)+1)
+		}
+	}
+}
