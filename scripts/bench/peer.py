@@ -243,6 +243,20 @@ def since_process_start():
         return float("nan")
 
 
+def mm_rate(reps=5):
+    """torch's 1024² f32 matmul rate (OpenBLAS's GEMM), the best of reps runs, in GFLOP/s: measured around the timed
+    training steps so that W2's rate can be read against the machine's in the same minute."""
+    n = 1024
+    a = (torch.arange(n * n, dtype=torch.float32) % 7 - 3).reshape(n, n)
+    best = float("inf")
+    for i in range(reps + 1):
+        t0 = time.perf_counter()
+        torch.mm(a, a)
+        if i > 0:
+            best = min(best, time.perf_counter() - t0)
+    return 2.0 * n ** 3 / best / 1e9
+
+
 def train(args, cfg, w, res):
     m = Llama(cfg, w, lora_rank=args.rank, lora_alpha=args.alpha, targets=args.targets.split(","))
     res.update(rank=args.rank, alpha=args.alpha, targets=args.targets.split(","), adapters=len(m.lora),
@@ -250,8 +264,11 @@ def train(args, cfg, w, res):
     opt = torch.optim.Adam(m.params(), lr=1e-3, betas=(0.9, 0.999), eps=1e-8)
     rng = LCG(args.seed)
     times, cpu, losses = [], [], []
+    before = None
     for i in range(args.warmup + args.steps):
         tokens, targets = token_batch(rng, args.batch, args.seq, cfg["vocab"])
+        if i == args.warmup:
+            before = mm_rate()
         t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         logits = m.forward(tokens)
@@ -266,6 +283,7 @@ def train(args, cfg, w, res):
         if i >= args.warmup:
             times.append(dt)
             cpu.append(dc)
+    res.update(blas_gflops_around=[before, mm_rate()])
     return times, cpu, losses
 
 

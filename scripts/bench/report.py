@@ -95,3 +95,26 @@ if w2 and "flops" in w2 and "saddle" in w2:
     best_name = max(rates, key=rates.get)
     print('machine f32 matmul rate (1024²): ' + ', '.join(f'{k} {v:.1f} GFLOP/s' for k, v in rates.items())
           + f'; W2 runs at {100 * rate / rates[best_name]:.0f} % of the fastest ({best_name})')
+
+# The same reading in the same minute: each W2 process measures the 1024² rate of its own matmul just before and just
+# after its timed steps (saddle: internal/gemm; the peer: torch.mm, OpenBLAS), so every round gives W2's rate against
+# the fastest 1024² rate measured in that round (this VM's speed drifts by up to 2× within the hour, so a rate
+# measured minutes apart can be off either way).
+if w2 and "flops" in w2:
+    per_round = []
+    for r in sorted({x["round"] for x in runs if x["workload"] == "W2"}):
+        got = {x["result"]["side"]: x["result"] for x in runs if x["workload"] == "W2" and x["round"] == r}
+        s = got.get("saddle")
+        if not s or "gemm_gflops_around" not in s:
+            continue
+        rates = {"saddle's internal/gemm": max(s["gemm_gflops_around"])}
+        if "pytorch" in got and got["pytorch"].get("blas_gflops_around"):
+            rates["OpenBLAS"] = max(x for x in got["pytorch"]["blas_gflops_around"] if x)
+        best_name = max(rates, key=rates.get)
+        rate = w2["flops"] / (1e3 * med(s["step_s"])) / 1e6
+        per_round.append((r, rate, best_name, rates[best_name], rate / rates[best_name]))
+    if per_round:
+        fr = [x[4] for x in per_round]
+        print(f'W2 against the fastest 1024² rate measured in the same round, around its steps: median '
+              f'{100 * med(fr):.0f} % (rounds: ' + '; '.join(
+                  f'{r}: {rate:.1f} GFLOP/s = {100 * f:.0f} % of {name} {best:.1f}' for r, rate, name, best, f in per_round) + ')')
