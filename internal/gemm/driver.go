@@ -32,11 +32,13 @@ var (
 var forceGo = false
 
 // parallelMin is the work (m·n·k multiply-adds) below which Mul runs on the calling goroutine. Measured on 2 cores
-// (BenchmarkSmall, square products, back to back): serial is faster up to 192³ (7M; 100 against 92 GFLOP/s), both
-// cores from 256³ (17M; 121 against 97). A goroutine started while the other core idles also takes 60 to 200 µs to
-// get there on the machine measured (a KVM guest), which a product of 8M multiply-adds (about 170 µs on one core)
-// barely repays.
-var parallelMin = 1 << 23
+// with the rectangles on the spinning team (BenchmarkSmall, square products back to back, GFLOP/s, serial against
+// both cores): 48³ 78/79, 64³ 74/101, 96³ 87/139, 128³ 84/148; and the rank-8 adapters' products of W2 (1024 rows,
+// 4 M multiply-adds, BenchmarkAdapterShapes) ran 1.5-1.9 times as fast on both cores. When the team's
+// helper is parked the caller takes every rectangle itself, so a small product costs at worst about its serial
+// time. (With a goroutine started per product, which reached the other core 60-200 µs late on this VM, the bound
+// was 8 M.)
+var parallelMin = 1 << 18
 
 // workspace holds one goroutine's packing buffers; pooled so that a product allocates nothing in steady state.
 type workspace struct {

@@ -190,3 +190,41 @@ func BenchmarkSmall(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAdapterShapes times the products of a rank-8 adapter on 1024 rows of width 512 (W2's q_proj), on the
+// calling goroutine and on every core: h = x·Aᵀ, dx += g·A, dA += gᵀ·x, dB += dyᵀ·h.
+func BenchmarkAdapterShapes(b *testing.B) {
+	const rows, width, rank = 1024, 512, 8
+	for _, s := range []struct {
+		name    string
+		m, n, k int
+		aT, bT  bool
+	}{
+		{"h=x·Aᵀ", rows, rank, width, false, true},
+		{"dx+=g·A", rows, width, rank, false, false},
+		{"dA+=gᵀ·x", rank, width, rows, true, false},
+		{"dB+=dyᵀ·h", width, rank, rows, true, false},
+	} {
+		a := RowMajor(make([]float32, s.m*s.k), s.k)
+		if s.aT {
+			a = RowMajor(make([]float32, s.m*s.k), s.m).T()
+		}
+		bv := RowMajor(make([]float32, s.k*s.n), s.n)
+		if s.bT {
+			bv = RowMajor(make([]float32, s.k*s.n), s.k).T()
+		}
+		c := make([]float32, s.m*s.n)
+		for _, serial := range []bool{true, false} {
+			b.Run(fmt.Sprintf("%s/serial=%v", s.name, serial), func(b *testing.B) {
+				mul := Mul
+				if serial {
+					mul = MulSerial
+				}
+				for b.Loop() {
+					mul(c, s.n, s.m, s.n, s.k, a, bv, false)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1e3, "µs/op")
+			})
+		}
+	}
+}
