@@ -7,7 +7,9 @@
 # f32 and the same thread count on both sides (THREADS, default 2). The workloads run in ROUNDS rounds, saddle and
 # the peer alternating (the order flips every round), each run a fresh process; the table shows medians over all
 # timed steps, the ratio saddle/peer, CPU seconds per step (less sensitive than wall time to other jobs on the
-# machine), peak RSS, and W2's achieved GFLOP/s (the FLOP count is defined in scripts/bench/main.go: trainFLOPs).
+# machine), peak RSS, and W2's achieved GFLOP/s (the FLOP count is defined in scripts/bench/main.go: trainFLOPs),
+# read against the machine's 1024² f32 rate measured at the start and against the rates every training process
+# measures just before and after its timed steps (the same minute: this VM's speed drifts).
 #
 # Usage: bash scripts/bench.sh [--rounds N] [--quick] [--no-peer] [--install-peer]
 #   --quick         1 round, fewer steps (a smoke test, not a measurement)

@@ -246,7 +246,7 @@ func benchTrain(o options) (map[string]any, error) {
 		}
 	}
 	stop()
-	rateAfter := gemmRate(5)
+	rateAfter := gemmRate(5) // internal/gemm's 1024² rate (best of 5) just after the steps, rateBefore just before
 	tokens := o.batch * o.seq
 	fl := trainFLOPs(m.Config, spec, o.batch, o.seq)
 	return map[string]any{
@@ -254,12 +254,11 @@ func benchTrain(o options) (map[string]any, error) {
 		"step_s": times, "step_cpu_s": cpu, "first_loss": losses[0], "last_loss": losses[len(losses)-1],
 		"median_step_s": median(times), "tokens_per_s": float64(tokens) / median(times),
 		"flops": fl, "gflops_per_s": fl["total"] / median(times) / 1e9,
-		// internal/gemm's 1024² rate just before and just after the timed steps (the best of 5 each).
-		"gemm_gflops_around": []float64{rateBefore, rateAfter},
 		"params": m.Config.NumParameters(), "adapter_params": set.NumParams(),
 		"rank": spec.Rank, "alpha": spec.Alpha, "targets": spec.Targets, "adapters": len(set.Adapters),
 		"dtype": dt, "dtype_requested": o.dtype, "grad_checkpoint": o.gradCheckpoint,
 		"trainer": s.TrainerKind(), "load_s": loadS, "first_step_s": firstStep, "time_to_first_step_s": toFirstStep,
+		"gemm_gflops_around": []float64{rateBefore, rateAfter},
 	}, nil
 }
 
