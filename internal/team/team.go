@@ -21,6 +21,7 @@ var Off = false
 
 type job struct {
 	fn         func(w, lo, hi int)
+	seq        uint64 // the team's loop number
 	n, per     int
 	workers    int // the most workers that may take chunks, the caller included
 	chunks     int64
@@ -63,7 +64,7 @@ func start() {
 
 func helper() {
 	seen := team.seq.Load()
-	var last *job // a helper runs each loop once at most: it may see a newer loop's signal after running it
+	var last uint64 // a helper runs each loop once at most: it may see a newer loop's signal after running it
 	for {
 		deadline := time.Now().Add(Spin)
 		for spins := 0; team.seq.Load() == seen; spins++ {
@@ -77,8 +78,8 @@ func helper() {
 			}
 		}
 		seen = team.seq.Load()
-		if j := team.job.Load(); j != nil && j != last {
-			last = j
+		if j := team.job.Load(); j != nil && j.seq != last {
+			last = j.seq
 			if w := int(j.ids.Add(1)); w < j.workers {
 				j.run(w)
 			}
@@ -92,8 +93,9 @@ func Workers() int { return max(1, runtime.GOMAXPROCS(0)) }
 // For calls fn(w, lo, hi) for the chunks [lo, hi) of per values that cover [0, n), on the calling goroutine and up
 // to min(workers, Workers())−1 others, and returns when every chunk is done. Chunks go to whichever worker is free
 // first; w is the worker's number in [0, workers), the caller's 0, and no two workers of one For share a number, so
-// fn may use per-worker scratch indexed by w. The team's helpers take the chunks when they are free; when another For holds
-// them (a concurrent caller, or a For inside fn), goroutines started for this call do.
+// fn may use per-worker scratch indexed by w. The team's helpers take the chunks when they are free; when another
+// For holds them (a concurrent caller, or a For inside fn), goroutines started for this call do. Nothing keeps fn
+// once For returns.
 func For(n, per, workers int, fn func(w, lo, hi int)) {
 	if n <= 0 {
 		return
@@ -109,8 +111,9 @@ func For(n, per, workers int, fn func(w, lo, hi int)) {
 	if !Off {
 		team.once.Do(start)
 		if team.helpers == Workers()-1 && team.mu.TryLock() {
+			j.seq = team.seq.Load() + 1 // only the holder of mu changes seq
 			team.job.Store(j)
-			team.seq.Add(1)
+			team.seq.Store(j.seq)
 			if team.parked.Load() > 0 {
 				for range team.helpers {
 					select {
@@ -122,6 +125,7 @@ func For(n, per, workers int, fn func(w, lo, hi int)) {
 			j.run(0)
 			for j.done.Load() < j.chunks {
 			}
+			team.job.Store(nil) // fn's closure (and what it holds) is not kept alive by the team
 			team.mu.Unlock()
 			return
 		}

@@ -1,9 +1,11 @@
 package team
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestForCoversOnce: every index of [0, n) is visited exactly once, by chunks of per, with worker numbers in range
@@ -67,4 +69,25 @@ func TestForCoversOnce(t *testing.T) {
 		}
 		wg.Wait()
 	}
+}
+
+// TestForKeepsNothing: once For returns, nothing in the team keeps fn's closure (and what it holds) alive.
+func TestForKeepsNothing(t *testing.T) {
+	defer func(v bool) { Off = v }(Off)
+	Off = false
+	collected := make(chan struct{})
+	func() {
+		big := make([]float32, 1<<20)
+		runtime.AddCleanup(&big[0], func(struct{}) { close(collected) }, struct{}{})
+		For(len(big), 1<<16, Workers(), func(_, lo, hi int) { clear(big[lo:hi]) })
+	}()
+	for range 20 {
+		runtime.GC()
+		select {
+		case <-collected:
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatal("the buffer a finished For's fn held was never collected")
 }
