@@ -17,13 +17,14 @@
 #   --install-peer  apt-get install python3-torch libopenblas0-pthread first (root, Debian)
 #
 # Real sizes: bash scripts/bench.sh --real qwen3-0.6b|llama-3.2-1b|llama-3.1-8b [--seq N] [--steps N] [--generate]
-#     [--saddle-flags "-dtype bf16 -grad-checkpoint"] [--no-peer] [--install-peer]
+#     [--rounds N] [--saddle-flags "-dtype bf16 -grad-checkpoint"] [--no-peer] [--install-peer]
 #   --generate measures greedy decoding (8-token prompt, 32 new tokens, --steps generations) instead of training.
 #   LoRA r=16 (alpha 32) on all linear layers (q,k,v,o,gate,up,down) + Adam, batch 1 × seq (default 512; 256 for
 #   the 8B), 1 warmup step then --steps timed ones (default 3). The model is a random-weight HF folder with the exact
 #   config.json, shapes, bf16 shards and tokenizer of the published one (scripts/bench -write-shape), written once
 #   into $BENCH_DIR/shape-NAME and reused. saddle, then the peer (f32 eager, weights widened to f32 on load), each in
-#   a fresh process, never both at once; the table shows tokens/s (median of the timed steps), peak RSS (VmHWM),
+#   a fresh process, never both at once; with --rounds N (default 1 here) N such rounds, the order flipped every
+#   round, and the medians pool every round's steps; the table shows tokens/s (median of the timed steps), peak RSS (VmHWM),
 #   time to first step (process start to the end of the first optimizer step: loading and compiling included), the
 #   first-step losses and the ratios saddle/peer. The peer is skipped when its f32 weights alone would not fit in
 #   this machine's memory (the 8B: 32 GB). Results: $BENCH_DIR/real-NAME.jsonl.
@@ -47,10 +48,10 @@ set -euo pipefail
 export GOTOOLCHAIN=go1.27.3 GOEXPERIMENT=simd
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-rounds=3 quick=0 peer=1 install=0 real="" real_seq="" real_steps="" saddle_flags="" real_gen=0
+rounds=3 rounds_given="" quick=0 peer=1 install=0 real="" real_seq="" real_steps="" saddle_flags="" real_gen=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --rounds) rounds=$2; shift ;;
+    --rounds) rounds=$2 rounds_given=1; shift ;;
     --quick) quick=1 rounds=1 ;;
     --no-peer) peer=0 ;;
     --install-peer) install=1 ;;
@@ -170,11 +171,12 @@ if [ -n "$real" ]; then
     lora=()
     common=(--mode generate --model "$folder" --prompt 8 --new-tokens 32 --steps "$real_steps" --warmup 1)
   fi
-  # run_real SIDE CMD...: one fresh process; its JSON line, or its failure, appended to the results.
+  # run_real ROUND SIDE CMD...: one fresh process; its JSON line (tagged with the round), or its failure, appended to
+  # the results.
   run_real() {
-    local side=$1 line rc=0
-    shift
-    echo "== $side: $* (memory available now: $(awk '/^MemAvailable:/ {printf "%.1f", $2/1e6}' /proc/meminfo) GB)"
+    local round=$1 side=$2 line rc=0
+    shift 2
+    echo "== $side (round $round): $* (memory available now: $(awk '/^MemAvailable:/ {printf "%.1f", $2/1e6}' /proc/meminfo) GB)"
     line=$("$@" | tail -n 1) || rc=$?
     if [ "$rc" != 0 ] || [ "${line:0:1}" != "{" ]; then
       local why="exit $rc"
@@ -182,19 +184,26 @@ if [ -n "$real" ]; then
       echo "bench.sh: $side failed: $why" >&2
       line="{\"side\":\"$side\",\"failed\":\"$why\"}"
     fi
-    echo "$line" >>"$results"
+    echo "{\"round\":$round,${line:1}" >>"$results"
   }
-  # shellcheck disable=SC2086 # --saddle-flags is a list of flags
-  run_real saddle env GOMAXPROCS="$threads" "$bench" "${common[@]}" "${lora[@]}" $saddle_flags
-  if [ "$peer" = 1 ]; then
-    if [ "$real_gen" = 1 ]; then
-      run_real pytorch "${peer_gen[@]}" OMP_NUM_THREADS="$peer_gen_threads" OMP_WAIT_POLICY=PASSIVE "$py" \
-        "$here/scripts/bench/peer.py" --threads "$peer_gen_threads" --weights "$peer_gen_weights" "${common[@]}"
-    else
-      run_real pytorch "${peer_train[@]}" OMP_NUM_THREADS="$peer_train_threads" OMP_WAIT_POLICY=PASSIVE "$py" \
-        "$here/scripts/bench/peer.py" --threads "$peer_train_threads" "${common[@]}" "${lora[@]}"
-    fi
-  fi
+  real_rounds=1
+  [ -n "$rounds_given" ] && real_rounds=$rounds
+  for round in $(seq 1 "$real_rounds"); do
+    order="saddle pytorch"
+    [ $((round % 2)) = 0 ] && order="pytorch saddle"
+    for side in $order; do
+      if [ "$side" = saddle ]; then
+        # shellcheck disable=SC2086 # --saddle-flags is a list of flags
+        run_real "$round" saddle env GOMAXPROCS="$threads" "$bench" "${common[@]}" "${lora[@]}" $saddle_flags
+      elif [ "$peer" = 1 ] && [ "$real_gen" = 1 ]; then
+        run_real "$round" pytorch "${peer_gen[@]}" OMP_NUM_THREADS="$peer_gen_threads" OMP_WAIT_POLICY=PASSIVE "$py" \
+          "$here/scripts/bench/peer.py" --threads "$peer_gen_threads" --weights "$peer_gen_weights" "${common[@]}"
+      elif [ "$peer" = 1 ]; then
+        run_real "$round" pytorch "${peer_train[@]}" OMP_NUM_THREADS="$peer_train_threads" OMP_WAIT_POLICY=PASSIVE "$py" \
+          "$here/scripts/bench/peer.py" --threads "$peer_train_threads" "${common[@]}" "${lora[@]}"
+      fi
+    done
+  done
   echo "== results ($results), $(nproc) cores, $((mem_bytes / 1000000000)) GB, load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
   "$py" "$here/scripts/bench/report_real.py" "$results" "$real" "$work/stream.json"
   exit 0

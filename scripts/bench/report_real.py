@@ -4,27 +4,53 @@ import json
 import statistics
 import sys
 
-rows = {}
+runs = {}  # side -> its runs, one per round
 for line in open(sys.argv[1]):
     r = json.loads(line)
-    rows[r["side"]] = r
+    runs.setdefault(r["side"], []).append(r)
 stream = json.load(open(sys.argv[3]))
-s, p = rows.get("saddle", {}), rows.get("pytorch", {})
 
 
 def ok(r):
     return bool(r) and "failed" not in r
 
 
+def pooled(rs):
+    """One side's runs as one: the timed steps (or generations) of every round together, the largest peak RSS, the
+    median of the per-run times to the first step; a failed run when none succeeded."""
+    good = [r for r in rs if ok(r)]
+    if not good:
+        return rs[-1] if rs else {}
+    m = dict(good[0])
+    m["per_run"] = len(good[0].get("step_s", good[0].get("gen_s", [])))
+    for key in ("step_s", "step_cpu_s", "gen_s", "gen_cpu_s"):
+        if key in m:
+            m[key] = [x for r in good for x in r[key]]
+    if "step_s" in m:
+        m["median_step_s"] = statistics.median(m["step_s"])
+        m["tokens_per_s"] = m["tokens_per_step"] / m["median_step_s"]
+    m["peak_rss_gb"] = max(r["peak_rss_gb"] for r in good)
+    for key in ("time_to_first_step_s", "load_s", "first_step_s"):
+        if key in m:
+            m[key] = statistics.median(r[key] for r in good)
+    m["rounds"] = len(good)
+    return m
+
+
+s, p = pooled(runs.get("saddle", [])), pooled(runs.get("pytorch", []))
+
+
 ref = s if ok(s) else p
 gen = ref.get("mode") == "generate"
 if gen:
     print(f'{sys.argv[2]}-shaped, random bf16 weights: greedy decoding, {ref.get("prompt")}-token prompt + '
-          f'{ref.get("new_tokens")} new tokens, {len(ref.get("gen_s", []))} timed generations after 1 warmup')
+          f'{ref.get("new_tokens")} new tokens, {ref.get("per_run", len(ref.get("gen_s", [])))} timed generations after 1 warmup'
+          + (f' pooled over {ref["rounds"]} rounds (the order flipped every round)' if ref.get("rounds", 1) > 1 else ''))
 else:
     print(f'{sys.argv[2]}-shaped, random bf16 weights: batch {ref.get("batch", "?")} × {ref.get("seq", "?")}, LoRA r=16 '
           f'alpha 32 on q,k,v,o,gate,up,down ({ref.get("adapters", "?")} adapters, {ref.get("adapter_params", 0):,} '
-          f'parameters), Adam; {len(ref.get("step_s", []))} timed steps after 1 warmup step')
+          f'parameters), Adam; {ref.get("per_run", len(ref.get("step_s", [])))} timed steps after 1 warmup step'
+          + (f' in each run, pooled over {ref["rounds"]} rounds (the order flipped every round)' if ref.get("rounds", 1) > 1 else ''))
 if ok(s):
     if gen:
         print(f'saddle: {s["decoder"]} decoder, weights {s["weights_dtype"]}, backend {s["backend"]}')
@@ -82,3 +108,13 @@ if not gen and ok(s) and ok(p):
     rel = abs(s["first_loss"] - p["first_loss"]) / abs(p["first_loss"])
     print(f"\nfirst-step losses differ by {rel:.1e} relative (both sides read the same bf16 weights).")
 print("GB = 10^9 bytes. CPU s is the process's user+sys time, less sensitive than wall time to other jobs on the machine.")
+
+if not gen and ok(s) and ok(p) and s.get("rounds", 1) > 1:
+    by_round = {}
+    for side in ("saddle", "pytorch"):
+        for r in runs.get(side, []):
+            if ok(r):
+                by_round.setdefault(r.get("round"), {})[side] = statistics.median(r["step_s"])
+    print("per round, saddle / peer tokens/s ratio: " + ", ".join(
+        f'{k}: {v["pytorch"] / v["saddle"]:.2f}×' for k, v in sorted(by_round.items()) if len(v) == 2)
+          + f'; fastest step against fastest step: {min(p["step_s"]) / min(s["step_s"]):.2f}×')
