@@ -3,7 +3,6 @@ package model
 import (
 	"fmt"
 	"math"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -155,7 +154,7 @@ func (m *Model) NewCPUTrainer(adapters map[string]TrainAdapter, batch, seq int) 
 	hidden, qDim, kvDim, ffn := c.HiddenSize, c.NumHeads*c.HeadDim, c.NumKVHeads*c.HeadDim, c.IntermediateSize
 	t := &CPUTrainer{cfg: c, batch: batch, seq: seq, n: n, dec: dec, first: c.NumLayers,
 		adapters: make([][numModuleKinds]TrainAdapter, c.NumLayers),
-		scale:    float32(1 / math.Sqrt(float64(c.HeadDim))), workers: max(1, runtime.GOMAXPROCS(0))}
+		scale:    float32(1 / math.Sqrt(float64(c.HeadDim))), workers: team.Workers()}
 	for module, a := range adapters {
 		layer, kind, ok := parseModule(module, c.NumLayers)
 		if !ok {

@@ -5,8 +5,8 @@ package gemm
 // micro-panels of mr rows, and the micro-kernel multiplies each pair of micro-panels into an mr×nr tile of C, adding
 // to C from the second k block on. Packing widens half-precision values to float32, zero-pads partial panels and
 // makes every operand layout the same to the kernel; a row-major float32 A in a product at most directMaxN wide is
-// read in place instead. Edge tiles go through a small buffer. Mul splits C into rectangles, one per worker of the spinning
-// team (internal/team), each run as MulSerial does.
+// read in place instead. Edge tiles go through a small buffer. Mul splits C into rectangles, one per worker of the
+// spinning team (internal/team), each run as MulSerial does.
 
 import (
 	"sync"
@@ -34,10 +34,9 @@ var forceGo = false
 // parallelMin is the work (m·n·k multiply-adds) below which Mul runs on the calling goroutine. Measured on 2 cores
 // with the rectangles on the spinning team (BenchmarkSmall, square products back to back, GFLOP/s, serial against
 // both cores): 48³ 78/79, 64³ 74/101, 96³ 87/139, 128³ 84/148; and the rank-8 adapters' products of W2 (1024 rows,
-// 4 M multiply-adds, BenchmarkAdapterShapes) ran 1.5-1.9 times as fast on both cores. When the team's
-// helper is parked the caller takes every rectangle itself, so a small product costs at worst about its serial
-// time. (With a goroutine started per product, which reached the other core 60-200 µs late on this VM, the bound
-// was 8 M.)
+// 4 M multiply-adds, BenchmarkAdapterShapes) ran 1.5-1.9 times as fast on both cores. When the team's helper is
+// parked the caller takes every rectangle itself, so a small product costs at worst about its serial time. (With a
+// goroutine started per product, which reached the other core 60-200 µs late on this VM, the bound was 8 M.)
 var parallelMin = 1 << 18
 
 // workspace holds one goroutine's packing buffers; pooled so that a product allocates nothing in steady state.
@@ -113,7 +112,7 @@ func (ws *workspace) mul(c []float32, ldc, m, n, k int, a, b View, accumulate bo
 			pack(bp, b, jc, pc, nb, kb, nr, b.CS, b.RS, asm)
 			add := accumulate || pc > 0
 			if direct {
-				ws.macroDirect(c[jc:], ldc, a, 0, pc, m, nb, kb, add, bp)
+				ws.macroDirect(c[jc:], ldc, a, pc, m, nb, kb, add, bp)
 				continue
 			}
 			for ic := 0; ic < m; ic += mc {
@@ -178,9 +177,9 @@ func (ws *workspace) flush(c []float32, co, ldc, mv, nv int, add bool) {
 // 65/80/88/93/94/97 packed; from n = 512 packing wins (96.5 against 95.5, 95.4 against 93.2 at n = 2048).
 var directMaxN = 256
 
-// macroDirect multiplies rows i0…i0+m-1, steps pc…pc+kb-1 of a row-major float32 A, read in place, by the packed
+// macroDirect multiplies rows 0…m-1, steps pc…pc+kb-1 of a row-major float32 A, read in place, by the packed
 // kb×nb panel of B into C (row stride ldc). A last partial micro-panel of A is packed.
-func (ws *workspace) macroDirect(c []float32, ldc int, a View, i0, pc, m, nb, kb int, add bool, bpack []float32) {
+func (ws *workspace) macroDirect(c []float32, ldc int, a View, pc, m, nb, kb int, add bool, bpack []float32) {
 	addInt := 0
 	if add {
 		addInt = 1
@@ -188,10 +187,10 @@ func (ws *workspace) macroDirect(c []float32, ldc int, a View, i0, pc, m, nb, kb
 	psB := panelStride(kb, nr)
 	for ir := 0; ir < m; ir += mr {
 		mv := min(mr, m-ir)
-		ao := a.Off + (i0+ir)*a.RS + pc
+		ao := a.Off + ir*a.RS + pc
 		if mv < mr {
 			ws.edge = grow(ws.edge, panelStride(kb, mr))
-			pack(ws.edge, a, i0+ir, pc, mv, kb, mr, a.RS, a.CS, true)
+			pack(ws.edge, a, ir, pc, mv, kb, mr, a.RS, a.CS, true)
 		} else {
 			_ = a.F32[ao+(mr-1)*a.RS+kb-1]
 		}

@@ -10,7 +10,6 @@ package gemv
 import (
 	"fmt"
 	"math"
-	"runtime"
 	"sync"
 
 	"github.com/saddle-ml/saddle/internal/team"
@@ -83,7 +82,7 @@ const rowBlock = 4
 const minParallelWork = 1 << 16
 
 // MulT computes dst[i*ldd + r] = Σ_k x[i*Cols + k]·W[r, k] for i < m and r < Rows (x is [m, Cols], dst [m, ldd]
-// with ldd ≥ Rows), splitting W's rows over up to GOMAXPROCS goroutines.
+// with ldd ≥ Rows), splitting W's rows over the workers of internal/team.
 func (w *Matrix) MulT(dst []float32, ldd int, x []float32, m int) {
 	if m <= 0 {
 		return
@@ -92,7 +91,7 @@ func (w *Matrix) MulT(dst []float32, ldd int, x []float32, m int) {
 		panic(fmt.Sprintf("gemv: MulT of [%d, %d] by %d rows of x (%d values) into %d values with stride %d",
 			w.Rows, w.Cols, m, len(x), len(dst), ldd))
 	}
-	workers := runtime.GOMAXPROCS(0)
+	workers := team.Workers()
 	work := w.Rows * w.Cols * m
 	if workers == 1 || work < minParallelWork || w.Rows < 2*rowBlock {
 		w.mulRows(dst, ldd, x, m, 0, w.Rows)
