@@ -155,10 +155,109 @@ func (a *asm) kernel(name string, direct bool) {
 	a.l("\tRET\n")
 }
 
+// tailKernel is the micro-kernel for a last micro-panel of A with rows < mr valid rows (A still packed 6 values a
+// step): C[0:rows, 0:16] (+)= Σ_p A[0:rows, p] ⊗ B[p, 0:16], writing only those rows. The 6×16 kernel would spend
+// a whole tile's time on them; here k steps take turns among sets copies of the accumulators (Y(2·(s·rows+r)+h)),
+// summed at the end, so that enough independent multiply-adds are in flight to keep both FMA units busy.
+func (a *asm) tailKernel(rows, sets int) {
+	name := fmt.Sprintf("kern%dx16", rows)
+	acc := func(r, h, s int) int { return 2*(s*rows+r) + h }
+	a.l("// func %s(kc int, a, b, c *float32, ldc int, add int)", name)
+	a.l("// C[0:%d, 0:16] (row stride ldc floats) = (add ≠ 0 ? C : 0) + Σ_p a[6p + i]·b[16p + j]: packed A and B.", rows)
+	a.l("TEXT ·%s(SB), NOSPLIT, $0-48", name)
+	a.l("\tMOVQ kc+0(FP), CX")
+	a.l("\tMOVQ a+8(FP), SI")
+	a.l("\tMOVQ b+16(FP), DI")
+	a.l("\tMOVQ c+24(FP), DX")
+	a.l("\tMOVQ ldc+32(FP), R11")
+	a.l("\tSHLQ $2, R11")
+	for r := range 2 * rows * sets {
+		a.l("\tVXORPS Y%d, Y%d, Y%d", r, r, r)
+	}
+	a.l("\tMOVQ DX, R9")
+	for r := range rows {
+		a.l("\tPREFETCHT0 (R9)")
+		a.l("\tPREFETCHT0 60(R9)")
+		if r < rows-1 {
+			a.l("\tADDQ R11, R9")
+		}
+	}
+	step := func(u, s int) {
+		a.l("\tVMOVUPS %d(DI), Y12", 64*u)
+		a.l("\tVMOVUPS %d(DI), Y13", 64*u+32)
+		for r := range rows {
+			t := 14 + r&1
+			a.l("\tVBROADCASTSS %d(SI), Y%d", 24*u+4*r, t)
+			a.l("\tVFMADD231PS Y12, Y%d, Y%d", t, acc(r, 0, s))
+			a.l("\tVFMADD231PS Y13, Y%d, Y%d", t, acc(r, 1, s))
+		}
+	}
+	a.l("\tCMPQ CX, $%d", sets)
+	a.l("\tJL tail%s", name)
+	a.l("loop%s:", name)
+	for s := range sets {
+		step(s, s)
+	}
+	a.l("\tADDQ $%d, SI", 24*sets)
+	a.l("\tADDQ $%d, DI", 64*sets)
+	a.l("\tSUBQ $%d, CX", sets)
+	a.l("\tCMPQ CX, $%d", sets)
+	a.l("\tJGE loop%s", name)
+	a.l("tail%s:", name)
+	a.l("\tTESTQ CX, CX")
+	a.l("\tJE sum%s", name)
+	a.l("tailloop%s:", name)
+	step(0, 0)
+	a.l("\tADDQ $24, SI")
+	a.l("\tADDQ $64, DI")
+	a.l("\tDECQ CX")
+	a.l("\tJNE tailloop%s", name)
+	a.l("sum%s:", name)
+	for s := 1; s < sets; s++ {
+		for r := range rows {
+			for h := range 2 {
+				a.l("\tVADDPS Y%d, Y%d, Y%d", acc(r, h, s), acc(r, h, 0), acc(r, h, 0))
+			}
+		}
+	}
+	a.l("\tMOVQ add+40(FP), AX")
+	a.l("\tTESTQ AX, AX")
+	a.l("\tJE overwrite%s", name)
+	for r := range rows {
+		a.l("\tVADDPS (DX), Y%d, Y%d", acc(r, 0, 0), acc(r, 0, 0))
+		a.l("\tVADDPS 32(DX), Y%d, Y%d", acc(r, 1, 0), acc(r, 1, 0))
+		a.l("\tVMOVUPS Y%d, (DX)", acc(r, 0, 0))
+		a.l("\tVMOVUPS Y%d, 32(DX)", acc(r, 1, 0))
+		if r < rows-1 {
+			a.l("\tADDQ R11, DX")
+		}
+	}
+	a.l("\tVZEROUPPER")
+	a.l("\tRET")
+	a.l("overwrite%s:", name)
+	for r := range rows {
+		a.l("\tVMOVUPS Y%d, (DX)", acc(r, 0, 0))
+		a.l("\tVMOVUPS Y%d, 32(DX)", acc(r, 1, 0))
+		if r < rows-1 {
+			a.l("\tADDQ R11, DX")
+		}
+	}
+	a.l("\tVZEROUPPER")
+	a.l("\tRET\n")
+}
+
+// tailSets is the number of accumulator sets of the tail kernels for 1, 2 and 3 rows: 12 accumulators each, the
+// most the 16 registers leave (two for B, two for the broadcasts of A). With 4 or 5 rows there is room for one set
+// only, which gains little over the 6-row kernel, so those keep it.
+var tailSets = []int{1: 6, 2: 3, 3: 2}
+
 func kernels() {
 	a := header()
 	a.kernel("kern6x16", false)
 	a.kernel("kern6x16r", true)
+	for rows := 1; rows <= 3; rows++ {
+		a.tailKernel(rows, tailSets[rows])
+	}
 	a.save("kernel_amd64.s")
 }
 

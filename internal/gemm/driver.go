@@ -147,6 +147,11 @@ func (ws *workspace) macro(c []float32, ldc, mb, nb, kb int, add, asm bool, bpac
 				}
 				continue
 			}
+			if asm && nv == nr && mv < len(kernTail) {
+				_ = c[co+(mv-1)*ldc+nr-1]
+				kernTail[mv](kb, &ap[0], &bp[0], &c[co], ldc, addInt)
+				continue
+			}
 			t := ws.tile[:]
 			if asm {
 				kern6x16(kb, &ap[0], &bp[0], &t[0], nr, 0)
@@ -205,6 +210,10 @@ func (ws *workspace) macroDirect(c []float32, ldc int, a View, pc, m, nb, kb int
 				continue
 			case mv == mr:
 				kern6x16r(kb, &a.F32[ao], a.RS, &bp[0], &ws.tile[0], nr, 0)
+			case nv == nr && mv < len(kernTail):
+				_ = c[co+(mv-1)*ldc+nr-1]
+				kernTail[mv](kb, &ws.edge[0], &bp[0], &c[co], ldc, addInt)
+				continue
 			default:
 				kern6x16(kb, &ws.edge[0], &bp[0], &ws.tile[0], nr, 0)
 			}
