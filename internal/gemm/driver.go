@@ -21,11 +21,16 @@ import (
 const mr, nr = 6, 16
 
 // Block sizes, in values (BLIS's KC, MC, NC): a packed kc×nr panel of B stays in L1 while the kernel sweeps an
-// mc×kc packed block of A held in L2; the kc×nc packed panel of B lives in L3. Variables so tests can shrink them.
+// mc×kc packed block of A held in L2; the kc×nc packed panel of B lives in L3, and so, for the few hundred rows a
+// training step has, does the m×nc block of C that every kc block adds to. BLIS's NC for Zen 2 is 4080; 1024 ran
+// faster on the bench machine (2 cores sharing a 16 MB L3 with other tenants; 1B-model products of 512 rows, in
+// alternation within one process): on both cores 512×8192×2048 +5-7 %, 512×32768×2048 +5-10 %, 2048×8192×2048 and
+// the k = 8192 products ±1 %; on one core +1-3.5 %, 256 rows +10 %. (512 was as good with 512 rows, worse with
+// 2048.) Variables so tests can shrink them.
 var (
 	blockK = 256
 	blockM = 144  // a multiple of mr
-	blockN = 4080 // a multiple of nr
+	blockN = 1024 // a multiple of nr
 )
 
 // forceGo makes every product use the plain-Go kernel (tests run both kernels).
