@@ -162,13 +162,13 @@ func (m *cpuAdapter) checkRows(what string, rows int, n, cols int) {
 	}
 }
 
-// Forward adds s·h_{L−1}·Bᵀ to y, with h_0 = x and h_i = h_{i−1}·F_{i−1}ᵀ, keeping h_1..h_{L−1} (s·h_{L−1}) for Backward.
-func (m *cpuAdapter) Forward(x []float32, rows int, y []float32) {
+// Forward returns the adapter's output as (s·h_{L−1})·Bᵀ, with h_0 = x and h_i = h_{i−1}·F_{i−1}ᵀ, keeping
+// h_1..h_{L−1} (s·h_{L−1}) for Backward.
+func (m *cpuAdapter) Forward(x []float32, rows int) ([]float32, int, gemm.View) {
 	if rows < 0 || rows > m.maxRows {
 		panic(fmt.Sprintf("lora: CPU adapter %s: Forward of %d rows, made for at most %d", m.module, rows, m.maxRows))
 	}
 	m.checkRows("Forward x of", rows, len(x), m.in)
-	m.checkRows("Forward y of", rows, len(y), m.out)
 	L, r := len(m.f), m.rank
 	prev, prevCols := x, m.in
 	for i := 0; i < L-1; i++ { // h_{i+1} [rows, r] = h_i [rows, in_i] · F_iᵀ [in_i, r]
@@ -179,14 +179,13 @@ func (m *cpuAdapter) Forward(x []float32, rows int, y []float32) {
 	for j := range last {
 		last[j] *= m.scale
 	}
-	// y [rows, Out] += (s·h_{L−1}) [rows, r] · Bᵀ [r, Out]
-	gemm.Mul(y, m.out, rows, m.out, r, gemm.RowMajor(last, r), gemm.RowMajor(m.f[L-1], r).T(), true)
 	m.rows = rows
+	return last, r, gemm.RowMajor(m.f[L-1], r).T() // (s·h_{L−1}) [rows, r] · Bᵀ [r, Out]
 }
 
-// Backward adds dB += dyᵀ·(s·h_{L−1}), then carries g = s·dy·B down: dF_i += gᵀ·h_i and g ← g·F_i, the last g·A
-// added to dx. Each g [rows, r] is written over the h buffer it no longer needs.
-func (m *cpuAdapter) Backward(x, dy []float32, rows int, dx []float32) {
+// Backward adds dB += dyᵀ·(s·h_{L−1}), then carries g = s·dy·B down: dF_i += gᵀ·h_i and g ← g·F_i, returning the
+// input gradient as g·A. Each g [rows, r] is written over the h buffer it no longer needs.
+func (m *cpuAdapter) Backward(x, dy []float32, rows int) ([]float32, int, gemm.View) {
 	if rows != m.rows {
 		if m.rows < 0 {
 			panic(fmt.Sprintf("lora: CPU adapter %s: Backward without a Forward before it (each Forward takes one Backward)", m.module))
@@ -195,9 +194,6 @@ func (m *cpuAdapter) Backward(x, dy []float32, rows int, dx []float32) {
 	}
 	m.checkRows("Backward x of", rows, len(x), m.in)
 	m.checkRows("Backward dy of", rows, len(dy), m.out)
-	if dx != nil {
-		m.checkRows("Backward dx of", rows, len(dx), m.in)
-	}
 	m.rows = -1
 	L, r := len(m.f), m.rank
 	// dB [Out, r] += dyᵀ [Out, rows] · (s·h_{L−1}) [rows, r]
@@ -208,7 +204,7 @@ func (m *cpuAdapter) Backward(x, dy []float32, rows int, dx []float32) {
 	for j := range g {
 		g[j] *= m.scale
 	}
-	for i := L - 2; i >= 0; i-- {
+	for i := L - 2; ; i-- {
 		out, in := m.dims(i) // out = r: only B has Out rows
 		hi := x
 		if i > 0 {
@@ -217,10 +213,7 @@ func (m *cpuAdapter) Backward(x, dy []float32, rows int, dx []float32) {
 		// dF_i [r, in_i] += gᵀ [r, rows] · h_i [rows, in_i]
 		gemm.Mul(m.g[i], in, out, in, rows, gemm.RowMajor(g, r).T(), gemm.RowMajor(hi, in), true)
 		if i == 0 {
-			if dx != nil { // dx [rows, In] += g [rows, r] · A [r, In]
-				gemm.Mul(dx, m.in, rows, m.in, r, gemm.RowMajor(g, r), gemm.RowMajor(m.f[0], m.in), true)
-			}
-			break
+			return g, r, gemm.RowMajor(m.f[0], m.in) // g [rows, r] · A [r, In]
 		}
 		// g ← g [rows, r] · F_i [r, r], over h_i (read above, no longer needed)
 		gemm.Mul(m.h[i], r, rows, r, r, gemm.RowMajor(g, r), gemm.RowMajor(m.f[i], r), false)

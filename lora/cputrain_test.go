@@ -10,6 +10,7 @@ import (
 	. "github.com/gomlx/gomlx/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/core/tensors"
 
+	"github.com/saddle-ml/saddle/internal/gemm"
 	"github.com/saddle-ml/saddle/internal/testbackend"
 )
 
@@ -60,15 +61,20 @@ func relDiff(got []float32, want []float64) float64 {
 	return d / m
 }
 
-// cpuPass runs Forward on every module of c in Set order, then Backward in reverse order, adding to ys and dxs
-// (dxs[k] nil: no input gradient for module k).
+// cpuPass runs Forward on every module of c in Set order, adding each output u·V to ys, then Backward in reverse
+// order, adding each input gradient g·V to dxs (dxs[k] nil: not wanted), as the CPU trainer does.
 func cpuPass(set *Set, c *CPUAdapters, rows int, xs, dys, ys, dxs [][]float32) {
 	mods := c.Modules()
 	for k, a := range set.Adapters {
-		mods[a.Module].Forward(xs[k], rows, ys[k])
+		u, r, v := mods[a.Module].Forward(xs[k], rows)
+		gemm.Mul(ys[k], a.Out, rows, a.Out, r, gemm.RowMajor(u, r), v, true)
 	}
 	for k := len(set.Adapters) - 1; k >= 0; k-- {
-		mods[set.Adapters[k].Module].Backward(xs[k], dys[k], rows, dxs[k])
+		a := set.Adapters[k]
+		g, r, v := mods[a.Module].Backward(xs[k], dys[k], rows)
+		if dxs[k] != nil {
+			gemm.Mul(dxs[k], a.In, rows, a.In, r, gemm.RowMajor(g, r), v, true)
+		}
 	}
 }
 
@@ -293,10 +299,10 @@ func TestCPUAdaptersRefusals(t *testing.T) {
 		f()
 	}
 	x, y := make([]float32, 5*24), make([]float32, 5*40)
-	mustPanic("Backward without Forward", "without a Forward", func() { m.Backward(x, y, 4, nil) })
-	mustPanic("Forward of 5 rows on adapters sized for 4", "at most 4", func() { m.Forward(x, 5, y) })
-	m.Forward(x, 4, y)
-	mustPanic("Backward of other rows than its Forward", "after a Forward of 4", func() { m.Backward(x, y, 3, nil) })
-	m.Backward(x, y, 4, nil)
-	mustPanic("a second Backward after one Forward", "without a Forward", func() { m.Backward(x, y, 4, nil) })
+	mustPanic("Backward without Forward", "without a Forward", func() { m.Backward(x, y, 4) })
+	mustPanic("Forward of 5 rows on adapters sized for 4", "at most 4", func() { m.Forward(x, 5) })
+	m.Forward(x, 4)
+	mustPanic("Backward of other rows than its Forward", "after a Forward of 4", func() { m.Backward(x, y, 3) })
+	m.Backward(x, y, 4)
+	mustPanic("a second Backward after one Forward", "without a Forward", func() { m.Backward(x, y, 4) })
 }

@@ -322,16 +322,20 @@ func (t *CPUTrainer) each(n int, fn func(w, i int)) {
 	team.For(n, 1, t.workers, func(w, i, _ int) { fn(w, i) })
 }
 
-// matmul is gemm.Mul charged to the matmul phase.
-func (t *CPUTrainer) matmul(c []float32, ldc, m, n, k int, a, b gemm.View, accumulate bool) {
-	gemm.Mul(c, ldc, m, n, k, a, b, accumulate)
-	t.lap(phMatmul)
-}
-
-// project computes y = x·Wᵀ (+ bias) for all N rows, adding to y when accumulate is set, then the adapter's output.
+// project computes y = x·Wᵀ (+ bias) + the adapter's output for all N rows, adding to y when accumulate is set; the
+// adapter's low-rank term goes into the weight's product.
 func (t *CPUTrainer) project(a TrainAdapter, w *gemv.Matrix, bias, y, x []float32, accumulate bool) {
 	n := t.n
-	t.matmul(y, w.Rows, n, w.Rows, w.Cols, gemm.RowMajor(x, w.Cols), gemm.Weight(w).T(), accumulate)
+	var u []float32
+	var r int
+	var v gemm.View
+	if a != nil {
+		u, r, v = a.Forward(x, n)
+		t.lap(phAdapters)
+	}
+	gemm.MulPair(y, w.Rows, n, w.Rows, w.Cols, gemm.RowMajor(x, w.Cols), gemm.Weight(w).T(), r, gemm.RowMajor(u, r), v,
+		accumulate)
+	t.lap(phMatmul)
 	if bias != nil {
 		t.parallel(n, w.Rows, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
@@ -340,20 +344,22 @@ func (t *CPUTrainer) project(a TrainAdapter, w *gemv.Matrix, bias, y, x []float3
 		})
 		t.lap(phElementwise)
 	}
-	if a != nil {
-		a.Forward(x, n, y)
-		t.lap(phAdapters)
-	}
 }
 
-// projectBack adds (or, unless accumulate, sets) dx = dy·W when dx is wanted, then runs the adapter's Backward.
+// projectBack runs the adapter's Backward, then adds (or, unless accumulate, sets) dx = dy·W + the adapter's input
+// gradient when dx is wanted.
 func (t *CPUTrainer) projectBack(a TrainAdapter, w *gemv.Matrix, x, dy, dx []float32, accumulate bool) {
-	if dx != nil {
-		t.matmul(dx, w.Cols, t.n, w.Cols, w.Rows, gemm.RowMajor(dy, w.Rows), gemm.Weight(w), accumulate)
-	}
+	var g []float32
+	var r int
+	var v gemm.View
 	if a != nil {
-		a.Backward(x, dy, t.n, dx)
+		g, r, v = a.Backward(x, dy, t.n)
 		t.lap(phAdapters)
+	}
+	if dx != nil {
+		gemm.MulPair(dx, w.Cols, t.n, w.Cols, w.Rows, gemm.RowMajor(dy, w.Rows), gemm.Weight(w), r, gemm.RowMajor(g, r), v,
+			accumulate)
+		t.lap(phMatmul)
 	}
 }
 

@@ -27,7 +27,8 @@ import (
 // adapters; these tests hold it to GoMLX's autodiff of the graph forward pass (Config.Forward with the same adapter
 // as a LinearHook) on the real model and on small random models of every architecture option and weight dtype.
 
-// testLoRA is a low-rank adapter y += s·(x·Aᵀ)·Bᵀ, A [rank, in], B [out, rank], with gradient accumulators.
+// testLoRA is a low-rank adapter y += s·(x·Aᵀ)·Bᵀ, A [rank, in], B [out, rank], with gradient accumulators, its
+// products in float64 (the trainer adds the output and input-gradient products it returns).
 type testLoRA struct {
 	module        string
 	in, out, rank int
@@ -55,14 +56,15 @@ func (l *testLoRA) fail(format string, args ...any) {
 	*l.errs = append(*l.errs, l.module+": "+fmt.Sprintf(format, args...))
 }
 
-func (l *testLoRA) Forward(x []float32, rows int, y []float32) {
+func (l *testLoRA) Forward(x []float32, rows int) ([]float32, int, gemm.View) {
 	*l.log = append(*l.log, "F "+l.module)
-	if len(x) != rows*l.in || len(y) != rows*l.out {
-		l.fail("Forward with x of %d and y of %d values for %d rows", len(x), len(y), rows)
-		return
+	if len(x) != rows*l.in {
+		l.fail("Forward with x of %d values for %d rows", len(x), rows)
+		return nil, 0, gemm.View{}
 	}
 	l.x = slices.Clone(x)
 	l.mid = make([]float32, rows*l.rank)
+	u := make([]float32, rows*l.rank)
 	for r := range rows {
 		for k := range l.rank {
 			var s float64
@@ -70,22 +72,17 @@ func (l *testLoRA) Forward(x []float32, rows int, y []float32) {
 				s += float64(x[r*l.in+i]) * float64(l.a[k*l.in+i])
 			}
 			l.mid[r*l.rank+k] = float32(s)
-		}
-		for o := range l.out {
-			var s float64
-			for k := range l.rank {
-				s += float64(l.mid[r*l.rank+k]) * float64(l.b[o*l.rank+k])
-			}
-			y[r*l.out+o] += l.scale * float32(s)
+			u[r*l.rank+k] = l.scale * float32(s)
 		}
 	}
+	return u, l.rank, gemm.RowMajor(l.b, l.rank).T() // s·mid [rows, rank] · Bᵀ [rank, out]
 }
 
-func (l *testLoRA) Backward(x, dy []float32, rows int, dx []float32) {
+func (l *testLoRA) Backward(x, dy []float32, rows int) ([]float32, int, gemm.View) {
 	*l.log = append(*l.log, "B "+l.module)
-	if len(x) != rows*l.in || len(dy) != rows*l.out || (dx != nil && len(dx) != rows*l.in) {
-		l.fail("Backward with x of %d, dy of %d and dx of %d values for %d rows", len(x), len(dy), len(dx), rows)
-		return
+	if len(x) != rows*l.in || len(dy) != rows*l.out {
+		l.fail("Backward with x of %d and dy of %d values for %d rows", len(x), len(dy), rows)
+		return nil, 0, gemm.View{}
 	}
 	if !slices.Equal(x, l.x) {
 		l.fail("Backward's x is not the x of Forward")
@@ -118,17 +115,11 @@ func (l *testLoRA) Backward(x, dy []float32, rows int, dx []float32) {
 			l.da[k*l.in+i] += float32(s)
 		}
 	}
-	if dx != nil {
-		for r := range rows {
-			for i := range l.in {
-				var s float64
-				for k := range l.rank {
-					s += dmid[r*l.rank+k] * float64(l.a[k*l.in+i])
-				}
-				dx[r*l.in+i] += float32(s)
-			}
-		}
+	g := make([]float32, len(dmid))
+	for i, v := range dmid {
+		g[i] = float32(v)
 	}
+	return g, l.rank, gemm.RowMajor(l.a, l.in) // dmid [rows, rank] · A [rank, in]
 }
 
 // trainCase is a batch and a set of adapters for one comparison.
@@ -592,17 +583,17 @@ func newGemmLoRA(rng *rand.Rand, in, out, rank int) *gemmLoRA {
 	return l
 }
 
-func (l *gemmLoRA) Forward(x []float32, rows int, y []float32) {
+func (l *gemmLoRA) Forward(x []float32, rows int) ([]float32, int, gemm.View) {
 	l.mid = slices.Grow(l.mid[:0], rows*l.rank)[:rows*l.rank]
 	gemm.Mul(l.mid, l.rank, rows, l.rank, l.in, gemm.RowMajor(x, l.in), gemm.RowMajor(l.a, l.in).T(), false)
 	for i := range l.mid {
 		l.mid[i] *= l.scale
 	}
-	gemm.Mul(y, l.out, rows, l.out, l.rank, gemm.RowMajor(l.mid, l.rank), gemm.RowMajor(l.b, l.rank).T(), true)
+	return l.mid, l.rank, gemm.RowMajor(l.b, l.rank).T()
 }
 
-func (l *gemmLoRA) Backward(x, dy []float32, rows int, dx []float32) {
-	// dB += dyᵀ·(s·mid); dmid = s·dy·B; dA += dmidᵀ·x; dx += dmid·A.
+func (l *gemmLoRA) Backward(x, dy []float32, rows int) ([]float32, int, gemm.View) {
+	// dB += dyᵀ·(s·mid); dmid = s·dy·B; dA += dmidᵀ·x; the input gradient is dmid·A.
 	gemm.Mul(l.db, l.rank, l.out, l.rank, rows, gemm.RowMajor(dy, l.out).T(), gemm.RowMajor(l.mid, l.rank), true)
 	l.tmp = slices.Grow(l.tmp[:0], rows*l.rank)[:rows*l.rank]
 	gemm.Mul(l.tmp, l.rank, rows, l.rank, l.out, gemm.RowMajor(dy, l.out), gemm.RowMajor(l.b, l.rank), false)
@@ -610,9 +601,7 @@ func (l *gemmLoRA) Backward(x, dy []float32, rows int, dx []float32) {
 		l.tmp[i] *= l.scale
 	}
 	gemm.Mul(l.da, l.in, l.rank, l.in, rows, gemm.RowMajor(l.tmp, l.rank).T(), gemm.RowMajor(x, l.in), true)
-	if dx != nil {
-		gemm.Mul(dx, l.in, rows, l.in, l.rank, gemm.RowMajor(l.tmp, l.rank), gemm.RowMajor(l.a, l.in), true)
-	}
+	return l.tmp, l.rank, gemm.RowMajor(l.a, l.in)
 }
 
 // TestCPUTrainTimes reports where a step's time goes on a mid-size model (hidden 512, 8 layers, ffn 1408, vocab

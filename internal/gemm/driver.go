@@ -79,7 +79,13 @@ func blockSize(n, block, unit int) int {
 	return (s + unit - 1) / unit * unit
 }
 
-func mulSerial(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
+// second is MulPair's second product, whose k steps follow the first's (k = 0: none).
+type second struct {
+	k    int
+	a, b View
+}
+
+func mulSerial(c []float32, ldc, m, n, k int, a, b View, x second, accumulate bool) {
 	if m == 0 || n == 0 {
 		return
 	}
@@ -92,29 +98,38 @@ func mulSerial(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
 		return
 	}
 	ws := pool.Get().(*workspace)
-	ws.mul(c, ldc, m, n, k, a, b, accumulate)
+	ws.mul(c, ldc, m, n, k, a, b, x, accumulate)
 	pool.Put(ws)
 }
 
-// mul is the blocked product of an [m, k] by a [k, n] view into C (m, n, k > 0).
-func (ws *workspace) mul(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
+// mul is the blocked product of an [m, k] by a [k, n] view into C (m, n, k > 0), plus x's product, whose steps are
+// packed after the last block's.
+func (ws *workspace) mul(c []float32, ldc, m, n, k int, a, b View, x second, accumulate bool) {
 	kc := blockSize(k, blockK, 1)
 	nc := blockSize(n, blockN, nr)
 	mc := blockSize(m, blockM, mr)
-	psB := panelStride(kc, nr)
+	kx := x.k
 	asm := hasAsm && !forceGo
 	// With few columns, packing A costs more than it saves: each value of A is used for n/nr micro-tiles only.
-	direct := asm && a.Kind == gemv.F32 && a.CS == 1 && n <= directMaxN
+	direct := asm && a.Kind == gemv.F32 && a.CS == 1 && n <= directMaxN && kx == 0
 	if !direct {
-		ws.a = grow(ws.a, mc/mr*panelStride(kc, mr))
+		ws.a = grow(ws.a, mc/mr*panelStride(kc+kx, mr))
 	}
-	ws.b = grow(ws.b, (nc/nr)*psB)
+	ws.b = grow(ws.b, (nc/nr)*panelStride(kc+kx, nr))
 	bp := ws.b
 	for jc := 0; jc < n; jc += nc {
 		nb := min(nc, n-jc)
 		for pc := 0; pc < k; pc += kc {
 			kb := min(kc, k-pc)
-			pack(bp, b, jc, pc, nb, kb, nr, b.CS, b.RS, asm)
+			kt := kb // steps in this block: x's join the last
+			if pc+kb == k {
+				kt += kx
+			}
+			psA, psB := panelStride(kt, mr), panelStride(kt, nr)
+			pack(bp, b, jc, pc, nb, kb, nr, b.CS, b.RS, psB, asm)
+			if kt > kb {
+				pack(bp[kb*nr:], x.b, jc, 0, nb, kx, nr, x.b.CS, x.b.RS, psB, asm)
+			}
 			add := accumulate || pc > 0
 			if direct {
 				ws.macroDirect(c[jc:], ldc, a, pc, m, nb, kb, add, bp)
@@ -122,8 +137,11 @@ func (ws *workspace) mul(c []float32, ldc, m, n, k int, a, b View, accumulate bo
 			}
 			for ic := 0; ic < m; ic += mc {
 				mb := min(mc, m-ic)
-				pack(ws.a, a, ic, pc, mb, kb, mr, a.RS, a.CS, asm)
-				ws.macro(c[ic*ldc+jc:], ldc, mb, nb, kb, add, asm, bp)
+				pack(ws.a, a, ic, pc, mb, kb, mr, a.RS, a.CS, psA, asm)
+				if kt > kb {
+					pack(ws.a[kb*mr:], x.a, ic, 0, mb, kx, mr, x.a.RS, x.a.CS, psA, asm)
+				}
+				ws.macro(c[ic*ldc+jc:], ldc, mb, nb, kt, add, asm, bp)
 			}
 		}
 	}
@@ -200,7 +218,7 @@ func (ws *workspace) macroDirect(c []float32, ldc int, a View, pc, m, nb, kb int
 		ao := a.Off + ir*a.RS + pc
 		if mv < mr {
 			ws.edge = grow(ws.edge, panelStride(kb, mr))
-			pack(ws.edge, a, ir, pc, mv, kb, mr, a.RS, a.CS, true)
+			pack(ws.edge, a, ir, pc, mv, kb, mr, a.RS, a.CS, panelStride(kb, mr), true)
 		} else {
 			_ = a.F32[ao+(mr-1)*a.RS+kb-1]
 		}
@@ -228,13 +246,13 @@ func (ws *workspace) macroDirect(c []float32, ldc int, a View, pc, m, nb, kb int
 }
 
 // pack copies a block of v into micro-panels of w lanes: lane l, step p of the block is v's element at
-// Off + (l0+l)·ls + (p0+p)·ss, for l < lanes and p < steps. Panel q (lanes qw…qw+w-1) is dst[q·panelStride(steps, w):],
-// holding step p's w values at p·w (lanes past the block's end are zeros). For A the lanes are rows (ls = RS, ss = CS), for B
+// Off + (l0+l)·ls + (p0+p)·ss, for l < lanes and p < steps. Panel q (lanes qw…qw+w-1) is dst[q·ps:] (ps ≥ steps·w,
+// panelStride of the block's steps, or of more when another block's steps follow in the same panels), holding step
+// p's w values at p·w (lanes past the block's end are zeros). For A the lanes are rows (ls = RS, ss = CS), for B
 // columns (ls = CS, ss = RS). Half-precision values are widened to float32. asm: use the assembly routines where
 // the lanes or the steps are contiguous.
-func pack(dst []float32, v View, l0, p0, lanes, steps, w, ls, ss int, asm bool) {
+func pack(dst []float32, v View, l0, p0, lanes, steps, w, ls, ss, ps int, asm bool) {
 	base := v.Off + l0*ls + p0*ss
-	ps := panelStride(steps, w)
 	if ls == 1 {
 		// Lanes contiguous (row-major B, transposed A): read the block row by row, each row across every panel.
 		// (A panel at a time would read a short run from each of many rows, far apart: 2 to 4 times slower.)
@@ -336,10 +354,10 @@ func (v View) elem(o int) float32 {
 }
 
 // mulParallel runs the product on up to team.Workers() workers, each a rectangle of C with its own packing.
-func mulParallel(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
+func mulParallel(c []float32, ldc, m, n, k int, a, b View, x second, accumulate bool) {
 	procs := team.Workers()
-	if procs < 2 || m*n*k < parallelMin || k == 0 {
-		mulSerial(c, ldc, m, n, k, a, b, accumulate)
+	if procs < 2 || m*n*(k+x.k) < parallelMin || k == 0 {
+		mulSerial(c, ldc, m, n, k, a, b, x, accumulate)
 		return
 	}
 	// A pm×pn grid of rectangles: every goroutine packs its rows of A and its columns of B, so choose the grid that
@@ -362,9 +380,10 @@ func mulParallel(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
 		}
 	}
 	if pm*pn == 1 {
-		mulSerial(c, ldc, m, n, k, a, b, accumulate)
+		mulSerial(c, ldc, m, n, k, a, b, x, accumulate)
 		return
 	}
+	xk, xa, xb := x.k, x.a, x.b // captured one by one: copies (x as a whole is too big, and would move to the heap)
 	team.For(pm*pn, 1, procs, func(_, r, _ int) {
 		bi, bj := r/pn, r%pn
 		i0, i1 := bi*tm/pm*mr, min((bi+1)*tm/pm*mr, m)
@@ -372,6 +391,9 @@ func mulParallel(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
 		sa, sb := a, b
 		sa.Off += i0 * a.RS
 		sb.Off += j0 * b.CS
-		mulSerial(c[i0*ldc+j0:], ldc, i1-i0, j1-j0, k, sa, sb, accumulate)
+		sx := second{k: xk, a: xa, b: xb}
+		sx.a.Off += i0 * xa.RS
+		sx.b.Off += j0 * xb.CS
+		mulSerial(c[i0*ldc+j0:], ldc, i1-i0, j1-j0, k, sa, sb, sx, accumulate)
 	})
 }

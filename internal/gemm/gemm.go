@@ -64,13 +64,33 @@ func bf16(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }
 // every core.
 func Mul(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
 	check(c, ldc, m, n, k, a, b)
-	mulParallel(c, ldc, m, n, k, a, b, accumulate)
+	mulParallel(c, ldc, m, n, k, a, b, second{}, accumulate)
+}
+
+// MulPair is Mul of two products into one C: C (+)= A·B + A2·B2, A2 [m, k2] and B2 [k2, n]. The second product's k
+// steps join the first's last block of k steps, so C is read and written as often as for A·B alone: a low-rank term
+// (k2 small) costs its multiply-adds, not another pass over C.
+func MulPair(c []float32, ldc, m, n, k int, a, b View, k2 int, a2, b2 View, accumulate bool) {
+	check(c, ldc, m, n, k, a, b)
+	if k2 < 0 {
+		panic(fmt.Sprintf("gemm: second product with %d steps", k2))
+	}
+	a2.check("A2", m, k2)
+	b2.check("B2", k2, n)
+	switch {
+	case k2 == 0:
+		mulParallel(c, ldc, m, n, k, a, b, second{}, accumulate)
+	case k == 0:
+		mulParallel(c, ldc, m, n, k2, a2, b2, second{}, accumulate)
+	default:
+		mulParallel(c, ldc, m, n, k, a, b, second{k: k2, a: a2, b: b2}, accumulate)
+	}
 }
 
 // MulSerial is Mul on the calling goroutine only (for callers that run many small products in parallel).
 func MulSerial(c []float32, ldc, m, n, k int, a, b View, accumulate bool) {
 	check(c, ldc, m, n, k, a, b)
-	mulSerial(c, ldc, m, n, k, a, b, accumulate)
+	mulSerial(c, ldc, m, n, k, a, b, second{}, accumulate)
 }
 
 func check(c []float32, ldc, m, n, k int, a, b View) {

@@ -366,4 +366,98 @@ func TestNoAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(20, func() { MulSerial(c, 50, 64, 50, 200, a, b, true) }); n > 0 {
 		t.Errorf("MulSerial allocates %v times per product", n)
 	}
+	u, bf := RowMajor(make([]float32, 64*16), 16), RowMajor(make([]float32, 16*50), 50)
+	if n := testing.AllocsPerRun(20, func() { MulPair(c, 50, 64, 50, 200, a, b, 16, u, bf, true) }); n > 0 {
+		t.Errorf("MulPair allocates %v times per product", n)
+	}
+}
+
+// mulSplit returns a product function that computes the product as MulPair of its first k − k2 steps and its last
+// k2 (at most k), the second pair of views being the first's moved on by k − k2 steps.
+func mulSplit(k2 int) func(c []float32, ldc, m, n, k int, a, b View, acc bool) {
+	return func(c []float32, ldc, m, n, k int, a, b View, acc bool) {
+		k2 := min(k2, k)
+		k1 := k - k2
+		a2, b2 := a, b
+		a2.Off += k1 * a.CS
+		b2.Off += k1 * b.RS
+		MulPair(c, ldc, m, n, k1, a, b, k2, a2, b2, acc)
+	}
+}
+
+// TestMulPair: MulPair over every kind and layout, block sizes and core counts, against the one product it splits
+// (the second product's steps join the first's last block, of any length, or make the whole product).
+func TestMulPair(t *testing.T) {
+	kernels(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(13, 14))
+		for _, blocks := range [][3]int{{blockK, blockM, blockN}, {24, 12, 32}, {7, 6, 16}} {
+			withBlocks(blocks[0], blocks[1], blocks[2], func() {
+				for _, procs := range []int{1, 2, 3} {
+					old := runtime.GOMAXPROCS(procs)
+					for _, aKind := range kinds {
+						for _, bKind := range kinds {
+							tc := testCase{m: 1 + rng.IntN(150), n: 1 + rng.IntN(150), k: 1 + rng.IntN(300),
+								aKind: aKind, bKind: bKind, aLayout: rng.IntN(numLayouts), bLayout: rng.IntN(numLayouts),
+								off: rng.IntN(4), pad: rng.IntN(3), cpad: rng.IntN(4), accumulate: rng.IntN(2) == 0}
+							tc.run(t, rng, mulSplit([]int{1, 2, 7, 16, 33, 1000}[rng.IntN(6)]))
+						}
+					}
+					runtime.GOMAXPROCS(old)
+				}
+			})
+		}
+	})
+}
+
+// TestMulPairLowRank: the trainer's use, Y = X·Wᵀ + U·Bᵀ and dX = dY·W + G·A, with W in its storage dtype and the
+// low-rank factors float32, against float64.
+func TestMulPairLowRank(t *testing.T) {
+	kernels(t, func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(15, 16))
+		for _, kind := range kinds {
+			const tokens, in, out, rank = 515, 300, 290, 16
+			w := newMatrix(rng, out, in, kind, rowMajor, 0, 0)
+			x := newMatrix(rng, tokens, in, gemv.F32, rowMajor, 0, 0)
+			dy := newMatrix(rng, tokens, out, gemv.F32, rowMajor, 0, 0)
+			u := newMatrix(rng, tokens, rank, gemv.F32, rowMajor, 0, 0)
+			g := newMatrix(rng, tokens, rank, gemv.F32, rowMajor, 0, 0)
+			bf := newMatrix(rng, out, rank, gemv.F32, rowMajor, 0, 0)
+			af := newMatrix(rng, rank, in, gemv.F32, rowMajor, 0, 0)
+			for _, fwd := range []bool{true, false} {
+				cols, k1 := out, in
+				if !fwd {
+					cols, k1 = in, out
+				}
+				c := make([]float32, tokens*cols)
+				if fwd {
+					MulPair(c, cols, tokens, cols, in, x.view, w.view.T(), rank, u.view, bf.view.T(), false)
+				} else {
+					MulPair(c, cols, tokens, cols, out, dy.view, w.view, rank, g.view, af.view, false)
+				}
+				for i := range tokens {
+					for j := range cols {
+						var want, mag float64
+						add := func(v float64) { want += v; mag += math.Abs(v) }
+						for p := range k1 {
+							if fwd {
+								add(x.val[i*in+p] * w.val[j*in+p])
+							} else {
+								add(dy.val[i*out+p] * w.val[p*in+j])
+							}
+						}
+						for r := range rank {
+							if fwd {
+								add(u.val[i*rank+r] * bf.val[j*rank+r])
+							} else {
+								add(g.val[i*rank+r] * af.val[r*in+j])
+							}
+						}
+						if d := math.Abs(float64(c[i*cols+j]) - want); !(d <= float64(k1+rank+4)*0x1p-24*mag) {
+							t.Fatalf("%v forward %v: C[%d, %d] = %v, want %v", kind, fwd, i, j, c[i*cols+j], want)
+						}
+					}
+				}
+			}
+		}
+	})
 }

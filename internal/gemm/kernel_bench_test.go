@@ -55,7 +55,7 @@ func benchPack(b *testing.B, size int) {
 				i := 0
 				for b.Loop() {
 					pc := (i * kc) % size
-					pack(dst, vv, 0, pc, nc, kc, nr, vv.CS, vv.RS, !forceGo)
+					pack(dst, vv, 0, pc, nc, kc, nr, vv.CS, vv.RS, panelStride(kc, nr), !forceGo)
 					i++
 				}
 				b.ReportMetric(float64(kc*nc)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
@@ -65,7 +65,7 @@ func benchPack(b *testing.B, size int) {
 					i := 0
 					for b.Loop() {
 						ic := (i * mc) % (size - mc)
-						pack(dst, vv, ic, 0, mc, kc, mr, vv.RS, vv.CS, !forceGo)
+						pack(dst, vv, ic, 0, mc, kc, mr, vv.RS, vv.CS, panelStride(kc, mr), !forceGo)
 						i++
 					}
 					b.ReportMetric(float64(kc*mc)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
