@@ -16,11 +16,13 @@
 #   --no-peer       saddle alone
 #   --install-peer  apt-get install python3-torch libopenblas0-pthread first (root, Debian)
 #
-# Real sizes: bash scripts/bench.sh --real qwen3-0.6b|llama-3.2-1b|llama-3.1-8b [--seq N] [--steps N] [--generate]
-#     [--rounds N] [--saddle-flags "-dtype bf16 -grad-checkpoint"] [--no-peer] [--install-peer]
+# Real sizes: bash scripts/bench.sh --real qwen3-0.6b|llama-3.2-1b|llama-3.1-8b [--seq N] [--steps N] [--warmup N]
+#     [--generate] [--rounds N] [--saddle-flags "-dtype bf16 -grad-checkpoint"] [--no-peer] [--install-peer]
 #   --generate measures greedy decoding (8-token prompt, 32 new tokens, --steps generations) instead of training.
 #   LoRA r=16 (alpha 32) on all linear layers (q,k,v,o,gate,up,down) + Adam, batch 1 × seq (default 512; 256 for
-#   the 8B), 1 warmup step then --steps timed ones (default 3). The model is a random-weight HF folder with the exact
+#   the 8B), --warmup untimed steps (default 3 for training, 1 for generation) then --steps timed ones (default 3):
+#   the peer's steps only settle by its fourth (1B at 1×512: 25.0, 24.6, 20.9, 20.2, 20.1, 20.5 s; saddle's from
+#   its second: 15.8, 15.1, 15.6, 15.3, 15.7, 15.7 s), so fewer warmup steps would count the peer's warm-up. The model is a random-weight HF folder with the exact
 #   config.json, shapes, bf16 shards and tokenizer of the published one (scripts/bench -write-shape), written once
 #   into $BENCH_DIR/shape-NAME and reused. saddle, then the peer (f32 eager, weights widened to f32 on load), each in
 #   a fresh process, never both at once; with --rounds N (default 1 here) N such rounds, the order flipped every
@@ -48,7 +50,7 @@ set -euo pipefail
 export GOTOOLCHAIN=go1.27.3 GOEXPERIMENT=simd
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-rounds=3 rounds_given="" quick=0 peer=1 install=0 real="" real_seq="" real_steps="" saddle_flags="" real_gen=0
+rounds=3 rounds_given="" quick=0 peer=1 install=0 real="" real_seq="" real_steps="" real_warmup="" saddle_flags="" real_gen=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2 rounds_given=1; shift ;;
@@ -58,6 +60,7 @@ while [ $# -gt 0 ]; do
     --real) real=$2; shift ;;
     --seq) real_seq=$2; shift ;;
     --steps) real_steps=$2; shift ;;
+    --warmup) real_warmup=$2; shift ;;
     --saddle-flags) saddle_flags=$2; shift ;;
     --generate) real_gen=1 ;;
     *) echo "bench.sh: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
@@ -79,8 +82,8 @@ if [ -n "$real" ]; then
     [ "$real" = llama-3.1-8b ] && real_seq=256
   fi
   real_steps=${real_steps:-3}
-elif [ -n "$real_seq$real_steps$saddle_flags" ]; then
-  echo "bench.sh: --seq, --steps and --saddle-flags go with --real" >&2
+elif [ -n "$real_seq$real_steps$real_warmup$saddle_flags" ]; then
+  echo "bench.sh: --seq, --steps, --warmup and --saddle-flags go with --real" >&2
   exit 2
 fi
 results=$work/results.jsonl
@@ -166,10 +169,10 @@ if [ -n "$real" ]; then
     peer=0
   fi
   lora=(--rank 16 --alpha 32 --targets all-linear)
-  common=(--mode train --model "$folder" --batch 1 --seq "$real_seq" --steps "$real_steps" --warmup 1)
+  common=(--mode train --model "$folder" --batch 1 --seq "$real_seq" --steps "$real_steps" --warmup "${real_warmup:-3}")
   if [ "$real_gen" = 1 ]; then
     lora=()
-    common=(--mode generate --model "$folder" --prompt 8 --new-tokens 32 --steps "$real_steps" --warmup 1)
+    common=(--mode generate --model "$folder" --prompt 8 --new-tokens 32 --steps "$real_steps" --warmup "${real_warmup:-1}")
   fi
   # run_real ROUND SIDE CMD...: one fresh process; its JSON line (tagged with the round), or its failure, appended to
   # the results.
@@ -205,7 +208,9 @@ if [ -n "$real" ]; then
     done
   done
   echo "== results ($results), $(nproc) cores, $((mem_bytes / 1000000000)) GB, load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
-  "$py" "$here/scripts/bench/report_real.py" "$results" "$real" "$work/stream.json"
+  warm=${real_warmup:-3}
+  [ "$real_gen" = 1 ] && warm=${real_warmup:-1}
+  "$py" "$here/scripts/bench/report_real.py" "$results" "$real" "$work/stream.json" "$warm"
   exit 0
 fi
 

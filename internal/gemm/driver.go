@@ -115,10 +115,11 @@ func (ws *workspace) mul(c []float32, ldc, m, n, k int, a, b View, x second, acc
 	// With more than one block of columns, A's packed blocks are kept for the next ones when all of A fits in
 	// keepAMax (the panels of every block of rows, for every block of steps, one after another).
 	rowPanels := (m + mr - 1) / mr
-	keep := !direct && n > nc && rowPanels*panelStride(kc+kx, mr)*((k+kc-1)/kc) <= keepAMax
+	kept := rowPanels * panelStride(kc+kx, mr) * ((k + kc - 1) / kc)
+	keep := !direct && n > nc && kept <= keepAMax
 	switch {
 	case keep:
-		ws.a = grow(ws.a, rowPanels*panelStride(kc+kx, mr)*((k+kc-1)/kc))
+		ws.a = grow(ws.a, kept)
 	case !direct:
 		ws.a = grow(ws.a, mc/mr*panelStride(kc+kx, mr))
 	}

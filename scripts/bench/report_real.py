@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints bench.sh --real's comparison: RESULTS.jsonl NAME STREAM.json (see scripts/bench.sh)."""
+"""Prints bench.sh --real's comparison: RESULTS.jsonl NAME STREAM.json WARMUP (see scripts/bench.sh)."""
 import json
 import statistics
 import sys
@@ -9,6 +9,7 @@ for line in open(sys.argv[1]):
     r = json.loads(line)
     runs.setdefault(r["side"], []).append(r)
 stream = json.load(open(sys.argv[3]))
+warmup = int(sys.argv[4]) if len(sys.argv) > 4 else 1  # untimed steps (or generations) before the timed ones
 
 
 def ok(r):
@@ -44,12 +45,12 @@ ref = s if ok(s) else p
 gen = ref.get("mode") == "generate"
 if gen:
     print(f'{sys.argv[2]}-shaped, random bf16 weights: greedy decoding, {ref.get("prompt")}-token prompt + '
-          f'{ref.get("new_tokens")} new tokens, {ref.get("per_run", len(ref.get("gen_s", [])))} timed generations after 1 warmup'
+          f'{ref.get("new_tokens")} new tokens, {ref.get("per_run", len(ref.get("gen_s", [])))} timed generations after {warmup} warmup'
           + (f' pooled over {ref["rounds"]} rounds (the order flipped every round)' if ref.get("rounds", 1) > 1 else ''))
 else:
     print(f'{sys.argv[2]}-shaped, random bf16 weights: batch {ref.get("batch", "?")} × {ref.get("seq", "?")}, LoRA r=16 '
           f'alpha 32 on q,k,v,o,gate,up,down ({ref.get("adapters", "?")} adapters, {ref.get("adapter_params", 0):,} '
-          f'parameters), Adam; {ref.get("per_run", len(ref.get("step_s", [])))} timed steps after 1 warmup step'
+          f'parameters), Adam; {ref.get("per_run", len(ref.get("step_s", [])))} timed steps after {warmup} warmup step{"s" if warmup != 1 else ""}'
           + (f' in each run, pooled over {ref["rounds"]} rounds (the order flipped every round)' if ref.get("rounds", 1) > 1 else ''))
 if ok(s):
     if gen:
