@@ -59,6 +59,61 @@ func (a *asm) step(u int, direct bool) {
 	}
 }
 
+// packedHeader starts a kernel that takes packed A and B: func name(kc int, a, b, c *float32, ldc int, add int),
+// computing rows rows of C; kc in CX, a in SI, b in DI, c in DX, ldc in R11 (in values).
+func (a *asm) packedHeader(name string, rows int) {
+	a.l("// func %s(kc int, a, b, c *float32, ldc int, add int)", name)
+	a.l("// C[0:%d, 0:16] (row stride ldc floats) = (add ≠ 0 ? C : 0) + Σ_p a[6p + i]·b[16p + j]: packed A and B.", rows)
+	a.l("TEXT ·%s(SB), NOSPLIT, $0-48", name)
+	a.l("\tMOVQ kc+0(FP), CX")
+	a.l("\tMOVQ a+8(FP), SI")
+	a.l("\tMOVQ b+16(FP), DI")
+	a.l("\tMOVQ c+24(FP), DX")
+	a.l("\tMOVQ ldc+32(FP), R11")
+}
+
+// prefetchC prefetches rows rows of the C tile at DX, row stride R11 in bytes (two lines a row: a row of 16 may
+// straddle them).
+func (a *asm) prefetchC(rows int) {
+	a.l("\tMOVQ DX, R9")
+	for r := range rows {
+		a.l("\tPREFETCHT0 (R9)")
+		a.l("\tPREFETCHT0 60(R9)")
+		if r < rows-1 {
+			a.l("\tADDQ R11, R9")
+		}
+	}
+}
+
+// storeC ends a kernel: rows rows of the tile, row r in Y(2r) and Y(2r+1), added to C at DX (row stride R11 in
+// bytes) when the argument addArg is not 0, else written over it.
+func (a *asm) storeC(name string, rows int, addArg string) {
+	a.l("\tMOVQ %s, AX", addArg)
+	a.l("\tTESTQ AX, AX")
+	a.l("\tJE overwrite%s", name)
+	for r := range rows {
+		a.l("\tVADDPS (DX), Y%d, Y%d", 2*r, 2*r)
+		a.l("\tVADDPS 32(DX), Y%d, Y%d", 2*r+1, 2*r+1)
+		a.l("\tVMOVUPS Y%d, (DX)", 2*r)
+		a.l("\tVMOVUPS Y%d, 32(DX)", 2*r+1)
+		if r < rows-1 {
+			a.l("\tADDQ R11, DX")
+		}
+	}
+	a.l("\tVZEROUPPER")
+	a.l("\tRET")
+	a.l("overwrite%s:", name)
+	for r := range rows {
+		a.l("\tVMOVUPS Y%d, (DX)", 2*r)
+		a.l("\tVMOVUPS Y%d, 32(DX)", 2*r+1)
+		if r < rows-1 {
+			a.l("\tADDQ R11, DX")
+		}
+	}
+	a.l("\tVZEROUPPER")
+	a.l("\tRET\n")
+}
+
 func (a *asm) kernel(name string, direct bool) {
 	addArg := "add+40(FP)"
 	if direct {
@@ -76,28 +131,13 @@ func (a *asm) kernel(name string, direct bool) {
 		a.l("\tADDQ SI, R10")
 		addArg = "add+48(FP)"
 	} else {
-		a.l("// func %s(kc int, a, b, c *float32, ldc int, add int)", name)
-		a.l("// C[0:6, 0:16] (row stride ldc floats) = (add ≠ 0 ? C : 0) + Σ_p a[6p + i]·b[16p + j]: packed A and B.")
-		a.l("TEXT ·%s(SB), NOSPLIT, $0-48", name)
-		a.l("\tMOVQ kc+0(FP), CX")
-		a.l("\tMOVQ a+8(FP), SI")
-		a.l("\tMOVQ b+16(FP), DI")
-		a.l("\tMOVQ c+24(FP), DX")
-		a.l("\tMOVQ ldc+32(FP), R11")
+		a.packedHeader(name, 6)
 	}
 	a.l("\tSHLQ $2, R11")
 	for r := range 12 {
 		a.l("\tVXORPS Y%d, Y%d, Y%d", r, r, r)
 	}
-	// Prefetch the C tile (two lines a row: a row of 16 may straddle them).
-	a.l("\tMOVQ DX, R9")
-	for r := range 6 {
-		a.l("\tPREFETCHT0 (R9)")
-		a.l("\tPREFETCHT0 60(R9)")
-		if r < 5 {
-			a.l("\tADDQ R11, R9")
-		}
-	}
+	a.prefetchC(6)
 	a.l("\tCMPQ CX, $%d", unroll)
 	a.l("\tJL tail%s", name)
 	a.l("loop%s:", name)
@@ -129,30 +169,7 @@ func (a *asm) kernel(name string, direct bool) {
 	a.l("\tDECQ CX")
 	a.l("\tJNE tailloop%s", name)
 	a.l("store%s:", name)
-	a.l("\tMOVQ %s, AX", addArg)
-	a.l("\tTESTQ AX, AX")
-	a.l("\tJE overwrite%s", name)
-	for r := range 6 {
-		a.l("\tVADDPS (DX), Y%d, Y%d", 2*r, 2*r)
-		a.l("\tVADDPS 32(DX), Y%d, Y%d", 2*r+1, 2*r+1)
-		a.l("\tVMOVUPS Y%d, (DX)", 2*r)
-		a.l("\tVMOVUPS Y%d, 32(DX)", 2*r+1)
-		if r < 5 {
-			a.l("\tADDQ R11, DX")
-		}
-	}
-	a.l("\tVZEROUPPER")
-	a.l("\tRET")
-	a.l("overwrite%s:", name)
-	for r := range 6 {
-		a.l("\tVMOVUPS Y%d, (DX)", 2*r)
-		a.l("\tVMOVUPS Y%d, 32(DX)", 2*r+1)
-		if r < 5 {
-			a.l("\tADDQ R11, DX")
-		}
-	}
-	a.l("\tVZEROUPPER")
-	a.l("\tRET\n")
+	a.storeC(name, 6, addArg)
 }
 
 // tailKernel is the micro-kernel for a last micro-panel of A with rows < mr valid rows (A still packed 6 values a
@@ -162,26 +179,12 @@ func (a *asm) kernel(name string, direct bool) {
 func (a *asm) tailKernel(rows, sets int) {
 	name := fmt.Sprintf("kern%dx16", rows)
 	acc := func(r, h, s int) int { return 2*(s*rows+r) + h }
-	a.l("// func %s(kc int, a, b, c *float32, ldc int, add int)", name)
-	a.l("// C[0:%d, 0:16] (row stride ldc floats) = (add ≠ 0 ? C : 0) + Σ_p a[6p + i]·b[16p + j]: packed A and B.", rows)
-	a.l("TEXT ·%s(SB), NOSPLIT, $0-48", name)
-	a.l("\tMOVQ kc+0(FP), CX")
-	a.l("\tMOVQ a+8(FP), SI")
-	a.l("\tMOVQ b+16(FP), DI")
-	a.l("\tMOVQ c+24(FP), DX")
-	a.l("\tMOVQ ldc+32(FP), R11")
+	a.packedHeader(name, rows)
 	a.l("\tSHLQ $2, R11")
 	for r := range 2 * rows * sets {
 		a.l("\tVXORPS Y%d, Y%d, Y%d", r, r, r)
 	}
-	a.l("\tMOVQ DX, R9")
-	for r := range rows {
-		a.l("\tPREFETCHT0 (R9)")
-		a.l("\tPREFETCHT0 60(R9)")
-		if r < rows-1 {
-			a.l("\tADDQ R11, R9")
-		}
-	}
+	a.prefetchC(rows)
 	step := func(u, s int) {
 		a.l("\tVMOVUPS %d(DI), Y12", 64*u)
 		a.l("\tVMOVUPS %d(DI), Y13", 64*u+32)
@@ -220,30 +223,7 @@ func (a *asm) tailKernel(rows, sets int) {
 			}
 		}
 	}
-	a.l("\tMOVQ add+40(FP), AX")
-	a.l("\tTESTQ AX, AX")
-	a.l("\tJE overwrite%s", name)
-	for r := range rows {
-		a.l("\tVADDPS (DX), Y%d, Y%d", acc(r, 0, 0), acc(r, 0, 0))
-		a.l("\tVADDPS 32(DX), Y%d, Y%d", acc(r, 1, 0), acc(r, 1, 0))
-		a.l("\tVMOVUPS Y%d, (DX)", acc(r, 0, 0))
-		a.l("\tVMOVUPS Y%d, 32(DX)", acc(r, 1, 0))
-		if r < rows-1 {
-			a.l("\tADDQ R11, DX")
-		}
-	}
-	a.l("\tVZEROUPPER")
-	a.l("\tRET")
-	a.l("overwrite%s:", name)
-	for r := range rows {
-		a.l("\tVMOVUPS Y%d, (DX)", acc(r, 0, 0))
-		a.l("\tVMOVUPS Y%d, 32(DX)", acc(r, 1, 0))
-		if r < rows-1 {
-			a.l("\tADDQ R11, DX")
-		}
-	}
-	a.l("\tVZEROUPPER")
-	a.l("\tRET\n")
+	a.storeC(name, rows, "add+40(FP)") // the sums are in set 0: Y(2r+h)
 }
 
 // tailSets is the number of accumulator sets of the tail kernels for 1, 2 and 3 rows: 12 accumulators each, the
