@@ -38,24 +38,27 @@ func main() {
 // multiply-adds; the k loop unrolled 4 times.
 const unroll = 4
 
-// step is k step u of the unrolled loop. direct: A is read in place (row i at SI + i·lda, the rows from 3 on at R10),
-// else packed (6 values per step).
-func (a *asm) step(u int, direct bool) {
+// acc is the register of row r, half h of the tile in accumulator set s, for a kernel of rows rows.
+func acc(rows, r, h, s int) int { return 2*(s*rows+r) + h }
+
+// step is k step u of the unrolled loop for rows rows, into accumulator set s. direct: A is read in place (row i at
+// SI + i·lda, the rows from 3 on at R10), else packed (6 values per step).
+func (a *asm) step(u, rows, s int, direct bool) {
 	a.l("\tVMOVUPS %d(DI), Y12", 64*u)
 	a.l("\tVMOVUPS %d(DI), Y13", 64*u+32)
-	rows := []string{"(SI)", "(SI)(R8*1)", "(SI)(R8*2)", "(R10)", "(R10)(R8*1)", "(R10)(R8*2)"}
-	for r := range 6 {
+	inPlace := []string{"(SI)", "(SI)(R8*1)", "(SI)(R8*2)", "(R10)", "(R10)(R8*1)", "(R10)(R8*2)"}
+	for r := range rows {
 		t := 14 + r&1
 		addr := fmt.Sprintf("%d(SI)", 24*u+4*r)
 		if direct {
-			addr = rows[r]
+			addr = inPlace[r]
 			if u > 0 {
 				addr = fmt.Sprint(4*u) + addr
 			}
 		}
 		a.l("\tVBROADCASTSS %s, Y%d", addr, t)
-		a.l("\tVFMADD231PS Y12, Y%d, Y%d", t, 2*r)
-		a.l("\tVFMADD231PS Y13, Y%d, Y%d", t, 2*r+1)
+		a.l("\tVFMADD231PS Y12, Y%d, Y%d", t, acc(rows, r, 0, s))
+		a.l("\tVFMADD231PS Y13, Y%d, Y%d", t, acc(rows, r, 1, s))
 	}
 }
 
@@ -114,7 +117,12 @@ func (a *asm) storeC(name string, rows int, addArg string) {
 	a.l("\tRET\n")
 }
 
-func (a *asm) kernel(name string, direct bool) {
+// kernel writes a micro-kernel of rows rows (6, or 1-3 for a last micro-panel of A with rows < mr valid rows, A still
+// packed 6 values a step, writing only those rows of C). Its k steps take turns among sets copies of the
+// accumulators (Y(2·(s·rows+r)+h)), summed at the end, so that enough independent multiply-adds are in flight to keep
+// both FMA units busy with few rows; the loop is unrolled unroll steps (a multiple of sets). direct (6 rows): A is
+// read in place.
+func (a *asm) kernel(name string, rows, sets, unroll int, direct bool) {
 	addArg := "add+40(FP)"
 	if direct {
 		a.l("// func %s(kc int, a *float32, lda int, b, c *float32, ldc int, add int)", name)
@@ -131,18 +139,18 @@ func (a *asm) kernel(name string, direct bool) {
 		a.l("\tADDQ SI, R10")
 		addArg = "add+48(FP)"
 	} else {
-		a.packedHeader(name, 6)
+		a.packedHeader(name, rows)
 	}
 	a.l("\tSHLQ $2, R11")
-	for r := range 12 {
+	for r := range 2 * rows * sets {
 		a.l("\tVXORPS Y%d, Y%d, Y%d", r, r, r)
 	}
-	a.prefetchC(6)
+	a.prefetchC(rows)
 	a.l("\tCMPQ CX, $%d", unroll)
 	a.l("\tJL tail%s", name)
 	a.l("loop%s:", name)
 	for u := range unroll {
-		a.step(u, direct)
+		a.step(u, rows, u%sets, direct)
 	}
 	if direct {
 		a.l("\tADDQ $%d, SI", 4*unroll)
@@ -158,7 +166,7 @@ func (a *asm) kernel(name string, direct bool) {
 	a.l("\tTESTQ CX, CX")
 	a.l("\tJE store%s", name)
 	a.l("tailloop%s:", name)
-	a.step(0, direct)
+	a.step(0, rows, 0, direct)
 	if direct {
 		a.l("\tADDQ $4, SI")
 		a.l("\tADDQ $4, R10")
@@ -169,61 +177,14 @@ func (a *asm) kernel(name string, direct bool) {
 	a.l("\tDECQ CX")
 	a.l("\tJNE tailloop%s", name)
 	a.l("store%s:", name)
-	a.storeC(name, 6, addArg)
-}
-
-// tailKernel is the micro-kernel for a last micro-panel of A with rows < mr valid rows (A still packed 6 values a
-// step): C[0:rows, 0:16] (+)= Σ_p A[0:rows, p] ⊗ B[p, 0:16], writing only those rows. The 6×16 kernel would spend
-// a whole tile's time on them; here k steps take turns among sets copies of the accumulators (Y(2·(s·rows+r)+h)),
-// summed at the end, so that enough independent multiply-adds are in flight to keep both FMA units busy.
-func (a *asm) tailKernel(rows, sets int) {
-	name := fmt.Sprintf("kern%dx16", rows)
-	acc := func(r, h, s int) int { return 2*(s*rows+r) + h }
-	a.packedHeader(name, rows)
-	a.l("\tSHLQ $2, R11")
-	for r := range 2 * rows * sets {
-		a.l("\tVXORPS Y%d, Y%d, Y%d", r, r, r)
-	}
-	a.prefetchC(rows)
-	step := func(u, s int) {
-		a.l("\tVMOVUPS %d(DI), Y12", 64*u)
-		a.l("\tVMOVUPS %d(DI), Y13", 64*u+32)
-		for r := range rows {
-			t := 14 + r&1
-			a.l("\tVBROADCASTSS %d(SI), Y%d", 24*u+4*r, t)
-			a.l("\tVFMADD231PS Y12, Y%d, Y%d", t, acc(r, 0, s))
-			a.l("\tVFMADD231PS Y13, Y%d, Y%d", t, acc(r, 1, s))
-		}
-	}
-	a.l("\tCMPQ CX, $%d", sets)
-	a.l("\tJL tail%s", name)
-	a.l("loop%s:", name)
-	for s := range sets {
-		step(s, s)
-	}
-	a.l("\tADDQ $%d, SI", 24*sets)
-	a.l("\tADDQ $%d, DI", 64*sets)
-	a.l("\tSUBQ $%d, CX", sets)
-	a.l("\tCMPQ CX, $%d", sets)
-	a.l("\tJGE loop%s", name)
-	a.l("tail%s:", name)
-	a.l("\tTESTQ CX, CX")
-	a.l("\tJE sum%s", name)
-	a.l("tailloop%s:", name)
-	step(0, 0)
-	a.l("\tADDQ $24, SI")
-	a.l("\tADDQ $64, DI")
-	a.l("\tDECQ CX")
-	a.l("\tJNE tailloop%s", name)
-	a.l("sum%s:", name)
 	for s := 1; s < sets; s++ {
 		for r := range rows {
 			for h := range 2 {
-				a.l("\tVADDPS Y%d, Y%d, Y%d", acc(r, h, s), acc(r, h, 0), acc(r, h, 0))
+				a.l("\tVADDPS Y%d, Y%d, Y%d", acc(rows, r, h, s), acc(rows, r, h, 0), acc(rows, r, h, 0))
 			}
 		}
 	}
-	a.storeC(name, rows, "add+40(FP)") // the sums are in set 0: Y(2r+h)
+	a.storeC(name, rows, addArg) // the sums are in set 0: Y(2r+h)
 }
 
 // tailSets is the number of accumulator sets of the tail kernels for 1, 2 and 3 rows: 12 accumulators each, the
@@ -233,10 +194,10 @@ var tailSets = []int{1: 6, 2: 3, 3: 2}
 
 func kernels() {
 	a := header()
-	a.kernel("kern6x16", false)
-	a.kernel("kern6x16r", true)
+	a.kernel("kern6x16", 6, 1, unroll, false)
+	a.kernel("kern6x16r", 6, 1, unroll, true)
 	for rows := 1; rows <= 3; rows++ {
-		a.tailKernel(rows, tailSets[rows])
+		a.kernel(fmt.Sprintf("kern%dx16", rows), rows, tailSets[rows], tailSets[rows], false)
 	}
 	a.save("kernel_amd64.s")
 }

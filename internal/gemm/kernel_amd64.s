@@ -496,7 +496,7 @@ loopkern1x16:
 	JGE loopkern1x16
 tailkern1x16:
 	TESTQ CX, CX
-	JE sumkern1x16
+	JE storekern1x16
 tailloopkern1x16:
 	VMOVUPS 0(DI), Y12
 	VMOVUPS 32(DI), Y13
@@ -507,7 +507,7 @@ tailloopkern1x16:
 	ADDQ $64, DI
 	DECQ CX
 	JNE tailloopkern1x16
-sumkern1x16:
+storekern1x16:
 	VADDPS Y2, Y0, Y0
 	VADDPS Y3, Y1, Y1
 	VADDPS Y4, Y0, Y0
@@ -594,7 +594,7 @@ loopkern2x16:
 	JGE loopkern2x16
 tailkern2x16:
 	TESTQ CX, CX
-	JE sumkern2x16
+	JE storekern2x16
 tailloopkern2x16:
 	VMOVUPS 0(DI), Y12
 	VMOVUPS 32(DI), Y13
@@ -608,7 +608,7 @@ tailloopkern2x16:
 	ADDQ $64, DI
 	DECQ CX
 	JNE tailloopkern2x16
-sumkern2x16:
+storekern2x16:
 	VADDPS Y4, Y0, Y0
 	VADDPS Y5, Y1, Y1
 	VADDPS Y6, Y2, Y2
@@ -702,7 +702,7 @@ loopkern3x16:
 	JGE loopkern3x16
 tailkern3x16:
 	TESTQ CX, CX
-	JE sumkern3x16
+	JE storekern3x16
 tailloopkern3x16:
 	VMOVUPS 0(DI), Y12
 	VMOVUPS 32(DI), Y13
@@ -719,7 +719,7 @@ tailloopkern3x16:
 	ADDQ $64, DI
 	DECQ CX
 	JNE tailloopkern3x16
-sumkern3x16:
+storekern3x16:
 	VADDPS Y6, Y0, Y0
 	VADDPS Y7, Y1, Y1
 	VADDPS Y8, Y2, Y2
